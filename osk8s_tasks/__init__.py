@@ -1,0 +1,13 @@
+"""osk8s: OpenStack + Kubernetes integration lab as Invoke tasks.
+
+Only invoke is imported here: fabric, openstacksdk, kubernetes, libvirt and pydantic load when a
+task runs, so `inv --list` stays fast.
+"""
+
+from invoke import Collection
+
+from . import host
+from .defaults import namespace_defaults
+
+ns = Collection(host.ns)
+ns.configure(namespace_defaults())

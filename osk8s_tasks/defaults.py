@@ -1,0 +1,102 @@
+"""Every configuration key osk8s reads, with its default: the namespace defaults of Invoke's
+config chain (defaults < /etc/invoke.yaml < ~/.invoke.yaml < project invoke.yaml < INVOKE_* env
+< -f FILE < task flags).
+
+Every key is declared here, even as None: Invoke only maps an ``INVOKE_*`` environment variable
+onto a key that exists. This module imports nothing heavy, so ``inv --list`` stays fast; the typed
+model that validates these values lives in :mod:`osk8s_tasks.config`.
+"""
+
+# The one place where versions are pinned. Change them here or override them in config.
+VERSIONS = {
+    "kubernetes": "1.37.0",
+    "openstack_branch": "stable/2026.2",
+    "cloud_provider_openstack": "v1.37.0",
+    "calico": "v3.31.0",
+    "box": "cloud-image/ubuntu-24.04",
+    "box_version": None,
+}
+
+DEFAULTS = {
+    "lab": {
+        # DNS-1123 label: also the libvirt domain name, the VM hostname and the prefix of every
+        # OpenStack and Kubernetes object the lab creates.
+        "name": "osk8s",
+        "state_dir": None,  # None: <project>/.osk8s
+    },
+    "log": {
+        "json": None,  # a file that gets every log event as one JSON object a line
+    },
+    "versions": VERSIONS,
+    "host": {
+        "driver": "kvm",  # kvm | qemu (TCG: no hardware virtualization needed, slow)
+        "cpu_mode": None,  # None: host-passthrough for kvm, maximum for qemu
+        "nested": True,
+        "box": None,  # None: versions.box
+        "box_version": None,  # None: versions.box_version
+        "box_url": None,  # file or URL of a .box to add when the box is missing
+        "memory": 12288,  # MiB
+        "cpus": 4,
+        "disk_gb": 60,  # None: the box's own disk size
+        "libvirt_uri": "qemu:///system",
+        "storage_pool": "default",
+        "management_network": {"name": "vagrant-libvirt", "address": "192.168.121.0/24"},
+        "install_plugin": False,  # allow host.check/host.up to run `vagrant plugin install vagrant-libvirt`
+        "boot_timeout": 900,  # seconds vagrant waits for SSH (TCG boots slowly)
+        "vagrantfile": None,  # None: the project's top-level Vagrantfile
+    },
+    "devstack": {
+        "ssh_target": None,  # None: the lab VM from host.up; else an ssh_config host alias
+        "repo": "https://opendev.org/openstack/devstack",
+        "branch": None,  # None: versions.openstack_branch
+        "dest": "/opt/stack",
+        "stack_user": None,  # None: the SSH user
+        "octavia_provider": "amphora",  # amphora | ovn
+        "amphora_image": None,  # a prebuilt amphora qcow2 on the VM: skips the image build
+        "cinder_lvm_size": "24G",
+        "enable_barbican": False,
+        "patches": [],
+        "watchdog": {
+            "services": ["g-api", "q-svc", "n-api", "c-api", "o-api", "keystone"],
+            "unhealthy_seconds": 120,
+            "interval": 15,
+        },
+    },
+    "openstack": {
+        "cloud": "devstack",  # the clouds.yaml entry the cluster lives in
+        "admin_cloud": "devstack-admin",  # for flavors and images
+        "flavor": {"name": None, "ram": 4096, "vcpus": 2, "disk": 20},
+        "image": {"name": "ubuntu-24.04", "url": None, "file": None, "checksum": None},
+        "keypair": None,  # None: <lab>-key
+        "network": "private",
+        "subnet": "private-subnet",
+        "router": "router1",
+        "external_network": "public",
+        "nodeport_range": "30000-32767",
+    },
+    "cluster": {
+        "nodes": [
+            {"name": "master", "role": "control-plane"},
+            {"name": "worker-1", "role": "worker"},
+        ],
+        "ssh_user": "ubuntu",
+        "pod_subnet": "10.244.0.0/16",
+        "service_subnet": "10.96.0.0/12",
+        "cni": "calico",
+        "lb_provider": "amphora",  # amphora | ovn
+        "manage_security_groups": True,
+        "create_monitor": True,
+    },
+    "verify": {
+        "checks": ["lb", "pv", "ingress", "keystone"],
+        "keep": False,
+        "timeout": 600,
+    },
+}
+
+
+def namespace_defaults(tree: dict = DEFAULTS) -> dict:
+    """DEFAULTS with every leaf None: declares each key for Invoke (so an INVOKE_* variable maps
+    onto it) and leaves all typing and defaulting to :mod:`osk8s_tasks.config`. Invoke's own env
+    casting would turn INVOKE_HOST_NESTED=no into True and crash on INVOKE_HOST_MEMORY=abc."""
+    return {k: namespace_defaults(v) if isinstance(v, dict) else None for k, v in tree.items()}
