@@ -202,7 +202,7 @@ def ssh_step(lab, s) -> Step:
 
 def ensure_up(s) -> None:
     lab = _lab(s)
-    s.plan([plugin_step(lab, s), box_step(lab, s), settings_step(lab), domain_step(lab, s),
+    s.plan([plugin_step(lab, s), settings_step(lab), box_step(lab, s), domain_step(lab, s),
             ssh_config_step(lab, s), ssh_step(lab, s)])
 
 

@@ -125,8 +125,9 @@ class Lab:
                 fh.write(line)
                 line = line.rstrip()
                 tail = (tail + [line])[-15:]
-                if progress and line.startswith("==>"):
-                    log.info("vagrant", elapsed=f"{time.monotonic() - t0:.0f}s", out=line.split(":", 1)[-1].strip())
+                msg = line.split(":", 1)[-1].strip()
+                if progress and line.startswith("==>") and not msg.startswith("--"):
+                    log.info("vagrant", elapsed=f"{time.monotonic() - t0:.0f}s", out=msg)
             rc = proc.wait()
         if rc != 0:
             last = "\n    ".join(x for x in tail if x.strip())
