@@ -69,6 +69,12 @@ def _yaml_string(value: Any) -> Any:
     return value
 
 
+def _box(value: str | None) -> str:
+    if not value:
+        raise ValueError("no Vagrant box configured")
+    return value
+
+
 Label = Annotated[str, AfterValidator(_dns_label)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 PosInt = Annotated[int, Field(gt=0)]
@@ -92,7 +98,7 @@ class Versions(Section):
     openstack_branch: Annotated[str, Field(pattern=r"^(master|(stable|unmaintained)/\d{4}\.\d)$")]
     cloud_provider_openstack: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
     calico: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
-    box: Annotated[str, Field(min_length=1)]
+    box: str | None  # checked where it is used: host.box
     box_version: str | None
 
 
@@ -105,7 +111,7 @@ class Host(Section):
     driver: Literal["kvm", "qemu"]
     cpu_mode: Literal["host-passthrough", "host-model", "maximum"]
     nested: bool
-    box: Annotated[str, Field(min_length=1)]
+    box: Annotated[str | None, AfterValidator(_box)]
     box_version: str | None
     box_url: str | None
     memory: Annotated[int, Field(ge=512)]

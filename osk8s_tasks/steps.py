@@ -160,6 +160,12 @@ def summary(s: Session) -> str:
     tail = ", ".join(f"{n} {o}" for o, n in counts.items() if n or o in ("ok", "failed"))
     if not s.results:
         lines = ["(no steps ran)"]
+    planned = [r for r in s.results if r.outcome == "would-change"]
+    if planned:
+        lines.append("would change:")
+        for r in planned:
+            body = r.detail.replace("\n", "\n      ")
+            lines.append(f"  - {r.task} {r.step} [{r.node}]: {body}")
     lines.append(f"{s.task}: {tail} in {total:.1f} s{mode}")
     if s.log_path:
         lines.append(f"log: {s.log_path}")

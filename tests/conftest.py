@@ -1,0 +1,31 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+INV = str(Path(sys.executable).parent / "inv")
+
+
+def run_inv(args, cwd=ROOT, env=None, netns=None, timeout=900):
+    """Run the real `inv` CLI, as a user would (optionally inside a network namespace)."""
+    cmd = [INV, *args]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def inv():
+    return run_inv
+
+
+def require_root_tools(*tools):
+    missing = [t for t in tools if shutil.which(t) is None]
+    if os.geteuid() != 0 or missing:
+        pytest.fail(f"needs root and {missing or tools}: run the tests through ./dev test (it installs them)")

@@ -1,0 +1,61 @@
+"""The sshd harness and osk8s's Fabric layer against real sshd hosts in network namespaces."""
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from osk8s_tasks import remote
+from osk8s_tasks.steps import StepFailed
+from tests.conftest import require_root_tools
+from tests.peers.sshd import SshHosts
+
+pytestmark = pytest.mark.sshd
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    require_root_tools("sshd", "ip", "unshare")
+    h = SshHosts(Path(f"/run/osk8s-sshd-{uuid.uuid4().hex[:6]}"), count=3, prefix="o8t",
+                 private_dirs=("/var/lib/osk8s-test",)).start()
+    yield h
+    h.stop()
+
+
+def test_several_hosts_each_with_its_own_address_and_files(hosts):
+    seen = {}
+    for h in hosts.hosts:
+        conn = remote.connect(hosts.ssh_config, h.name)
+        out = conn.run("ip -4 -o addr show scope global; id -un; sudo -n true && echo sudo-ok", hide=True).stdout
+        conn.run(f"echo {h.name} | sudo tee /var/lib/osk8s-test/whoami >/dev/null", hide=True)
+        seen[h.name] = out
+        conn.close()
+    for h in hosts.hosts:
+        assert h.address in seen[h.name] and "osk8s" in seen[h.name] and "sudo-ok" in seen[h.name]
+        conn = remote.connect(hosts.ssh_config, h.name)
+        assert conn.run("cat /var/lib/osk8s-test/whoami", hide=True).stdout.strip() == h.name
+        conn.close()
+
+
+def test_unknown_host_key_is_rejected(hosts, tmp_path):
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(hosts.ssh_config.read_text().replace(str(hosts.known_hosts), str(tmp_path / "empty_known_hosts")))
+    ok, detail = remote.probe(cfg, hosts.hosts[0].name)
+    assert not ok and "not recorded" in detail
+
+
+def test_changed_host_key_is_rejected(hosts, tmp_path):
+    other = hosts.hosts[1].host_key.with_suffix(".pub").read_text().split()[:2]
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"{hosts.hosts[0].address} {' '.join(other)}\n")
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(hosts.ssh_config.read_text().replace(str(hosts.known_hosts), str(wrong)))
+    ok, detail = remote.probe(cfg, hosts.hosts[0].name)
+    assert not ok and "does not match" in detail
+
+
+def test_config_without_known_hosts_file_is_refused(hosts, tmp_path):
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host x\n  HostName {hosts.hosts[0].address}\n  UserKnownHostsFile /dev/null\n")
+    with pytest.raises(StepFailed, match="no UserKnownHostsFile"):
+        remote.connect(cfg, "x")

@@ -1,0 +1,161 @@
+"""Real sshd test hosts, each in its own network namespace, reached over a veth pair.
+
+Every host has its own address (198.18.N.2, the benchmarking range, only inside namespaces this
+harness creates), its own host key (recorded in known_hosts from the key file itself, so the
+tests exercise strict host key checking), and its own copy of `private_dirs` (a mount namespace
+bind-mounts a per-host directory over each), so that hosts do not see each other's files.
+Used by the tests' fixtures; `python -m tests.peers.sshd 3` starts three by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+USER = "osk8s"
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+@dataclass
+class TestHost:
+    name: str
+    netns: str
+    address: str
+    host_key: Path
+    pid: int | None = None
+
+
+@dataclass
+class SshHosts:
+    workdir: Path
+    count: int = 3
+    prefix: str = "o8s"
+    private_dirs: tuple[str, ...] = ()
+    hosts: list[TestHost] = field(default_factory=list)
+
+    @property
+    def client_key(self) -> Path:
+        return self.workdir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.workdir / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.workdir / "ssh_config"
+
+    def start(self) -> SshHosts:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o755)  # sshd reads authorized_keys as the test user
+        Path("/run/sshd").mkdir(exist_ok=True)
+        _ensure_user()
+        if not self.client_key.exists():
+            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "osk8s-tests", "-f", str(self.client_key))
+        keys = self.workdir / "authorized_keys"
+        shutil.copy(self.client_key.with_suffix(".pub"), keys)
+        os.chmod(keys, 0o644)
+        for i in range(self.count):
+            self.hosts.append(self._start_host(i))
+        self.known_hosts.write_text("".join(
+            f"{h.address} {' '.join(h.host_key.with_suffix('.pub').read_text().split()[:2])}\n" for h in self.hosts))
+        self.ssh_config.write_text("".join(
+            f"Host {h.name}\n  HostName {h.address}\n  User {USER}\n  IdentityFile {self.client_key}\n"
+            f"  IdentitiesOnly yes\n  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
+            for h in self.hosts))
+        for h in self.hosts:
+            _wait_port(h.address, 22)
+        return self
+
+    def _start_host(self, i: int) -> TestHost:
+        ns, outer, inner = f"{self.prefix}{i}", f"{self.prefix}{i}h", f"{self.prefix}{i}n"
+        host = TestHost(f"{self.prefix}{i}", ns, f"198.18.{i}.2", self.workdir / f"{ns}_host_key")
+        sh("ip", "netns", "del", ns, check=False)  # a leftover of an interrupted run
+        sh("ip", "link", "del", outer, check=False)
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        sh("ip", "link", "set", inner, "netns", ns)
+        sh("ip", "addr", "add", f"198.18.{i}.1/24", "dev", outer)
+        sh("ip", "link", "set", outer, "up")
+        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{host.address}/24", "dev", inner],
+                    ["ip", "link", "set", inner, "up"], ["ip", "route", "add", "default", "via", f"198.18.{i}.1"]):
+            sh("ip", "netns", "exec", ns, *cmd)
+        if not host.host_key.exists():
+            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host.host_key))
+        cfg = self.workdir / f"{ns}_sshd_config"
+        cfg.write_text("\n".join([
+            f"ListenAddress {host.address}", "Port 22", f"HostKey {host.host_key}",
+            f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}", f"AllowUsers {USER}",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+            f"PidFile {self.workdir / (ns + '.pid')}", "Subsystem sftp internal-sftp", "LogLevel VERBOSE", "",
+        ]))
+        mounts = []
+        for d in self.private_dirs:
+            own = self.workdir / ns / d.strip("/")
+            own.mkdir(parents=True, exist_ok=True)
+            mounts.append(f"mkdir -p {d} && mount --bind {own} {d}")
+        script = " && ".join([*mounts, f"exec /usr/sbin/sshd -D -e -f {cfg}"])
+        log = open(self.workdir / f"{ns}_sshd.log", "a")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
+                                 "sh", "-c", script], stdout=log, stderr=log, start_new_session=True)
+        host.pid = proc.pid  # every program in the chain execs, so this is sshd's own PID
+        return host
+
+    def stop(self) -> None:
+        for h in self.hosts:
+            if h.pid:
+                try:
+                    os.kill(h.pid, 15)
+                    os.waitpid(h.pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+            sh("ip", "netns", "del", h.netns, check=False)
+            sh("ip", "link", "del", f"{h.netns}h", check=False)
+        self.hosts = []
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _ensure_user() -> None:
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        sh("useradd", "-m", "-s", "/bin/bash", USER)
+    sh("usermod", "-p", "*", USER)  # no password, but not locked: sshd refuses locked accounts
+    sudoers = Path(f"/etc/sudoers.d/{USER}")
+    sudoers.parent.mkdir(exist_ok=True)
+    if not sudoers.exists():
+        sudoers.write_text(f"{USER} ALL=(ALL) NOPASSWD:ALL\n")
+        os.chmod(sudoers, 0o440)
+
+
+def _wait_port(address: str, port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sshd on {address}:{port} did not start") from None
+            time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    import sys
+
+    hosts = SshHosts(Path(sys.argv[2] if len(sys.argv) > 2 else "/run/osk8s-sshd"), int(sys.argv[1])).start()
+    print(f"{len(hosts.hosts)} hosts up; ssh -F {hosts.ssh_config} {hosts.hosts[0].name}; Ctrl-C stops them")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        hosts.stop()
