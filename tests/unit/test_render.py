@@ -6,7 +6,8 @@ from osk8s_tasks.steps import StepFailed
 
 def test_missing_value_is_an_error(tmp_path, monkeypatch):
     (tmp_path / "t.j2").write_text("a={{ a }} b={{ b }}\n")
-    monkeypatch.setattr(render, "environment", lambda: render.environment.__wrapped__(str(tmp_path)))
+    make = render.environment.__wrapped__
+    monkeypatch.setattr(render, "environment", lambda: make(str(tmp_path)))
     assert render.render("t.j2", a=1, b=2) == "a=1 b=2\n"
     with pytest.raises(StepFailed, match="'b' is undefined"):
         render.render("t.j2", a=1)
