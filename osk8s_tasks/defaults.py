@@ -8,10 +8,12 @@ model that validates these values lives in :mod:`osk8s_tasks.config`.
 """
 
 # The one place where versions are pinned. Change them here or override them in config.
+# Each is the newest release seen to exist (devstack's stable/2026.1 branch and
+# cloud-provider-openstack v1.36.0, whose OCCM supports the next Kubernetes minor).
 VERSIONS = {
     "kubernetes": "1.37.0",
-    "openstack_branch": "stable/2026.2",
-    "cloud_provider_openstack": "v1.37.0",
+    "openstack_branch": "stable/2026.1",
+    "cloud_provider_openstack": "v1.36.0",
     "calico": "v3.31.0",
     "box": "cloud-image/ubuntu-24.04",
     "box_version": None,
