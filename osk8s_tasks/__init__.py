@@ -6,8 +6,8 @@ task runs, so `inv --list` stays fast.
 
 from invoke import Collection
 
-from . import host
+from . import devstack, host
 from .defaults import namespace_defaults
 
-ns = Collection(host.ns)
+ns = Collection(host.ns, devstack.ns)
 ns.configure(namespace_defaults())

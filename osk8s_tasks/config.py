@@ -75,6 +75,13 @@ def _box(value: str | None) -> str:
     return value
 
 
+def _patch_file(name: str) -> str:
+    path = Path(name) if os.path.isabs(name) else PROJECT_DIR / "devstack" / "patches" / name
+    if not path.is_file():
+        raise ValueError(f"no patch file {path}")
+    return name
+
+
 Label = Annotated[str, AfterValidator(_dns_label)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 PosInt = Annotated[int, Field(gt=0)]
@@ -134,24 +141,34 @@ class Host(Section):
         return self
 
 
+class WatchedService(Section):
+    unit: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+
+
 class Watchdog(Section):
-    services: Annotated[list[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")]], BeforeValidator(_yaml_string)]
+    services: Annotated[list[WatchedService], BeforeValidator(_yaml_string)]
     unhealthy_seconds: PosInt
     interval: PosInt
 
 
 class Devstack(Section):
     ssh_target: str | None
+    ssh_config: str | None
     repo: Annotated[str, Field(min_length=1)]
     branch: Annotated[str, Field(min_length=1)]
     dest: Annotated[str, Field(pattern=r"^/")]
-    stack_user: str | None
+    packages: Annotated[list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+-]*$")]], BeforeValidator(_yaml_string)]
     octavia_provider: Literal["amphora", "ovn"]
     amphora_image: str | None
     cinder_lvm_size: Annotated[str, Field(pattern=r"^\d+[MG]$")]
     enable_barbican: bool
-    patches: Annotated[list[str], BeforeValidator(_yaml_string)]
+    patches: Annotated[list[Annotated[str, AfterValidator(_patch_file)]], BeforeValidator(_yaml_string)]
+    stack_timeout: PosInt
     watchdog: Watchdog
+
+    def patch_path(self, name: str) -> Path:
+        return Path(name) if os.path.isabs(name) else PROJECT_DIR / "devstack" / "patches" / name
 
 
 class Flavor(Section):
@@ -260,6 +277,8 @@ FIXES = {
     "versions.openstack_branch": "use 'master' or a branch such as stable/2026.1",
     "devstack.octavia_provider": "use 'amphora' (VMs, slower) or 'ovn' (no VMs)",
     "cluster.lb_provider": "use 'amphora' or 'ovn', matching devstack.octavia_provider",
+    "devstack.patches": "put the patch in devstack/patches/ and list its file name",
+    "devstack.watchdog.services": "list {unit: g-api, url: 'http://{host_ip}/image'} entries",
 }
 
 

@@ -48,18 +48,29 @@ DEFAULTS = {
         "vagrantfile": None,  # None: the project's top-level Vagrantfile
     },
     "devstack": {
-        "ssh_target": None,  # None: the lab VM from host.up; else an ssh_config host alias
+        "ssh_target": None,  # None: the lab VM from host.up; else a Host alias in devstack.ssh_config
+        "ssh_config": None,  # None: ~/.ssh/config (used with ssh_target only)
         "repo": "https://opendev.org/openstack/devstack",
         "branch": None,  # None: versions.openstack_branch
         "dest": "/opt/stack",
-        "stack_user": None,  # None: the SSH user
+        "packages": ["git", "curl", "sudo", "python3"],
         "octavia_provider": "amphora",  # amphora | ovn
-        "amphora_image": None,  # a prebuilt amphora qcow2 on the VM: skips the image build
+        "amphora_image": None,  # a prebuilt amphora qcow2 on the VM: skips the slow image build
         "cinder_lvm_size": "24G",
         "enable_barbican": False,
-        "patches": [],
+        "patches": [],  # file names under devstack/patches/ (or absolute paths)
+        "stack_timeout": 7200,  # seconds devstack.stack waits for stack.sh before giving up waiting
         "watchdog": {
-            "services": ["g-api", "q-svc", "n-api", "c-api", "o-api", "keystone"],
+            # While stack.sh runs, each devstack@<unit> that exists must be active and its API must
+            # answer (any HTTP status below 500); unhealthy for unhealthy_seconds -> systemctl restart.
+            "services": [
+                {"unit": "keystone", "url": "http://{host_ip}/identity/v3"},
+                {"unit": "g-api", "url": "http://{host_ip}/image"},
+                {"unit": "neutron-api", "url": "http://{host_ip}/networking"},
+                {"unit": "n-api", "url": "http://{host_ip}/compute"},
+                {"unit": "c-api", "url": "http://{host_ip}/volume"},
+                {"unit": "o-api", "url": "http://{host_ip}/load-balancer"},
+            ],
             "unhealthy_seconds": 120,
             "interval": 15,
         },

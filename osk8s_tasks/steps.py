@@ -90,7 +90,7 @@ _current: contextvars.ContextVar[Session | None] = contextvars.ContextVar("osk8s
 def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
     """Converge each step in order; stop at the first failure (later steps build on it)."""
     done: list[Result] = []
-    pending_change = False
+    pending_change = any(r.outcome == "would-change" for r in s.results)  # earlier plans of this run too
     for step in steps:
         log = s.log.bind(step=step.name, node=step.node)
         t0 = time.monotonic()
@@ -169,7 +169,9 @@ def summary(s: Session) -> str:
     lines.append(f"{s.task}: {tail} in {total:.1f} s{mode}")
     if s.log_path:
         lines.append(f"log: {s.log_path}")
-    return "\n".join(lines)
+    from .log import redact
+
+    return redact("\n".join(lines))
 
 
 @contextmanager

@@ -76,6 +76,10 @@ class SshHosts:
             _wait_port(h.address, 22)
         return self
 
+    def private(self, host: TestHost, path: str) -> Path:
+        """Where a host's private directory lives on this machine (to set up or inspect files)."""
+        return self.workdir / host.netns / path.strip("/")
+
     def _start_host(self, i: int) -> TestHost:
         ns, outer, inner = f"{self.prefix}{i}", f"{self.prefix}{i}h", f"{self.prefix}{i}n"
         host = TestHost(f"{self.prefix}{i}", ns, f"198.18.{i}.2", self.workdir / f"{ns}_host_key")
@@ -112,6 +116,15 @@ class SshHosts:
 
     def stop(self) -> None:
         for h in self.hosts:
+            # Everything in a test host's namespace was started by the tests (sshd, and what ran
+            # through it: stand-in services, a detached stack.sh): end it all, by PID.
+            pids = sh("ip", "netns", "pids", h.netns, check=False).stdout.split()
+            for pid in pids:
+                if int(pid) != h.pid:
+                    try:
+                        os.kill(int(pid), 15)
+                    except ProcessLookupError:
+                        pass
             if h.pid:
                 try:
                     os.kill(h.pid, 15)

@@ -1,0 +1,37 @@
+"""A devstack@<svc> stand-in: answers GET / with 200, or, when $DEST/.standin-hang-<svc> exists,
+never answers (the hung g-api of the 2018 write-up)."""
+
+import http.server
+import os
+import socketserver
+import sys
+import time
+
+name, port, dest = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# Hung only while the flag exists: the flag is consumed here, so a restart comes back healthy.
+flag = os.path.join(dest, f".standin-hang-{name}")
+hang = os.path.exists(flag)
+if hang:
+    os.unlink(flag)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if hang:
+            time.sleep(3600)
+        body = f'{{"service": "{name}"}}'.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+Server(("0.0.0.0", port), Handler).serve_forever()
