@@ -31,6 +31,10 @@ def lab(tmp_path_factory):
     cfg.write_text(
         f"lab: {{name: {LAB}, state_dir: {state}}}\n"
         f"host: {{driver: qemu, box: osk8s-debian12, box_url: {box}, memory: 1024, cpus: 1, disk_gb: 8, boot_timeout: 600}}\n"
+        # devstack.* on the VM itself, with the DevStack stand-in copied there (no internet here)
+        "devstack: {repo: 'file:///home/vagrant/devstack-standin.git', branch: master, packages: [git, curl],\n"
+        "  watchdog: {services: [{unit: keystone, url: 'http://{host_ip}:15000/'}, {unit: g-api, url: 'http://{host_ip}:19292/'}],\n"
+        "             unhealthy_seconds: 20, interval: 3}}\n"
     )
 
     def inv(*args):
@@ -86,6 +90,25 @@ def test_ssh_through_the_generated_config(lab):
     plain = subprocess.run(["ip", "netns", "exec", NETNS, "ssh", "-F", str(lab.lab_dir / "ssh_config"), LAB, "hostname"],
                            capture_output=True, text=True, timeout=60)
     assert plain.stdout.strip() == LAB, plain.stderr  # OpenSSH accepts the file and the recorded keys
+
+
+def test_devstack_deploy_on_the_vm_then_again_changes_nothing(lab, tmp_path):
+    from tests.peers.devstack import standin_repo
+
+    repo = standin_repo(tmp_path)
+    tar = subprocess.run(["tar", "czf", "-", "-C", str(repo.parent), repo.name], capture_output=True, check=True).stdout
+    copy = subprocess.run(["ip", "netns", "exec", NETNS, "ssh", "-F", str(lab.lab_dir / "ssh_config"), LAB,
+                           "tar xzf - -C /home/vagrant"], input=tar, capture_output=True, timeout=120)
+    assert copy.returncode == 0, copy.stderr
+    first = lab("devstack.deploy")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert re.search(r"stack\.sh\s.*\schanged\s", first.stdout) and "stack.sh completed in" in first.stderr
+    units = lab("host.ssh", "-c", "systemctl is-active devstack@g-api.service devstack@keystone.service")
+    assert units.stdout.split() == ["active", "active"], units.stdout  # real systemd units on the VM
+    second = lab("devstack.deploy")
+    assert second.returncode == 0 and not _rows(second.stdout, "changed"), second.stdout + second.stderr
+    assert "7 ok, 0 failed" in second.stdout
+    assert lab("host.ssh", "-c", "cat /opt/stack/.standin-stack-count").stdout.strip() == "1"
 
 
 def test_snapshot_round_trip(lab):
