@@ -180,22 +180,33 @@ class Flavor(Section):
 
 class Image(Section):
     name: Annotated[str, Field(min_length=1)]
-    url: str | None
+    url: Annotated[str, Field(pattern=r"^(https?|file)://")] | None
     file: str | None
-    checksum: str | None
+    checksum: Annotated[str, Field(pattern=r"^(md5|sha256|sha512):[0-9a-f]+$")] | None
+    disk_format: Literal["qcow2", "raw"]
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Image:
+        if self.url and self.file:
+            raise ValueError("give image.url or image.file, not both")
+        return self
 
 
 class Openstack(Section):
+    clouds_yaml: str | None
     cloud: Annotated[str, Field(min_length=1)]
     admin_cloud: Annotated[str, Field(min_length=1)]
     flavor: Flavor
     image: Image
     keypair: str | None
+    security_group: str | None
     network: str
     subnet: str
     router: str
     external_network: str
     nodeport_range: Annotated[str, Field(pattern=r"^\d{1,5}-\d{1,5}$")]
+    app_credential: bool
+    server_timeout: PosInt
 
 
 class Node(Section):

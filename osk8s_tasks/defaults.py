@@ -76,16 +76,21 @@ DEFAULTS = {
         },
     },
     "openstack": {
-        "cloud": "devstack",  # the clouds.yaml entry the cluster lives in
-        "admin_cloud": "devstack-admin",  # for flavors and images
-        "flavor": {"name": None, "ram": 4096, "vcpus": 2, "disk": 20},
-        "image": {"name": "ubuntu-24.04", "url": None, "file": None, "checksum": None},
-        "keypair": None,  # None: <lab>-key
+        "clouds_yaml": None,  # None: .osk8s/<lab>/clouds.yaml when devstack.stack wrote it, else
+        #                       openstacksdk's own search (OS_CLIENT_CONFIG_FILE, ~/.config/openstack)
+        "cloud": "devstack",  # the clouds.yaml entry the cluster lives in (the demo project)
+        "admin_cloud": "devstack-admin",  # for the flavor
+        "flavor": {"name": None, "ram": 4096, "vcpus": 2, "disk": 20},  # name None: <lab>-k8s
+        "image": {"name": "ubuntu-24.04", "url": None, "file": None, "checksum": None, "disk_format": "qcow2"},
+        "keypair": None,  # None: <lab>-key (private key in .osk8s/<lab>/id_ed25519, 0600)
+        "security_group": None,  # None: <lab>-k8s
         "network": "private",
         "subnet": "private-subnet",
         "router": "router1",
         "external_network": "public",
         "nodeport_range": "30000-32767",
+        "app_credential": True,  # an application credential for the cloud provider (not a password)
+        "server_timeout": 600,
     },
     "cluster": {
         "nodes": [

@@ -103,7 +103,10 @@ def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
 
         try:
             status = step.check()
-        except StepFailed as exc:
+        except Exception as exc:
+            if not isinstance(exc, StepFailed):  # a bug: the row names the step, the log keeps the traceback
+                record("failed", f"internal error in check: {exc!r}")
+                raise
             if s.dry_run and pending_change:
                 log.info("step.would_change", reason=f"after the changes above: {exc}")
                 record("would-change", f"after the changes above ({exc})")
@@ -131,6 +134,9 @@ def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
         except StepFailed as exc:
             log.error("step.failed", reason=str(exc))
             record("failed", str(exc))
+            raise
+        except Exception as exc:
+            record("failed", f"internal error in apply: {exc!r}")
             raise
         if not after.ok:
             msg = f"still not converged after apply: {after.reason}"
