@@ -38,6 +38,13 @@ class Clouds:
 
     def __post_init__(self):
         self._conns = {}
+        self.cache = {}  # reads shared by one pass of checks; cleared by every apply
+
+    def servers(self) -> dict:
+        """The lab's servers by name: one request per pass of checks."""
+        if "servers" not in self.cache:
+            self.cache["servers"] = {x.name: x for x in self.main.compute.servers(tags=tag(self.settings))}
+        return self.cache["servers"]
 
     def get(self, name: str):
         if name not in self._conns:
@@ -52,6 +59,10 @@ class Clouds:
     def admin(self):
         return self.get(self.settings.openstack.admin_cloud)
 
+    def slowest(self, n: int = 5) -> list[str]:
+        all_ = [(t.elapsed.total_seconds(), t.method, t.url) for c in self._conns.values() for t in c.session.get_timings()]
+        return [f"{e:.3f}s {m} {u}" for e, m, u in sorted(all_, reverse=True)[:n]]
+
     def api_counts(self) -> dict[str, dict[str, int]]:
         out = {}
         for name, conn in self._conns.items():
@@ -59,6 +70,12 @@ class Clouds:
             writes = [t for t in timings if t.method not in READ_METHODS and not t.url.endswith("/auth/tokens")]
             out[name] = {"requests": len(timings), "writes": len(writes)}
         return out
+
+
+def by_name(objects):
+    """The one object a name-filtered listing returned, or None. Neutron lookups list by name:
+    openstacksdk's find_* tries GET /<name> as an ID first, a 404 path that costs ~0.5 s."""
+    return next(iter(objects), None)
 
 
 def connect(settings, name: str):
@@ -69,17 +86,22 @@ def connect(settings, name: str):
     from openstack.config import OpenStackConfig
 
     files = clouds_files(settings)
-    try:
-        region = OpenStackConfig(config_files=files).get_one(cloud=name, timing=True)
+    explicit = settings.openstack.clouds_yaml
+    saved = os.environ.pop("OS_CLIENT_CONFIG_FILE", None) if explicit else None
+    try:  # openstacksdk reads OS_CLIENT_CONFIG_FILE before the files it is given: a configured one must win
+        region = OpenStackConfig(config_files=[explicit] if explicit else files).get_one(cloud=name, timing=True)
     except osx.ConfigException as exc:
         existing = [f for f in files if os.path.exists(f)]
         raise StepFailed(f"cloud {name!r} is not in clouds.yaml ({exc}; read: {', '.join(existing) or 'no file found'}). "
                          "Fix: set openstack.cloud / openstack.admin_cloud to a cloud listed there, or run inv devstack.stack, "
                          "which writes .osk8s/<lab>/clouds.yaml") from None
+    finally:
+        if saved is not None:
+            os.environ["OS_CLIENT_CONFIG_FILE"] = saved
     conn = openstack.connection.Connection(config=region)
     auth_url = region.config.get("auth", {}).get("auth_url", "?")
     try:
-        conn.authorize()
+        conn.session.get_token()  # keystoneauth errors stay typed (authorize() flattens them)
     except (ksa.Unauthorized, osx.HttpException) as exc:
         status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
         if status == 401 or isinstance(exc, ksa.Unauthorized):

@@ -207,6 +207,7 @@ class Openstack(Section):
     nodeport_range: Annotated[str, Field(pattern=r"^\d{1,5}-\d{1,5}$")]
     app_credential: bool
     server_timeout: PosInt
+    boot_concurrency: Annotated[int, Field(ge=1, le=32)]
 
 
 class Node(Section):

@@ -91,6 +91,7 @@ DEFAULTS = {
         "nodeport_range": "30000-32767",
         "app_credential": True,  # an application credential for the cloud provider (not a password)
         "server_timeout": 600,
+        "boot_concurrency": 4,  # servers created at once (checks always run concurrently)
     },
     "cluster": {
         "nodes": [

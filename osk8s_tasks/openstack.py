@@ -33,14 +33,18 @@ class Decision:
     data: dict = field(default_factory=dict)
 
 
-def resource_step(name: str, decide: Callable[[], Decision], act: Callable[[Decision], None]) -> Step:
+def resource_step(clouds, name: str, decide: Callable[[], Decision], act: Callable[[Decision], None]) -> Step:
     """A Step whose check and apply share one decision function."""
 
     def check():
         d = decide()
         return Status(d.action == "none", d.reason, d.diff)
 
-    return Step(name, check, lambda: act(decide()))
+    def apply():
+        act(decide())
+        clouds.cache.clear()
+
+    return Step(name, check, apply)
 
 
 def names(settings) -> dict[str, str]:
@@ -64,13 +68,13 @@ def preflight_steps(s, clouds) -> list[Step]:
 
     def networks():
         net = clouds.main.network
-        ext = net.find_network(o.external_network)
+        ext = cloud.by_name(net.networks(name=o.external_network))
         if ext is None or not ext.is_router_external:
             have = [n.name for n in net.networks(is_router_external=True)]
             raise StepFailed(f"external network {o.external_network!r} not found (external networks: {', '.join(have) or 'none'}). "
                              "Fix: set openstack.external_network")
-        missing = [f"{k} {v!r}" for k, v, f in (("network", o.network, net.find_network), ("subnet", o.subnet, net.find_subnet),
-                                                 ("router", o.router, net.find_router)) if f(v) is None]
+        missing = [f"{k} {v!r}" for k, v, f in (("network", o.network, net.networks), ("subnet", o.subnet, net.subnets),
+                                                 ("router", o.router, net.routers)) if cloud.by_name(f(name=v)) is None]
         if missing:
             raise StepFailed(f"not found: {', '.join(missing)}. Fix: set openstack.network/subnet/router to existing names")
         return Status(True, f"{o.network}/{o.subnet} behind {o.router}, floating IPs from {o.external_network}")
@@ -106,7 +110,7 @@ def flavor_step(s, clouds) -> Step:
     f, name, lab = s.settings.openstack.flavor, names(s.settings)["flavor"], s.settings.lab.name
 
     def decide():
-        have = clouds.admin.compute.find_flavor(name, ignore_missing=True)
+        have = flavor_named(clouds, name)
         want = {"ram": f.ram, "vcpus": f.vcpus, "disk": f.disk}
         if have is None:
             return Decision("create", f"no flavor {name}", f"create flavor {name}: {want}")
@@ -122,7 +126,11 @@ def flavor_step(s, clouds) -> Step:
         created = admin.create_flavor(name=name, ram=f.ram, vcpus=f.vcpus, disk=f.disk, is_public=True)
         admin.create_flavor_extra_specs(created, {"osk8s:lab": lab})
 
-    return resource_step(f"flavor {name}", decide, act)
+    return resource_step(clouds, f"flavor {name}", decide, act)
+
+
+def flavor_named(clouds, name: str):
+    return next((f for f in clouds.admin.compute.flavors() if f.name == name), None)
 
 
 def local_key(settings) -> Path:
@@ -151,7 +159,7 @@ def keypair_step(s, clouds) -> Step:
             clouds.main.compute.delete_keypair(d.obj)
         clouds.main.compute.create_keypair(name=name, public_key=key.with_suffix(".pub").read_text().strip())
 
-    return resource_step(f"keypair {name}", decide, act)
+    return resource_step(clouds, f"keypair {name}", decide, act)
 
 
 def wanted_rules(settings) -> list[dict]:
@@ -180,7 +188,7 @@ def secgroup_step(s, clouds) -> Step:
 
     def decide():
         net = clouds.main.network
-        sg = net.find_security_group(name)
+        sg = cloud.by_name(net.security_groups(name=name))
         wanted = wanted_rules(s.settings)
         if sg is None:
             return Decision("create", f"no security group {name}",
@@ -207,7 +215,7 @@ def secgroup_step(s, clouds) -> Step:
                                            protocol=w["protocol"], port_range_min=w["port_range_min"],
                                            port_range_max=w["port_range_max"], description=f"osk8s: {w['why']}", **remote)
 
-    return resource_step(f"security group {name}", decide, act)
+    return resource_step(clouds, f"security group {name}", decide, act)
 
 
 def _file_hash(path: Path, algo: str) -> str:
@@ -242,7 +250,8 @@ def _image_file(s) -> Path:
 def _find_image(s, clouds):
     """Our own upload (<lab>-<name>), else a pre-existing image of the configured name."""
     n = names(s.settings)["image"]
-    return clouds.main.image.find_image(n) or clouds.main.image.find_image(s.settings.openstack.image.name)
+    img = clouds.main.image
+    return cloud.by_name(img.images(name=n)) or cloud.by_name(img.images(name=s.settings.openstack.image.name))
 
 
 def image_step(s, clouds) -> Step:
@@ -270,7 +279,7 @@ def image_step(s, clouds) -> Step:
                                    container_format="bare", tags=[cloud.tag(s.settings)], wait=True)
         img.wait_for_status(created, "active", wait=600)
 
-    return resource_step(f"image {name}", decide, act)
+    return resource_step(clouds, f"image {name}", decide, act)
 
 
 def app_credential_path(settings) -> Path:
@@ -306,7 +315,7 @@ def app_credential_step(s, clouds) -> Step:
                                             "auth_url": conn.config.auth["auth_url"],
                                             "region": conn.config.region_name or "RegionOne"}))
 
-    return resource_step(f"application credential {name}", decide, act)
+    return resource_step(clouds, f"application credential {name}", decide, act)
 
 
 def prepare_steps(s, clouds) -> list[Step]:
@@ -320,6 +329,7 @@ def report_api(s, clouds) -> None:
     counts = clouds.api_counts()
     s.log.info("openstack.api", requests=sum(c["requests"] for c in counts.values()),
                writes=sum(c["writes"] for c in counts.values()), clouds=counts)
+    s.log.debug("openstack.api.slowest", requests=clouds.slowest())
 
 
 def run_prepare(s, clouds) -> None:
@@ -351,7 +361,19 @@ def servers(c, dry_run=False, log_json=None):
         clouds = cloud.Clouds(s.settings)
         try:
             s.plan(preflight_steps(s, clouds)[:3])
-            s.plan(_servers().server_steps(s, clouds))
+            s.plan_nodes(_servers().server_plan(s, clouds), s.settings.openstack.boot_concurrency)
+        finally:
+            report_api(s, clouds)
+
+
+@task(help=COMMON_HELP)
+def deploy(c, dry_run=False, log_json=None):
+    """prepare -> servers, in one authenticated session: the cloud side of the lab."""
+    with session(c, "openstack.deploy", dry_run, log_json) as s:
+        clouds = cloud.Clouds(s.settings)
+        try:
+            run_prepare(s, clouds)
+            s.plan_nodes(_servers().server_plan(s, clouds), s.settings.openstack.boot_concurrency)
         finally:
             report_api(s, clouds)
 
@@ -380,4 +402,4 @@ def status(c, log_json=None):
         print(openstack_teardown.status_text(s, cloud.Clouds(s.settings)))
 
 
-ns = Collection("openstack", prepare, servers, teardown, status)
+ns = Collection("openstack", prepare, servers, deploy, teardown, status)

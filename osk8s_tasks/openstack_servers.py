@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import cloud
-from .openstack import Decision, _find_image, names, resource_step
+from .openstack import Decision, _find_image, flavor_named, names, resource_step
 from .steps import Step, StepFailed
 
 
@@ -12,7 +12,7 @@ def server_name(settings, node) -> str:
 
 
 def _server(clouds, name):
-    return next(iter(clouds.main.compute.servers(name=f"^{name}$")), None)
+    return clouds.servers().get(name)
 
 
 def server_step(s, clouds, node) -> Step:
@@ -49,18 +49,18 @@ def server_step(s, clouds, node) -> Step:
         compute = clouds.main.compute
         srv = d.obj
         if d.action == "create":
-            net = clouds.main.network.find_network(o.network)
+            net = cloud.by_name(clouds.main.network.networks(name=o.network))
             srv = compute.create_server(
-                name=name, flavor_id=clouds.admin.compute.find_flavor(n["flavor"]).id, image_id=_find_image(s, clouds).id,
+                name=name, flavor_id=flavor_named(clouds, n["flavor"]).id, image_id=_find_image(s, clouds).id,
                 key_name=n["keypair"], networks=[{"uuid": net.id}], security_groups=[{"name": n["secgroup"]}],
                 metadata={"osk8s-lab": s.settings.lab.name, "osk8s-role": node.role}, tags=[lab_tag])
         elif n["secgroup"] not in {g["name"] for g in (srv.security_groups or [])} and srv.status == "ACTIVE":
-            compute.add_security_group_to_server(srv, clouds.main.network.find_security_group(n["secgroup"]))
+            compute.add_security_group_to_server(srv, cloud.by_name(clouds.main.network.security_groups(name=n["secgroup"])))
         elif srv.status == "SHUTOFF":
             compute.start_server(srv)
         srv = compute.wait_for_server(srv, status="ACTIVE", wait=o.server_timeout)
 
-    return resource_step(f"server {name}", decide, act)
+    return resource_step(clouds, f"server {name}", decide, act)
 
 
 def fip_step(s, clouds, node) -> Step:
@@ -84,16 +84,20 @@ def fip_step(s, clouds, node) -> Step:
 
     def act(d):
         net = clouds.main.network
-        ext = net.find_network(o.external_network)
+        ext = cloud.by_name(net.networks(name=o.external_network))
         fip = net.create_ip(floating_network_id=ext.id, port_id=d.data["port"].id,
                             description=f"osk8s lab {s.settings.lab.name}: {name}")
         net.set_tags(fip, [lab_tag])
 
-    return resource_step(f"floating IP {name}", decide, act)
+    return resource_step(clouds, f"floating IP {name}", decide, act)
 
 
-def server_steps(s, clouds) -> list[Step]:
-    steps = []
+def server_plan(s, clouds) -> dict[str, list[Step]]:
+    """Per node: the server, then its floating IP; the nodes are converged concurrently."""
+    plan = {}
     for node in s.settings.cluster.nodes:
-        steps += [server_step(s, clouds, node), fip_step(s, clouds, node)]
-    return steps
+        steps = [server_step(s, clouds, node), fip_step(s, clouds, node)]
+        for step in steps:
+            step.node = server_name(s.settings, node)
+        plan[server_name(s.settings, node)] = steps
+    return plan

@@ -8,7 +8,7 @@ the cluster name is the lab name, so teardown finds and deletes them before the 
 from __future__ import annotations
 
 from . import cloud
-from .openstack import app_credential_path, names
+from .openstack import app_credential_path, flavor_named, names
 from .steps import Status, Step, StepFailed
 
 CSI_CLUSTER = "cinder.csi.openstack.org/cluster"
@@ -28,7 +28,7 @@ def inventory(s, clouds) -> dict[str, list]:
     ports = [(p, p.name or p.id) for p in main.network.ports(tags=tag)]
     sgs = [(g, g.name) for g in main.network.security_groups(tags=tag)]
     keys = [(k, k.name) for k in main.compute.keypairs() if k.name == n["keypair"]]
-    flavor = clouds.admin.compute.find_flavor(n["flavor"], ignore_missing=True)
+    flavor = flavor_named(clouds, n["flavor"])
     flavors = []
     if flavor is not None and clouds.admin.compute.fetch_flavor_extra_specs(flavor).extra_specs.get("osk8s:lab") == lab:
         flavors = [(flavor, flavor.name)]

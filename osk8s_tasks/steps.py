@@ -13,6 +13,7 @@ code.
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -66,6 +67,7 @@ class Session:
     results: list[Result] = field(default_factory=list)
     log_path: Any = None
     started: float = field(default_factory=time.monotonic)
+    apply_slots: Any = None  # a Semaphore while plan_nodes limits concurrent applies
 
     @property
     def log(self):
@@ -76,6 +78,30 @@ class Session:
     def plan(self, steps: Iterable[Step]) -> list[Result]:
         return run_plan(self, steps)
 
+    def plan_nodes(self, groups: dict[str, list[Step]], apply_concurrency: int = 8) -> None:
+        """Each node's steps in order, the nodes concurrently; per-node rows in the summary.
+        Checks always run concurrently; at most `apply_concurrency` applies run at once.
+        A node that fails stops only its own steps; the run fails after every node finished."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.apply_slots = threading.Semaphore(max(1, apply_concurrency))
+
+        def one(steps):
+            try:
+                run_plan(self, steps)
+                return None
+            except StepFailed as exc:
+                return str(exc)
+
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(16, len(groups)))) as pool:
+                errors = dict(zip(groups, pool.map(one, groups.values())))
+        finally:
+            self.apply_slots = None
+        failed = {n: e for n, e in errors.items() if e}
+        if failed:
+            raise StepFailed("; ".join(f"{n}: {e}" for n, e in failed.items()))
+
     def child(self, task: str, settings) -> Session:
         return Session(task, self.dry_run, settings, self.results, self.log_path, self.started)
 
@@ -84,6 +110,7 @@ class Session:
         return any(r.outcome == "failed" for r in self.results)
 
 
+_results_lock = threading.Lock()
 _current: contextvars.ContextVar[Session | None] = contextvars.ContextVar("osk8s_session", default=None)
 
 
@@ -97,7 +124,8 @@ def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
 
         def record(outcome: str, detail: str) -> Result:
             r = Result(s.task, step.name, step.node, outcome, time.monotonic() - t0, detail)
-            s.results.append(r)
+            with _results_lock:
+                s.results.append(r)
             done.append(r)
             return r
 
@@ -129,7 +157,11 @@ def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
             raise StepFailed(status.reason)
         log.info("step.apply", reason=status.reason, diff=status.diff or None)
         try:
-            step.apply()
+            if s.apply_slots is not None:
+                with s.apply_slots:
+                    step.apply()
+            else:
+                step.apply()
             after = (step.verify or step.check)()
         except StepFailed as exc:
             log.error("step.failed", reason=str(exc))

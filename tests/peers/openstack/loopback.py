@@ -32,6 +32,8 @@ PACKAGES = ["keystone==30.0.0", "glance==33.0.0", "openstack-placement==16.0.0",
 PORTS = {"keystone": 5000, "glance": 9292, "placement": 8778, "nova": 8774, "neutron": 9696, "cinder": 8776, "octavia": 9876}
 ADMIN_PW, SERVICE_PW, DEMO_PW = "adminpw", "servicepw", "demopw"
 RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
+# sqlite URLs carry : concurrent requests (several servers booting at once) wait for a
+# busy database instead of failing with "database is locked"
 KS = f"http://127.0.0.1:{PORTS['keystone']}"
 COMPUTE_HOST = "osk8s-compute"
 
