@@ -9,6 +9,7 @@ Read-only preflight checks run first, so bad input fails before the first write.
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 import subprocess
 import urllib.request
 from dataclasses import dataclass, field
@@ -332,6 +333,17 @@ def report_api(s, clouds) -> None:
     s.log.debug("openstack.api.slowest", requests=clouds.slowest())
 
 
+@contextmanager
+def cloud_session(c, task_name: str, dry_run=False, log_json=None, quiet=False):
+    """A run with the lab's clouds; the API request count is logged at its end."""
+    with session(c, task_name, dry_run, log_json, quiet=quiet) as s:
+        clouds = cloud.Clouds(s.settings)
+        try:
+            yield s, clouds
+        finally:
+            report_api(s, clouds)
+
+
 def run_prepare(s, clouds) -> None:
     s.plan(preflight_steps(s, clouds))
     s.plan(prepare_steps(s, clouds))
@@ -340,12 +352,8 @@ def run_prepare(s, clouds) -> None:
 @task(help=COMMON_HELP)
 def prepare(c, dry_run=False, log_json=None):
     """Flavor, keypair, security group (incl. the NodePort range), node image, application credential."""
-    with session(c, "openstack.prepare", dry_run, log_json) as s:
-        clouds = cloud.Clouds(s.settings)
-        try:
-            run_prepare(s, clouds)
-        finally:
-            report_api(s, clouds)
+    with cloud_session(c, "openstack.prepare", dry_run, log_json) as (s, clouds):
+        run_prepare(s, clouds)
 
 
 def _servers():
@@ -357,25 +365,17 @@ def _servers():
 @task(help=COMMON_HELP)
 def servers(c, dry_run=False, log_json=None):
     """The Kubernetes node servers (cluster.nodes), ACTIVE, with keypair, security group and floating IPs."""
-    with session(c, "openstack.servers", dry_run, log_json) as s:
-        clouds = cloud.Clouds(s.settings)
-        try:
-            s.plan(preflight_steps(s, clouds)[:3])
-            s.plan_nodes(_servers().server_plan(s, clouds), s.settings.openstack.boot_concurrency)
-        finally:
-            report_api(s, clouds)
+    with cloud_session(c, "openstack.servers", dry_run, log_json) as (s, clouds):
+        s.plan(preflight_steps(s, clouds)[:3])
+        s.plan_nodes(_servers().server_plan(s, clouds), s.settings.openstack.boot_concurrency)
 
 
 @task(help=COMMON_HELP)
 def deploy(c, dry_run=False, log_json=None):
     """prepare -> servers, in one authenticated session: the cloud side of the lab."""
-    with session(c, "openstack.deploy", dry_run, log_json) as s:
-        clouds = cloud.Clouds(s.settings)
-        try:
-            run_prepare(s, clouds)
-            s.plan_nodes(_servers().server_plan(s, clouds), s.settings.openstack.boot_concurrency)
-        finally:
-            report_api(s, clouds)
+    with cloud_session(c, "openstack.deploy", dry_run, log_json) as (s, clouds):
+        run_prepare(s, clouds)
+        s.plan_nodes(_servers().server_plan(s, clouds), s.settings.openstack.boot_concurrency)
 
 
 @task(help=COMMON_HELP)
@@ -384,13 +384,9 @@ def teardown(c, dry_run=False, log_json=None):
     report any object still carrying the lab tag as an orphan."""
     from . import openstack_teardown
 
-    with session(c, "openstack.teardown", dry_run, log_json) as s:
-        clouds = cloud.Clouds(s.settings)
-        try:
-            s.plan(preflight_steps(s, clouds)[:2])
-            s.plan(openstack_teardown.teardown_steps(s, clouds))
-        finally:
-            report_api(s, clouds)
+    with cloud_session(c, "openstack.teardown", dry_run, log_json) as (s, clouds):
+        s.plan(preflight_steps(s, clouds)[:2])
+        s.plan(openstack_teardown.teardown_steps(s, clouds))
 
 
 @task(help={"log_json": COMMON_HELP["log_json"]})
@@ -398,8 +394,8 @@ def status(c, log_json=None):
     """Everything the lab owns in the cloud, by service (read-only)."""
     from . import openstack_teardown
 
-    with session(c, "openstack.status", log_json=log_json, quiet=True) as s:
-        print(openstack_teardown.status_text(s, cloud.Clouds(s.settings)))
+    with cloud_session(c, "openstack.status", log_json=log_json, quiet=True) as (s, clouds):
+        print(openstack_teardown.status_text(s, clouds))
 
 
 ns = Collection("openstack", prepare, servers, deploy, teardown, status)
