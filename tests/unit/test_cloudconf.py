@@ -1,0 +1,55 @@
+"""cluster.lint-cloud-config on the 2018 write-up's cloud-config and on a current one."""
+
+from pathlib import Path
+
+from osk8s_tasks import cloudconf
+from tests.conftest import run_inv
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+MODERN = """[Global]
+auth-url = http://192.168.121.15/identity
+application-credential-id = 0123
+application-credential-secret = s3cret
+region = RegionOne
+[LoadBalancer]
+subnet-id = 1740cd57
+floating-network-id = 9f1c
+lb-provider = ovn
+lb-method = SOURCE_IP_PORT
+manage-security-groups = true
+create-monitor = true
+[LoadBalancerClass "internal"]
+subnet-id = abcd
+[Networking]
+public-network-name = public
+"""
+
+
+def test_2018_cloud_config_names_removed_keys_and_replacements():
+    found = {(f.section, f.key, f.kind): f.fix for f in cloudconf.lint((DATA / "2018-cloud-config").read_text())}
+    assert "lb-provider" in found[("LoadBalancer", "use-octavia", "removed")]
+    assert "Block Storage v3" in found[("BlockStorage", "bs-version", "removed")]
+    assert "cinder-csi-plugin" in found[("BlockStorage", "", "misplaced")]
+    assert "application credential" in found[("Global", "password", "advice")]
+    assert not [k for k in found if k[2] == "unknown"]  # everything else there is still read
+
+
+def test_current_config_is_clean_and_typos_are_named():
+    assert cloudconf.lint(MODERN) == []
+    typo = cloudconf.lint(MODERN.replace("lb-method", "lb-methd"))
+    assert [(f.kind, f.key) for f in typo] == [("unknown", "lb-methd")] and "did you mean lb-method" in typo[0].fix
+
+
+def test_cinder_csi_view():
+    text = "[Global]\napplication-credential-id = x\napplication-credential-secret = y\n[BlockStorage]\nrescan-on-resize = true\n"
+    assert cloudconf.lint(text, "cinder-csi") == []
+    assert cloudconf.lint(text + "[LoadBalancer]\nsubnet-id = a\n", "cinder-csi")[0].kind == "misplaced"
+
+
+def test_cli_exit_codes_and_no_secret_values():
+    r = run_inv(["cluster.lint-cloud-config", str(DATA / "2018-cloud-config")])
+    assert r.returncode == 1 and "use-octavia" in r.stdout and "bs-version" in r.stdout
+    assert "=password" not in r.stdout and "3fd32295751a41aca601021eba681a29" not in r.stdout
+    missing = run_inv(["cluster.lint-cloud-config", "/nonexistent"])
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
