@@ -105,6 +105,12 @@ class Versions(Section):
     openstack_branch: Annotated[str, Field(pattern=r"^(master|(stable|unmaintained)/\d{4}\.\d)$")]
     cloud_provider_openstack: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
     calico: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
+    csi_attacher: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
+    csi_provisioner: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
+    csi_resizer: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
+    csi_snapshotter: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
+    csi_livenessprobe: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
+    csi_node_driver_registrar: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
     box: str | None  # checked where it is used: host.box
     box_version: str | None
 

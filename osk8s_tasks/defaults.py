@@ -15,6 +15,13 @@ VERSIONS = {
     "openstack_branch": "stable/2026.1",
     "cloud_provider_openstack": "v1.36.0",
     "calico": "v3.31.0",
+    # CSI sidecars, as cloud-provider-openstack v1.36.0's manifests pin them
+    "csi_attacher": "v4.10.0",
+    "csi_provisioner": "v5.3.0",
+    "csi_resizer": "v1.14.0",
+    "csi_snapshotter": "v8.4.0",
+    "csi_livenessprobe": "v2.17.0",
+    "csi_node_driver_registrar": "v2.15.0",
     "box": "cloud-image/ubuntu-24.04",
     "box_version": None,
 }
