@@ -106,6 +106,7 @@ DEFAULTS = {
             {"name": "worker-1", "role": "worker"},
         ],
         "ssh_user": "ubuntu",
+        "ssh_config": None,  # None: .osk8s/<lab>/nodes_ssh_config, written by cluster.ssh-config
         "pod_subnet": "10.244.0.0/16",
         "service_subnet": "10.96.0.0/12",
         "cni": "calico",

@@ -5,7 +5,6 @@ stack / unstack, composed by `devstack.deploy` as plain function calls."""
 from __future__ import annotations
 
 import difflib
-import io
 import os
 import shlex
 import time
@@ -15,49 +14,11 @@ from pathlib import Path
 from invoke import Collection, task
 
 from .facts import devstack as facts
+from .remote import Remote
 from .steps import COMMON_HELP, Status, Step, StepFailed, session
 
 SYSCTL_FILE = "/etc/sysctl.d/60-osk8s-devstack.conf"
 SYSCTLS = {f"net.ipv6.conf.{i}.disable_ipv6": "0" for i in ("all", "default", "lo")}
-
-
-class Remote:
-    """One SSH connection to the DevStack host; commands fail with the command and its stderr."""
-
-    def __init__(self, conn, log):
-        self.conn, self.log = conn, log
-
-    @property
-    def user(self) -> str:
-        return self.conn.user
-
-    def run(self, cmd: str, sudo: bool = False, warn: bool = False, timeout: int | None = None):
-        full = f"sudo -n sh -c {shlex.quote(cmd)}" if sudo else cmd
-        self.log.debug("remote.run", command=full)
-        try:
-            result = self.conn.run(full, hide=True, warn=True, in_stream=False, timeout=timeout)
-        except Exception as exc:
-            from .remote import describe_ssh_error
-
-            raise StepFailed(describe_ssh_error(exc, self.conn.host)) from None
-        if result.exited and not warn:
-            err = (result.stderr or result.stdout).strip().splitlines()[-5:]
-            raise StepFailed(f"`{cmd[:120]}` failed on {self.conn.host} (exit {result.exited}): {' | '.join(err)}")
-        return result
-
-    def put_text(self, path: str, text: str, mode: int = 0o600) -> None:
-        """Write a file over SFTP (never on a command line, never through Invoke's char-by-char
-        stdin): created empty with `mode` first, so its content is never readable by others."""
-        self.run(f"install -m {mode:o} /dev/null {shlex.quote(path)}")
-        try:
-            self.conn.put(io.BytesIO(text.encode()), path)
-        except OSError as exc:
-            raise StepFailed(f"upload of {path} to {self.conn.host} failed: {exc}") from None
-
-    def temp_file(self, text: str) -> str:
-        path = self.run("mktemp /tmp/osk8s.XXXXXX").stdout.strip()
-        self.put_text(path, text)
-        return path
 
 
 def target(settings) -> tuple[Path, str]:

@@ -8,7 +8,9 @@ and a recreated machine gets its keys re-recorded by the same step, never silent
 
 from __future__ import annotations
 
+import io
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -98,3 +100,40 @@ def write_private(path: Path, text: str) -> None:
         fh.write(text)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+class Remote:
+    """One SSH connection (the DevStack host, a node); commands fail with the command and its stderr."""
+
+    def __init__(self, conn, log):
+        self.conn, self.log = conn, log
+
+    @property
+    def user(self) -> str:
+        return self.conn.user
+
+    def run(self, cmd: str, sudo: bool = False, warn: bool = False, timeout: int | None = None):
+        full = f"sudo -n sh -c {shlex.quote(cmd)}" if sudo else cmd
+        self.log.debug("remote.run", command=full)
+        try:
+            result = self.conn.run(full, hide=True, warn=True, in_stream=False, timeout=timeout)
+        except Exception as exc:
+            raise StepFailed(describe_ssh_error(exc, self.conn.host)) from None
+        if result.exited and not warn:
+            err = (result.stderr or result.stdout).strip().splitlines()[-5:]
+            raise StepFailed(f"`{cmd[:120]}` failed on {self.conn.host} (exit {result.exited}): {' | '.join(err)}")
+        return result
+
+    def put_text(self, path: str, text: str, mode: int = 0o600) -> None:
+        """Write a file over SFTP (never on a command line, never through Invoke's char-by-char
+        stdin): created empty with `mode` first, so its content is never readable by others."""
+        self.run(f"install -m {mode:o} /dev/null {shlex.quote(path)}")
+        try:
+            self.conn.put(io.BytesIO(text.encode()), path)
+        except OSError as exc:
+            raise StepFailed(f"upload of {path} to {self.conn.host} failed: {exc}") from None
+
+    def temp_file(self, text: str) -> str:
+        path = self.run("mktemp /tmp/osk8s.XXXXXX").stdout.strip()
+        self.put_text(path, text)
+        return path

@@ -40,6 +40,9 @@ class SshHosts:
     count: int = 3
     prefix: str = "o8s"
     private_dirs: tuple[str, ...] = ()
+    private_files: tuple[str, ...] = ()  # files each host gets its own copy of (e.g. /etc/fstab)
+    names: tuple[str, ...] = ()  # ssh_config aliases (default: the namespace names)
+    gateway: bool = False  # host 0 is a jump host; the others are reachable only through it
     hosts: list[TestHost] = field(default_factory=list)
 
     @property
@@ -72,8 +75,11 @@ class SshHosts:
             f"Host {h.name}\n  HostName {h.address}\n  User {USER}\n  IdentityFile {self.client_key}\n"
             f"  IdentitiesOnly yes\n  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
             for h in self.hosts))
-        for h in self.hosts:
+        for h in self.hosts[:1] if self.gateway else self.hosts:
             _wait_port(h.address, 22)
+        for h in self.hosts[1:] if self.gateway else []:  # reachable from the gateway's namespace only
+            sh("ip", "netns", "exec", self.hosts[0].netns, "bash", "-c",
+               f"for i in $(seq 150); do (exec 3<>/dev/tcp/{h.address}/22) 2>/dev/null && exit 0; sleep 0.1; done; exit 1")
         return self
 
     def private(self, host: TestHost, path: str) -> Path:
@@ -82,16 +88,22 @@ class SshHosts:
 
     def _start_host(self, i: int) -> TestHost:
         ns, outer, inner = f"{self.prefix}{i}", f"{self.prefix}{i}h", f"{self.prefix}{i}n"
-        host = TestHost(f"{self.prefix}{i}", ns, f"198.18.{i}.2", self.workdir / f"{ns}_host_key")
+        behind = self.gateway and i > 0  # linked to the gateway's namespace, not to this machine
+        net = f"198.19.{i}" if behind else f"198.18.{i}"
+        name = self.names[i] if i < len(self.names) else ns
+        host = TestHost(name, ns, f"{net}.2", self.workdir / f"{ns}_host_key")
         sh("ip", "netns", "del", ns, check=False)  # a leftover of an interrupted run
         sh("ip", "link", "del", outer, check=False)
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
         sh("ip", "link", "set", inner, "netns", ns)
-        sh("ip", "addr", "add", f"198.18.{i}.1/24", "dev", outer)
-        sh("ip", "link", "set", outer, "up")
+        side = ["ip", "netns", "exec", self.hosts[0].netns] if behind else []
+        if behind:
+            sh("ip", "link", "set", outer, "netns", self.hosts[0].netns)
+        sh(*side, "ip", "addr", "add", f"{net}.1/24", "dev", outer)
+        sh(*side, "ip", "link", "set", outer, "up")
         for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{host.address}/24", "dev", inner],
-                    ["ip", "link", "set", inner, "up"], ["ip", "route", "add", "default", "via", f"198.18.{i}.1"]):
+                    ["ip", "link", "set", inner, "up"], ["ip", "route", "add", "default", "via", f"{net}.1"]):
             sh("ip", "netns", "exec", ns, *cmd)
         if not host.host_key.exists():
             sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host.host_key))
@@ -107,6 +119,14 @@ class SshHosts:
             own = self.workdir / ns / d.strip("/")
             own.mkdir(parents=True, exist_ok=True)
             mounts.append(f"mkdir -p {d} && mount --bind {own} {d}")
+        for f in self.private_files:
+            own = self.workdir / ns / "files" / f.strip("/").replace("/", "_")
+            own.parent.mkdir(parents=True, exist_ok=True)
+            if Path(f).exists():
+                shutil.copy(f, own)
+            else:
+                own.touch()
+            mounts.append(f"mount --bind {own} {f}")
         script = " && ".join([*mounts, f"exec /usr/sbin/sshd -D -e -f {cfg}"])
         log = open(self.workdir / f"{ns}_sshd.log", "a")
         proc = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",

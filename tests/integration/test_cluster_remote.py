@@ -1,0 +1,89 @@
+"""cluster.deploy over real SSH: three sshd nodes reachable only through a gateway host (the
+jump path is real); kubeadm, kubelet, apt-get and friends on the nodes are stand-ins
+(tests/peers/k8s_standin: no Kubernetes node can run here), which record every call."""
+
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import require_root_tools, run_inv
+from tests.peers.k8s_nodes import calls, node_hosts
+
+pytestmark = pytest.mark.sshd
+LAB = f"k{uuid.uuid4().hex[:4]}"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    require_root_tools("sshd", "ip", "unshare", "openssl")
+    hosts = node_hosts(Path(f"/run/osk8s-k8s-{uuid.uuid4().hex[:6]}"), LAB, workers=2)
+    state = hosts.workdir / "state"
+    cfg = hosts.workdir / "lab.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "lab": {"name": LAB, "state_dir": str(state)},
+        "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
+        "cluster": {"ssh_config": str(hosts.ssh_config),
+                    "nodes": [{"name": "master", "role": "control-plane"}, {"name": "worker-1", "role": "worker"},
+                              {"name": "worker-2", "role": "worker"}]}}))
+
+    class Lab:
+        def inv(self, *args):
+            return run_inv(["-f", str(cfg), *args], timeout=300)
+
+    lab = Lab()
+    lab.hosts, lab.state = hosts, state
+    yield lab
+    hosts.stop()
+
+
+def _count(hosts, pattern):
+    return {h.name: sum(1 for c in calls(hosts, h) if re.match(pattern, c)) for h in hosts.hosts[1:]}
+
+
+def test_nodes_are_reachable_only_through_the_gateway(lab):
+    """Checked on the topology, sending nothing: a probe from this namespace would follow the
+    machine's default route off the machine, which tests must never do."""
+    gw = lab.hosts.hosts[0].netns
+    for h in lab.hosts.hosts[1:]:
+        link = f"{h.netns}h"  # the node's only link: its peer end lives in the gateway's namespace
+        assert subprocess.run(["ip", "link", "show", link], capture_output=True).returncode != 0
+        assert subprocess.run(["ip", "netns", "exec", gw, "ip", "link", "show", link], capture_output=True).returncode == 0
+        routes = subprocess.run(["ip", "-o", "route", "show", "table", "main"], capture_output=True, text=True).stdout
+        assert h.address.rsplit(".", 1)[0] not in routes
+
+
+def test_dry_run_changes_nothing(lab):
+    r = lab.inv("cluster.deploy", "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "would change" in r.stdout and "kubeadm init" in r.stdout
+    assert all(not [c for c in calls(lab.hosts, h) if not c.startswith(("sysctl -n", "kubeadm version"))]
+               for h in lab.hosts.hosts[1:])
+
+
+def test_deploy_then_second_deploy_installs_inits_and_joins_nothing(lab):
+    first = lab.inv("cluster.deploy")
+    assert first.returncode == 0, first.stdout + first.stderr
+    master, w1, w2 = lab.hosts.hosts[1:]
+    assert _count(lab.hosts, r"apt-get .*install") == {h.name: 2 for h in (master, w1, w2)}  # containerd, k8s
+    assert _count(lab.hosts, r"kubeadm init") == {master.name: 1, w1.name: 0, w2.name: 0}
+    assert _count(lab.hosts, r"kubeadm join") == {master.name: 0, w1.name: 1, w2.name: 1}
+    tokens = (lab.hosts.private(master, "/var/lib/osk8s-standin") / "tokens").read_text().split()
+    for w in (w1, w2):
+        assert (lab.hosts.private(w, "/var/lib/osk8s-standin") / "joined-with").read_text().strip() in tokens
+    for node in (master.name, w1.name, w2.name):  # per-node rows in the summary
+        assert re.search(rf"kubernetes packages\s+{re.escape(node)}\s+changed", first.stdout), first.stdout
+    kubeconfig = lab.state / LAB / "admin.conf"
+    assert kubeconfig.stat().st_mode & 0o777 == 0o600
+    init = (lab.hosts.private(master, "/etc/kubernetes") / "osk8s-init.yaml")
+    assert init.stat().st_mode & 0o777 == 0o600 and "v1beta4" in init.read_text()
+    assert not any(t in first.stdout + first.stderr for t in tokens)  # join tokens never logged
+
+    before = {h.name: len(calls(lab.hosts, h)) for h in lab.hosts.hosts[1:]}
+    second = lab.inv("cluster.deploy")
+    assert second.returncode == 0 and not re.search(r"\schanged\s", second.stdout), second.stdout + second.stderr
+    new = {h.name: calls(lab.hosts, h)[before[h.name]:] for h in lab.hosts.hosts[1:]}
+    assert not [c for cs in new.values() for c in cs if re.match(r"(apt-get .*install|kubeadm (init|join|token))", c)]
