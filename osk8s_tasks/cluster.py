@@ -99,12 +99,35 @@ def prepare_nodes(c, dry_run=False, log_json=None):
 
 
 @task(help=COMMON_HELP)
+def addons(c, dry_run=False, log_json=None):
+    """cloud.conf Secrets (application credential), openstack-cloud-controller-manager and
+    cinder-csi-plugin, applied server-side only where they differ; then wait until every node has
+    a providerID and the CSI driver is registered."""
+    from . import cluster_addons
+
+    with session(c, "cluster.addons", dry_run, log_json) as s:
+        cluster_addons.run_addons(s)
+
+
+@task(help=COMMON_HELP)
 def deploy(c, dry_run=False, log_json=None):
     """prepare-nodes -> kubeadm init (only without /etc/kubernetes/admin.conf) -> admin kubeconfig
-    (0600) -> kubeadm join for every worker not yet in the cluster."""
+    (0600) -> kubeadm join for every worker not yet in the cluster -> add-ons."""
+    from . import cluster_addons
+
     with session(c, "cluster.deploy", dry_run, log_json) as s:
         run_nodes(s)
         run_control_plane(s)
+        cluster_addons.run_addons(s)
+
+
+@task(help={"log_json": COMMON_HELP["log_json"]})
+def status(c, log_json=None):
+    """Nodes with their providerIDs and readiness, and the add-on pods (read-only)."""
+    from . import cluster_addons
+
+    with session(c, "cluster.status", log_json=log_json, quiet=True) as s, cluster_addons.api_of(s) as api:
+        print(cluster_addons.status_text(s, api))
 
 
 @task(name="lint-cloud-config", help={
@@ -127,4 +150,4 @@ def lint_cloud_config(c, file, component="occm"):
         raise Exit(code=1)
 
 
-ns = Collection("cluster", ssh_config, prepare_nodes, deploy, lint_cloud_config)
+ns = Collection("cluster", ssh_config, prepare_nodes, addons, deploy, status, lint_cloud_config)

@@ -16,7 +16,8 @@ SIDECARS = (  # (container, image name, extra args) of the cinder-csi controller
 
 def init_config(settings, advertise_address: str, node_name: str, floating_ip: str | None) -> str:
     c = settings.cluster
-    sans = [advertise_address, node_name] + ([floating_ip] if floating_ip else [])
+    # 127.0.0.1: the tool reaches the API through an SSH forward, with TLS checked against this certificate
+    sans = [advertise_address, node_name, "127.0.0.1"] + ([floating_ip] if floating_ip else [])
     return render("kubeadm/init.yaml.j2", lab=settings.lab.name, advertise_address=advertise_address, node_name=node_name,
                   kubernetes_version=settings.versions.kubernetes, pod_subnet=c.pod_subnet, service_subnet=c.service_subnet,
                   cert_sans=sans)

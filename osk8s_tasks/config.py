@@ -225,6 +225,7 @@ class Cluster(Section):
     nodes: Annotated[list[Node], BeforeValidator(_yaml_string), Field(min_length=1)]
     ssh_user: Annotated[str, Field(min_length=1)]
     ssh_config: str | None
+    api_server: Annotated[str, Field(pattern=r"^https?://")] | None
     pod_subnet: Cidr
     service_subnet: Cidr
     cni: Literal["calico", "cilium"]

@@ -107,6 +107,7 @@ DEFAULTS = {
         ],
         "ssh_user": "ubuntu",
         "ssh_config": None,  # None: .osk8s/<lab>/nodes_ssh_config, written by cluster.ssh-config
+        "api_server": None,  # None: an SSH forward to the control plane through the jump host
         "pod_subnet": "10.244.0.0/16",
         "service_subnet": "10.96.0.0/12",
         "cni": "calico",

@@ -29,3 +29,24 @@ def require_root_tools(*tools):
     missing = [t for t in tools if shutil.which(t) is None]
     if os.geteuid() != 0 or missing:
         pytest.fail(f"needs root and {missing or tools}: run the tests through ./dev test (it installs them)")
+
+
+OPENSTACK_BASE = Path(os.environ.get("OSK8S_OPENSTACK_BASE", "/var/lib/osk8s-openstack"))
+
+
+@pytest.fixture(scope="session")
+def loopback_cloud():
+    """The loopback OpenStack control plane (tests/peers/openstack): started here unless .ci/run
+    or a developer already started it, and then stopped here too. Yields its clouds.yaml."""
+    import time
+
+    loopback = ROOT / "tests" / "peers" / "openstack" / "loopback.py"
+    running = subprocess.run([sys.executable, loopback, "status"], capture_output=True).returncode == 0
+    if not running:
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, loopback, "start"], check=True)
+        print(f"\nloopback control plane started in {time.monotonic() - t0:.0f} s")
+    os.environ["OS_CLIENT_CONFIG_FILE"] = str(OPENSTACK_BASE / "clouds.yaml")
+    yield OPENSTACK_BASE / "clouds.yaml"
+    if not running:
+        subprocess.run([sys.executable, loopback, "stop"], check=True)

@@ -1,6 +1,8 @@
 """cluster.deploy over real SSH: three sshd nodes reachable only through a gateway host (the
 jump path is real); kubeadm, kubelet, apt-get and friends on the nodes are stand-ins
-(tests/peers/k8s_standin: no Kubernetes node can run here), which record every call."""
+(tests/peers/k8s_standin: no Kubernetes node can run here), which record every call. The
+add-ons go to a fake Kubernetes API (tests/peers/fake_kube_api.py: no API server can run here)
+with cloud.conf built from the real loopback OpenStack (subnet, networks, app credential)."""
 
 import re
 import subprocess
@@ -11,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import require_root_tools, run_inv
+from tests.peers.fake_kube_api import FakeKubeApi
 from tests.peers.k8s_nodes import calls, node_hosts
 
 pytestmark = pytest.mark.sshd
@@ -18,15 +21,22 @@ LAB = f"k{uuid.uuid4().hex[:4]}"
 
 
 @pytest.fixture(scope="module")
-def lab():
-    require_root_tools("sshd", "ip", "unshare", "openssl")
+def lab(loopback_cloud):
+    require_root_tools("sshd", "ip", "unshare", "openssl", "qemu-img")
     hosts = node_hosts(Path(f"/run/osk8s-k8s-{uuid.uuid4().hex[:6]}"), LAB, workers=2)
+    api = FakeKubeApi([h.name for h in hosts.hosts[1:]]).__enter__()
+    (hosts.private(hosts.hosts[1], "/var/lib/osk8s-standin") / "admin.conf.template").write_text(api.kubeconfig())
     state = hosts.workdir / "state"
+    image = hosts.workdir / "node.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
     cfg = hosts.workdir / "lab.yaml"
     cfg.write_text(yaml.safe_dump({
         "lab": {"name": LAB, "state_dir": str(state)},
         "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
-        "cluster": {"ssh_config": str(hosts.ssh_config),
+        "openstack": {"clouds_yaml": str(loopback_cloud), "cloud": "demo", "admin_cloud": "admin",
+                      "image": {"name": "node", "file": str(image)}},
+        "verify": {"timeout": 30},
+        "cluster": {"ssh_config": str(hosts.ssh_config), "api_server": api.url,
                     "nodes": [{"name": "master", "role": "control-plane"}, {"name": "worker-1", "role": "worker"},
                               {"name": "worker-2", "role": "worker"}]}}))
 
@@ -35,8 +45,12 @@ def lab():
             return run_inv(["-f", str(cfg), *args], timeout=300)
 
     lab = Lab()
-    lab.hosts, lab.state = hosts, state
+    lab.hosts, lab.state, lab.api = hosts, state, api
+    prepared = lab.inv("openstack.prepare")  # the application credential OCCM and cinder-csi use
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     yield lab
+    lab.inv("openstack.teardown")
+    api.__exit__(None, None, None)
     hosts.stop()
 
 
@@ -59,7 +73,7 @@ def test_nodes_are_reachable_only_through_the_gateway(lab):
 def test_dry_run_changes_nothing(lab):
     r = lab.inv("cluster.deploy", "--dry-run")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "would change" in r.stdout and "kubeadm init" in r.stdout
+    assert "would change" in r.stdout and "kubeadm init" in r.stdout and lab.api.writes() == 0
     assert all(not [c for c in calls(lab.hosts, h) if not c.startswith(("sysctl -n", "kubeadm version"))]
                for h in lab.hosts.hosts[1:])
 
@@ -81,9 +95,23 @@ def test_deploy_then_second_deploy_installs_inits_and_joins_nothing(lab):
     init = (lab.hosts.private(master, "/etc/kubernetes") / "osk8s-init.yaml")
     assert init.stat().st_mode & 0o777 == 0o600 and "v1beta4" in init.read_text()
     assert not any(t in first.stdout + first.stderr for t in tokens)  # join tokens never logged
+    applied = {p.rsplit("/", 1)[-1] for m, p in lab.api.requests if m == "PATCH"}
+    assert {"occm-cloud-config", "cinder-csi-cloud-config", "openstack-cloud-controller-manager",
+            "csi-cinder-nodeplugin", "csi-cinder-controllerplugin", "cinder.csi.openstack.org", "csi-cinder"} <= applied
+    import base64
+
+    conf = base64.b64decode(lab.api.objects["/api/v1/namespaces/kube-system/secrets/occm-cloud-config"]["data"]["cloud.conf"]).decode()
+    cred = yaml.safe_load((lab.state / LAB / "app-credential.yaml").read_text())
+    assert f"application-credential-id = {cred['id']}" in conf and "\npassword" not in conf
+    assert cred["secret"] not in first.stdout + first.stderr
+    assert "every node has an OpenStack providerID" in first.stderr and "registered on all 3 nodes" in first.stderr
+    writes = lab.api.writes()
 
     before = {h.name: len(calls(lab.hosts, h)) for h in lab.hosts.hosts[1:]}
     second = lab.inv("cluster.deploy")
     assert second.returncode == 0 and not re.search(r"\schanged\s", second.stdout), second.stdout + second.stderr
     new = {h.name: calls(lab.hosts, h)[before[h.name]:] for h in lab.hosts.hosts[1:]}
     assert not [c for cs in new.values() for c in cs if re.match(r"(apt-get .*install|kubeadm (init|join|token))", c)]
+    assert lab.api.writes() == writes  # nothing re-applied: every object already as wanted
+    status = lab.inv("cluster.status")
+    assert status.returncode == 0 and "openstack:///" in status.stdout

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,23 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_inv
+from tests.conftest import run_inv
 
 pytestmark = pytest.mark.openstack
-LOOPBACK = ROOT / "tests" / "peers" / "openstack" / "loopback.py"
 BASE = Path(os.environ.get("OSK8S_OPENSTACK_BASE", "/var/lib/osk8s-openstack"))
 LAB = f"os{uuid.uuid4().hex[:4]}"
 TAG = f"osk8s:{LAB}"
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    running = subprocess.run([sys.executable, LOOPBACK, "status"], capture_output=True).returncode == 0
-    if not running:
-        t0 = time.monotonic()
-        subprocess.run([sys.executable, LOOPBACK, "start"], check=True)
-        print(f"\nloopback control plane started in {time.monotonic() - t0:.0f} s")
-    os.environ["OS_CLIENT_CONFIG_FILE"] = str(BASE / "clouds.yaml")
+def cloud(tmp_path_factory, loopback_cloud):
     work = tmp_path_factory.mktemp("openstack")
     image = work / "node.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
@@ -69,8 +61,6 @@ def cloud(tmp_path_factory):
 
     yield Cloud()
     Cloud().inv("openstack.teardown")
-    if not running:
-        subprocess.run([sys.executable, LOOPBACK, "stop"], check=True)
 
 
 def _owned(conn):

@@ -1,0 +1,138 @@
+"""The Kubernetes API, through the kubernetes client's ApiClient: read objects, compare them with
+what the tool wants, server-side apply (field manager `osk8s`) only where they differ.
+
+Paths come from a small table of the kinds the tool applies, so no discovery round trips are
+needed; an unknown kind is a clear error, not a guess."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+from .steps import Status, Step, StepFailed
+
+FIELD_MANAGER = "osk8s"
+# kind -> (group/version path, plural, namespaced)
+KINDS = {
+    "Namespace": ("api/v1", "namespaces", False),
+    "ServiceAccount": ("api/v1", "serviceaccounts", True),
+    "Secret": ("api/v1", "secrets", True),
+    "ConfigMap": ("api/v1", "configmaps", True),
+    "Service": ("api/v1", "services", True),
+    "ClusterRole": ("apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
+    "ClusterRoleBinding": ("apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "Role": ("apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "DaemonSet": ("apis/apps/v1", "daemonsets", True),
+    "Deployment": ("apis/apps/v1", "deployments", True),
+    "CSIDriver": ("apis/storage.k8s.io/v1", "csidrivers", False),
+    "StorageClass": ("apis/storage.k8s.io/v1", "storageclasses", False),
+}
+
+
+def path_of(obj: dict) -> str:
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        raise StepFailed(f"the tool does not apply kind {kind!r} (known: {', '.join(KINDS)})")
+    prefix, plural, namespaced = KINDS[kind]
+    meta = obj["metadata"]
+    ns = f"namespaces/{meta.get('namespace', 'default')}/" if namespaced else ""
+    return f"/{prefix}/{ns}{plural}/{meta['name']}"
+
+
+def differences(want, have, where: str = "") -> list[str]:
+    """Paths where `have` does not contain `want` (want is what the tool manages; the server may add)."""
+    if isinstance(want, dict):
+        if not isinstance(have, dict):
+            return [where or "/"]
+        out = []
+        for k, v in want.items():
+            out += differences(v, have.get(k), f"{where}.{k}" if where else k) if k in have else [f"{where}.{k}".lstrip(".")]
+        return out
+    if isinstance(want, list):
+        if not isinstance(have, list) or len(want) != len(have):
+            return [where]
+        return [d for i, (w, h) in enumerate(zip(want, have)) for d in differences(w, h, f"{where}[{i}]")]
+    return [] if want == have or str(want) == str(have) else [where]
+
+
+class Api:
+    def __init__(self, api_client):
+        self.client = api_client
+
+    def request(self, method: str, path: str, body=None, content_type: str = "application/json", query=None):
+        """One API call; None for 404. kubernetes-client >= 31 splits serialising from sending."""
+        try:
+            m, url, headers, data, post = self.client.param_serialize(
+                method, path, query_params=query or [], body=body, auth_settings=["BearerToken"],
+                header_params={"Content-Type": content_type, "Accept": "application/json"})
+            resp = self.client.call_api(m, url, header_params=headers, body=data, post_params=post)
+            resp.read()
+        except OSError as exc:
+            raise StepFailed(f"Kubernetes API unreachable ({exc}). Fix: is the control plane up? (inv cluster.status)") from None
+        except Exception as exc:  # urllib3 and the client's own errors all mean: not reachable
+            raise StepFailed(f"Kubernetes API {method} {path}: {exc.__class__.__name__}: {exc}") from None
+        if resp.status == 404:
+            return None
+        if resp.status >= 400:
+            raise StepFailed(f"Kubernetes API {method} {path}: {resp.status} {resp.reason}: {resp.data[:300]!r}")
+        return json.loads(resp.data) if resp.data else {}
+
+    def get(self, obj: dict):
+        return self.request("GET", path_of(obj))
+
+    def apply(self, obj: dict):
+        return self.request("PATCH", path_of(obj), body=obj, content_type="application/apply-patch+yaml",
+                            query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
+
+    def items(self, path: str) -> list[dict]:
+        return (self.request("GET", path) or {}).get("items", [])
+
+
+def label(obj: dict) -> str:
+    meta = obj["metadata"]
+    return f"{obj['kind']} {meta.get('namespace') + '/' if meta.get('namespace') else ''}{meta['name']}"
+
+
+def apply_step(api: Api, obj: dict) -> Step:
+    label_ = label(obj)
+    secret = obj["kind"] == "Secret"
+
+    def check():
+        live = api.get(obj)
+        if live is None:
+            return Status(False, f"{label_} does not exist", f"apply {label_}")
+        diff = differences({k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}, live)
+        if diff:
+            shown = ["data (secret content not shown)"] if secret else diff[:5]
+            return Status(False, f"{label_} differs", f"apply {label_}: {', '.join(shown)}")
+        return Status(True, f"{label_} is as wanted")
+
+    return Step(label_, check, lambda: api.apply(obj))
+
+
+@contextmanager
+def connect(settings, master_remote=None):
+    """An Api for the lab's cluster. `cluster.api_server` (tests) is used as given; otherwise an
+    SSH forward to the control plane's 6443 through the jump host, TLS checked against the
+    cluster CA from the admin kubeconfig (127.0.0.1 is in the apiserver's certificate SANs)."""
+    from kubernetes import client, config
+
+    kubeconfig = settings.lab_dir / "admin.conf"
+    if not kubeconfig.exists():
+        raise StepFailed(f"no admin kubeconfig ({kubeconfig}). Fix: inv cluster.deploy")
+    api_client = config.new_client_from_config(config_file=str(kubeconfig))
+    if settings.cluster.api_server:
+        api_client.configuration.host = settings.cluster.api_server
+        yield Api(api_client)
+        return
+    if master_remote is None:
+        raise StepFailed("no connection to the control plane to forward the API through")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with master_remote.conn.forward_local(port, 6443, "127.0.0.1"):
+        api_client.configuration.host = f"https://127.0.0.1:{port}"
+        yield Api(client.ApiClient(api_client.configuration))
