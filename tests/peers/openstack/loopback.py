@@ -97,11 +97,18 @@ def wait_compute(timeout: float = 120) -> None:
 
 
 def stop() -> None:
-    for name, pid in pids().items():
-        if name == "rabbitmq":
-            continue
-        if alive(pid):
-            os.killpg(pid, signal.SIGTERM) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGTERM)
+    """End what start() started, by PID (each service leads its own process group), and wait."""
+    ours = {n: p for n, p in pids().items() if n != "rabbitmq" and alive(p)}
+    for pid in ours.values():
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in ours.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in (p for p in ours.values() if alive(p)):
+        os.killpg(pid, signal.SIGKILL)
     d = BASE / "rabbitmq"
     if (d / "env.sh").exists():
         subprocess.run(["su", "rabbitmq", "-s", "/bin/bash", "-c", f". {d}/env.sh; /usr/lib/rabbitmq/bin/rabbitmqctl -q stop"],
