@@ -77,7 +77,8 @@ def run_control_plane(s) -> None:
         raise StepFailed(f"one control-plane node is supported, config has {len(masters)}")
     with cluster_nodes.connections(s) as remotes:
         master = remotes[masters[0]]
-        s.plan([cluster_nodes.init_step(s, master, masters[0]), cluster_nodes.kubeconfig_step(s, master, masters[0])])
+        s.plan([cluster_nodes.init_step(s, master, masters[0]), cluster_nodes.kubeconfig_step(s, master, masters[0]),
+                cluster_nodes.cni_step(s, master, masters[0])])
         workers = {n: [cluster_nodes.join_step(s, master, remotes[n], n)] for n, role in roles.items() if role == "worker"}
         if workers:
             s.plan_nodes(workers)
@@ -121,6 +122,16 @@ def deploy(c, dry_run=False, log_json=None):
         cluster_addons.run_addons(s)
 
 
+@task(help=COMMON_HELP)
+def destroy(c, dry_run=False, log_json=None):
+    """Delete LoadBalancer Services and the tool's add-ons (the cloud provider removes its load
+    balancers), drain the workers, kubeadm reset every node, then openstack.teardown."""
+    from . import cluster_destroy
+
+    with session(c, "cluster.destroy", dry_run, log_json) as s:
+        cluster_destroy.run_destroy(s)
+
+
 @task(help={"log_json": COMMON_HELP["log_json"]})
 def status(c, log_json=None):
     """Nodes with their providerIDs and readiness, and the add-on pods (read-only)."""
@@ -150,4 +161,4 @@ def lint_cloud_config(c, file, component="occm"):
         raise Exit(code=1)
 
 
-ns = Collection("cluster", ssh_config, prepare_nodes, addons, deploy, status, lint_cloud_config)
+ns = Collection("cluster", ssh_config, prepare_nodes, addons, deploy, destroy, status, lint_cloud_config)

@@ -195,6 +195,32 @@ def kubeconfig_step(s, r, name: str) -> Step:
     return Step("admin kubeconfig", check, lambda: remote.write_private(local, remote_text()), node="local")
 
 
+KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+
+
+def cni_step(s, master, name: str) -> Step:
+    """The CNI from its pinned upstream manifest, applied on the control plane (Calico picks the
+    pod CIDR from kubeadm's podSubnet)."""
+    c, v = s.settings.cluster, s.settings.versions
+    if c.cni == "calico":
+        url = f"https://raw.githubusercontent.com/projectcalico/calico/{v.calico}/manifests/calico.yaml"
+        probe, image = "daemonset/calico-node", f"calico/node:{v.calico}"
+    else:
+        raise StepFailed("cluster.cni cilium is not supported by cluster.deploy yet. Fix: use calico")
+
+    def check():
+        out = master.run(f"{KUBECTL} -n kube-system get {probe} -o jsonpath='{{.spec.template.spec.containers[0].image}}'",
+                         sudo=True, warn=True)
+        if out.exited:
+            return Status(False, f"no {probe}", f"kubectl apply --server-side -f {url}")
+        have = out.stdout.strip()
+        return Status(have.endswith(image), f"{probe} runs {have}", f"apply {url} ({have} -> {image})")
+
+    return Step(f"CNI {c.cni} {v.calico}", check,
+                lambda: master.run(f"{KUBECTL} apply --server-side --field-manager=osk8s -f {url}", sudo=True, timeout=600),
+                node=name)
+
+
 def join_step(s, master, r, name: str) -> Step:
     from . import log
     from .cluster_render import join_config

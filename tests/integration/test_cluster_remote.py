@@ -85,6 +85,7 @@ def test_deploy_then_second_deploy_installs_inits_and_joins_nothing(lab):
     assert _count(lab.hosts, r"apt-get .*install") == {h.name: 2 for h in (master, w1, w2)}  # containerd, k8s
     assert _count(lab.hosts, r"kubeadm init") == {master.name: 1, w1.name: 0, w2.name: 0}
     assert _count(lab.hosts, r"kubeadm join") == {master.name: 0, w1.name: 1, w2.name: 1}
+    assert _count(lab.hosts, r"kubectl .* apply .*calico/v3.31.0/manifests/calico.yaml") == {master.name: 1, w1.name: 0, w2.name: 0}
     tokens = (lab.hosts.private(master, "/var/lib/osk8s-standin") / "tokens").read_text().split()
     for w in (w1, w2):
         assert (lab.hosts.private(w, "/var/lib/osk8s-standin") / "joined-with").read_text().strip() in tokens
@@ -111,7 +112,26 @@ def test_deploy_then_second_deploy_installs_inits_and_joins_nothing(lab):
     second = lab.inv("cluster.deploy")
     assert second.returncode == 0 and not re.search(r"\schanged\s", second.stdout), second.stdout + second.stderr
     new = {h.name: calls(lab.hosts, h)[before[h.name]:] for h in lab.hosts.hosts[1:]}
-    assert not [c for cs in new.values() for c in cs if re.match(r"(apt-get .*install|kubeadm (init|join|token))", c)]
+    assert not [c for cs in new.values() for c in cs if re.match(r"(apt-get .*install|kubeadm (init|join|token)|kubectl .* apply)", c)]
     assert lab.api.writes() == writes  # nothing re-applied: every object already as wanted
     status = lab.inv("cluster.status")
     assert status.returncode == 0 and "openstack:///" in status.stdout
+
+
+def test_destroy_removes_the_cluster_then_the_cloud_twice(lab):
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo", "namespace": "default"},
+           "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}
+    lab.api.objects["/api/v1/namespaces/default/services/echo"] = svc  # as a user would have made it
+    r = lab.inv("cluster.destroy")
+    assert r.returncode == 0, r.stdout + r.stderr
+    deleted = [p for m, p in lab.api.requests if m == "DELETE"]
+    assert "/api/v1/namespaces/default/services/echo" in deleted
+    assert not [p for p in lab.api.objects if "osk8s" in str(lab.api.objects[p]["metadata"].get("labels", {}))]
+    master, w1, w2 = lab.hosts.hosts[1:]
+    drained = (lab.hosts.private(master, "/var/lib/osk8s-standin") / "drained").read_text().split()
+    assert sorted(drained) == sorted([w1.name, w2.name])
+    for h in (master, w1, w2):
+        assert not list(lab.hosts.private(h, "/etc/kubernetes").glob("*.conf"))
+    assert not (lab.state / LAB / "admin.conf").exists() and "0 objects with tag" in r.stdout
+    again = lab.inv("cluster.destroy")
+    assert again.returncode == 0 and not re.search(r"\schanged\s", again.stdout), again.stdout + again.stderr

@@ -39,6 +39,13 @@ class FakeKubeApi:
                     body = api.get(path)
                 self._send(200, body) if body is not None else self._send(404, {"kind": "Status", "code": 404})
 
+            def do_DELETE(self):
+                path = self.path.split("?")[0]
+                with api.lock:
+                    api.requests.append(("DELETE", path))
+                    gone = api.objects.pop(path, None)
+                self._send(200, {"kind": "Status", "status": "Success"}) if gone else self._send(404, {"kind": "Status", "code": 404})
+
             def do_PATCH(self):
                 path = self.path.split("?")[0]
                 obj = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -68,6 +75,8 @@ class FakeKubeApi:
                                "spec": {"drivers": [{"name": "cinder.csi.openstack.org"}] if csi else []}} for n in self.nodes]}
         if path == "/api/v1/namespaces/kube-system/pods":
             return {"items": []}
+        if path == "/api/v1/services":
+            return {"items": [o for p, o in self.objects.items() if "/services/" in p]}
         return self.objects.get(path)
 
     def writes(self) -> int:
