@@ -37,19 +37,25 @@ class Clouds:
     _conns: dict = None
 
     def __post_init__(self):
+        import threading
+
         self._conns = {}
+        self._lock = threading.Lock()  # checks run concurrently; each cloud is authenticated once
         self.cache = {}  # reads shared by one pass of checks; cleared by every apply
 
     def servers(self) -> dict:
         """The lab's servers by name: one request per pass of checks."""
-        if "servers" not in self.cache:
-            self.cache["servers"] = {x.name: x for x in self.main.compute.servers(tags=tag(self.settings))}
-        return self.cache["servers"]
+        main = self.main
+        with self._lock:
+            if "servers" not in self.cache:
+                self.cache["servers"] = {x.name: x for x in main.compute.servers(tags=tag(self.settings))}
+            return self.cache["servers"]
 
     def get(self, name: str):
-        if name not in self._conns:
-            self._conns[name] = connect(self.settings, name)
-        return self._conns[name]
+        with self._lock:
+            if name not in self._conns:
+                self._conns[name] = connect(self.settings, name)
+            return self._conns[name]
 
     @property
     def main(self):

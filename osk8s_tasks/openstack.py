@@ -220,11 +220,27 @@ def secgroup_step(s, clouds) -> Step:
 
 
 def _file_hash(path: Path, algo: str) -> str:
+    """The file's digest, cached beside it in .osk8s by (size, mtime): node images are hundreds of
+    MB, and a re-run must not read them again to learn that nothing changed."""
+    import json
+
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{algo}"
+    cache = Path.home() / ".cache" / "osk8s" / "file-hashes.json"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
     h = hashlib.new(algo)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    known[key] = h.hexdigest()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(known))
+    return known[key]
 
 
 def _image_file(s) -> Path:
@@ -344,9 +360,16 @@ def cloud_session(c, task_name: str, dry_run=False, log_json=None, quiet=False):
             report_api(s, clouds)
 
 
+def concurrently(s, steps: list[Step]) -> None:
+    """Independent steps: all checks at once, applies bounded by openstack.boot_concurrency."""
+    s.plan_nodes({step.name: [step] for step in steps}, s.settings.openstack.boot_concurrency)
+
+
 def run_prepare(s, clouds) -> None:
-    s.plan(preflight_steps(s, clouds))
-    s.plan(prepare_steps(s, clouds))
+    first, *rest = preflight_steps(s, clouds)
+    s.plan([first])  # authenticate to the main cloud first: every other check uses it
+    concurrently(s, rest)
+    concurrently(s, prepare_steps(s, clouds))
 
 
 @task(help=COMMON_HELP)

@@ -25,8 +25,13 @@ TAG = f"osk8s:{LAB}"
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory, loopback_cloud):
     work = tmp_path_factory.mktemp("openstack")
+    # A node image of realistic size (Ubuntu's cloud image is ~600 MB; this one holds 256 MB of
+    # data), so the first run pays for an upload as it would on a real cloud.
+    raw = work / "node.raw"
+    subprocess.run(["dd", "if=/dev/urandom", f"of={raw}", "bs=1M", "count=256", "status=none"], check=True)
     image = work / "node.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(image)], check=True)
+    raw.unlink()
 
     class Cloud:
         state = work / "state"

@@ -1,0 +1,77 @@
+"""The OpenStack side of verify.lb and verify.pv: what the cloud provider should have built for a
+Service or a PVC, checked with openstacksdk, and when something is wrong, the finding names the
+cause (the 2018 write-up found its missing NodePort rule by hand)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    check: str
+    detail: str
+
+
+def occm_lb_name(lab: str, namespace: str, service: str) -> str:
+    """How openstack-cloud-controller-manager names a Service's load balancer (cluster-name = lab)."""
+    return f"kube_service_{lab}_{namespace}_{service}"
+
+
+def _rule_allows(rule, port: int) -> bool:
+    if rule.direction != "ingress" or rule.protocol not in ("tcp", "6", None):
+        return False
+    lo, hi = rule.port_range_min, rule.port_range_max
+    return (lo is None and hi is None) or (lo is not None and hi is not None and lo <= port <= hi)
+
+
+def check_load_balancer(conn, name: str, port: int, node_port: int, nodes: dict[str, str], secgroup: str) -> list[Finding]:
+    """nodes: server name -> fixed address. Stops at the first missing piece it depends on."""
+    lbs = conn.load_balancer
+    lb = next((x for x in lbs.load_balancers() if x.name == name), None)
+    if lb is None:
+        return [Finding(False, "load balancer", f"no Octavia load balancer {name}: is the cloud controller manager running "
+                        "and the Service of type LoadBalancer? (cluster.status)")]
+    out = []
+    if lb.provisioning_status != "ACTIVE":
+        why = "Octavia failed to build it (octavia-worker logs)" if lb.provisioning_status == "ERROR" else "still being built"
+        return [Finding(False, "load balancer", f"{name} is {lb.provisioning_status}: {why}")]
+    out.append(Finding(True, "load balancer", f"{name} ACTIVE, VIP {lb.vip_address}"))
+    listener = next((x for x in lbs.listeners(load_balancer_id=lb.id) if x.protocol_port == port), None)
+    if listener is None:
+        have = [x.protocol_port for x in lbs.listeners(load_balancer_id=lb.id)]
+        return out + [Finding(False, "listener", f"no listener on the Service port {port} (listeners on {have or 'none'})")]
+    out.append(Finding(True, "listener", f"{listener.protocol} {port}"))
+    members = list(lbs.members(listener.default_pool_id)) if listener.default_pool_id else []
+    by_addr = {m.address: m for m in members}
+    problems = [f"node {n} ({a}) is not a member" for n, a in nodes.items() if a not in by_addr]
+    problems += [f"member {m.address} on port {m.protocol_port}, the Service's NodePort is {node_port}"
+                 for m in members if m.protocol_port != node_port]
+    problems += [f"member {m.address} is not a node of the cluster" for m in members if m.address not in nodes.values()]
+    out.append(Finding(not problems, "pool members", "; ".join(problems) or
+                       f"{len(members)} members, the nodes on NodePort {node_port}"))
+    fip = next(iter(conn.network.ips(fixed_ip_address=lb.vip_address)), None)  # OCCM binds it to the VIP
+    out.append(Finding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
+                       else f"no floating IP bound to the VIP {lb.vip_address} (floating-network-id in cloud.conf?)"))
+    sg = next(iter(conn.network.security_groups(name=secgroup)), None)
+    allowed = sg is not None and any(_rule_allows(r, node_port) for r in conn.network.security_group_rules(security_group_id=sg.id))
+    out.append(Finding(allowed, "NodePort rule", f"{secgroup} allows tcp {node_port}" if allowed else
+                       f"security group {secgroup} has no ingress rule for tcp {node_port} (the NodePort): the load balancer "
+                       "cannot reach the nodes. Fix: inv openstack.prepare (opens 30000-32767) or manage-security-groups = true"))
+    return out
+
+
+def check_volume(conn, volume_name: str, server_id: str) -> list[Finding]:
+    vol = next((v for v in conn.block_storage.volumes(details=True) if v.name == volume_name), None)
+    if vol is None:
+        return [Finding(False, "volume", f"no Cinder volume {volume_name}: did the PVC bind? (csi-cinder-controllerplugin logs)")]
+    attached = [a.get("server_id") for a in (vol.attachments or [])]
+    if vol.status == "available":
+        return [Finding(False, "volume", f"{volume_name} is available, not attached: the CSI attach did not happen "
+                        "(VolumeAttachment events, csi-cinder-controllerplugin logs)")]
+    if vol.status != "in-use":
+        return [Finding(False, "volume", f"{volume_name} is {vol.status}")]
+    if server_id not in attached:
+        return [Finding(False, "volume", f"{volume_name} is attached to {attached}, not to the Pod's node {server_id}")]
+    return [Finding(True, "volume", f"{volume_name} in-use on {server_id}")]
