@@ -14,29 +14,38 @@ from .steps import Status, Step, StepFailed
 CSI_CLUSTER = "cinder.csi.openstack.org/cluster"
 
 
-def inventory(s, clouds) -> dict[str, list]:
-    """kind -> [(object, label)], in teardown order."""
+def listers(s, clouds) -> dict:
+    """kind -> a function listing [(object, label)] of that kind the lab owns, in teardown order.
+    Each teardown step calls only its own; inventory() and the orphan scan call them all."""
     lab, tag, n = s.settings.lab.name, cloud.tag(s.settings), names(s.settings)
-    main = clouds.main
     occm = f"kube_service_{lab}_"
-    lbs = [(lb, f"{lb.name} ({lb.provisioning_status})") for lb in main.load_balancer.load_balancers()
-           if lb.name.startswith(occm) or tag in (lb.tags or [])]
-    vols = [(v, f"{v.name or v.id} ({v.status})") for v in main.block_storage.volumes(details=True)
-            if (v.metadata or {}).get(CSI_CLUSTER) == lab or (v.metadata or {}).get("osk8s-lab") == lab]
-    servers = [(x, f"{x.name} ({x.status})") for x in main.compute.servers(tags=tag)]
-    fips = [(f, f.floating_ip_address) for f in main.network.ips(tags=tag)]
-    ports = [(p, p.name or p.id) for p in main.network.ports(tags=tag)]
-    sgs = [(g, g.name) for g in main.network.security_groups(tags=tag)]
-    keys = [(k, k.name) for k in main.compute.keypairs() if k.name == n["keypair"]]
-    flavor = flavor_named(clouds, n["flavor"])
-    flavors = []
-    if flavor is not None and clouds.admin.compute.fetch_flavor_extra_specs(flavor).extra_specs.get("osk8s:lab") == lab:
-        flavors = [(flavor, flavor.name)]
-    images = [(i, i.name) for i in main.image.images(tag=tag)]
-    creds = [(c, c.name) for c in main.identity.application_credentials(user=main.current_user_id, name=n["appcred"])]
-    return {"load balancers (cluster)": lbs, "volumes (cluster)": vols, "servers": servers, "floating IPs": fips,
-            "ports": ports, "security groups": sgs, "keypairs": keys, "flavors": flavors, "images": images,
-            "application credentials": creds}
+
+    def flavors():
+        flavor = flavor_named(clouds, n["flavor"])
+        if flavor is not None and clouds.admin.compute.fetch_flavor_extra_specs(flavor).extra_specs.get("osk8s:lab") == lab:
+            return [(flavor, flavor.name)]
+        return []
+
+    return {
+        "load balancers (cluster)": lambda: [(lb, f"{lb.name} ({lb.provisioning_status})") for lb in clouds.main.load_balancer.load_balancers()
+                                             if lb.name.startswith(occm) or tag in (lb.tags or [])],
+        "volumes (cluster)": lambda: [(v, f"{v.name or v.id} ({v.status})") for v in clouds.main.block_storage.volumes(details=True)
+                                      if (v.metadata or {}).get(CSI_CLUSTER) == lab or (v.metadata or {}).get("osk8s-lab") == lab],
+        "servers": lambda: [(x, f"{x.name} ({x.status})") for x in clouds.main.compute.servers(tags=tag)],
+        "floating IPs": lambda: [(f, f.floating_ip_address) for f in clouds.main.network.ips(tags=tag)],
+        "ports": lambda: [(p, p.name or p.id) for p in clouds.main.network.ports(tags=tag)],
+        "security groups": lambda: [(g, g.name) for g in clouds.main.network.security_groups(tags=tag)],
+        "keypairs": lambda: [(k, k.name) for k in clouds.main.compute.keypairs() if k.name == n["keypair"]],
+        "flavors": flavors,
+        "images": lambda: [(i, i.name) for i in clouds.main.image.images(tag=tag)],
+        "application credentials": lambda: [(c, c.name) for c in clouds.main.identity.application_credentials(
+            user=clouds.main.current_user_id, name=n["appcred"])],
+    }
+
+
+def inventory(s, clouds) -> dict[str, list]:
+    """kind -> [(object, label)] for every kind, in teardown order."""
+    return {kind: list_kind() for kind, list_kind in listers(s, clouds).items()}
 
 
 def _delete(s, clouds, kind: str, obj) -> None:
@@ -76,16 +85,16 @@ def _delete(s, clouds, kind: str, obj) -> None:
 
 def teardown_steps(s, clouds) -> list[Step]:
     steps = []
-    for kind in inventory(s, clouds):
+    for kind, list_kind in listers(s, clouds).items():
 
-        def check(kind=kind):
-            objs = inventory(s, clouds)[kind]
+        def check(kind=kind, list_kind=list_kind):
+            objs = list_kind()
             if not objs:
                 return Status(True, f"no {kind} owned by the lab")
             return Status(False, f"{len(objs)} {kind} owned by the lab", "delete " + ", ".join(label for _, label in objs))
 
-        def apply(kind=kind):
-            for obj, label in inventory(s, clouds)[kind]:
+        def apply(kind=kind, list_kind=list_kind):
+            for obj, label in list_kind():
                 s.log.info("teardown.delete", kind=kind, object=label)
                 _delete(s, clouds, kind, obj)
 
