@@ -44,7 +44,7 @@ def ssh_config_steps(s) -> list[Step]:
     def check():
         config, hosts = wanted()
         ok = path.exists() and path.read_text() == config and known.exists() and known.read_text() == hosts
-        return Status(ok, f"{path.name}: {len(node_names_of(s))} nodes, host keys from their consoles" if ok
+        return Status(ok, f"{path.name}: {len(cluster_nodes.node_names(s.settings))} nodes, host keys from their consoles" if ok
                       else f"{path.name} missing or out of date", "" if ok else f"write {path} and {known.name}")
 
     def apply():
@@ -53,12 +53,6 @@ def ssh_config_steps(s) -> list[Step]:
         write_private(path, config)
 
     return [Step("nodes ssh_config", check, apply)]
-
-
-def node_names_of(s):
-    from .cluster_nodes import node_names
-
-    return node_names(s.settings)
 
 
 def run_nodes(s) -> None:

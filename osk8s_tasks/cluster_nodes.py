@@ -55,11 +55,7 @@ def _file_step(name, r, path, content, after: str) -> Step:
         return Status(have == content, f"{path} is current" if have == content else f"{path} differs",
                       "" if have == content else f"write {path}; {after}")
 
-    def apply():
-        tmp = r.temp_file(content)
-        r.run(f"install -m 644 {tmp} {path} && rm -f {tmp} && {after}", sudo=True)
-
-    return Step(name, check, apply)
+    return Step(name, check, lambda: r.install(path, content, then=after))
 
 
 def node_steps(s, r) -> list[Step]:
@@ -170,10 +166,7 @@ def init_step(s, r, name: str) -> Step:
         return Status(False, "no control plane yet", f"kubeadm init on {name} (kubeadm.k8s.io/v1beta4, cloud-provider external)")
 
     def apply():
-        text = init_config(s.settings, advertise_address(r), name, r.conn.host)
-        tmp = r.temp_file(text)
-        r.run(f"install -m 600 {tmp} /etc/kubernetes/osk8s-init.yaml 2>/dev/null || "
-              f"(mkdir -p /etc/kubernetes && install -m 600 {tmp} /etc/kubernetes/osk8s-init.yaml); rm -f {tmp}", sudo=True)
+        r.install("/etc/kubernetes/osk8s-init.yaml", init_config(s.settings, advertise_address(r), name, r.conn.host), 0o600)
         r.run("kubeadm init --config /etc/kubernetes/osk8s-init.yaml", sudo=True, timeout=1800)
 
     return Step("kubeadm init", check, apply, node=name)

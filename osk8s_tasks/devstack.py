@@ -68,8 +68,7 @@ def prepare_steps(s, r: Remote) -> list[Step]:
         return Status(False, "IPv6 sysctls would break neutron's IPv6 networks", "; ".join(diff))
 
     def apply_sysctl():
-        tmp = r.temp_file(want_file)
-        r.run(f"install -m 644 {tmp} {SYSCTL_FILE} && rm -f {tmp} && sysctl -q -p {SYSCTL_FILE}", sudo=True)
+        r.install(SYSCTL_FILE, want_file, then=f"sysctl -q -p {SYSCTL_FILE}")
 
     def check_packages():
         out = r.run("dpkg-query -W -f='${Package} ${Status}\\n' " + " ".join(d.packages), warn=True).stdout

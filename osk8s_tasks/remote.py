@@ -133,6 +133,12 @@ class Remote:
         except OSError as exc:
             raise StepFailed(f"upload of {path} to {self.conn.host} failed: {exc}") from None
 
+    def install(self, path: str, text: str, mode: int = 0o644, then: str = "") -> None:
+        """A root-owned file with this content (parent directories created), then `then`, as root."""
+        tmp = self.temp_file(text)
+        after = f" && {then}" if then else ""
+        self.run(f"install -D -m {mode:o} {tmp} {shlex.quote(path)} && rm -f {tmp}{after}", sudo=True)
+
     def temp_file(self, text: str) -> str:
         path = self.run("mktemp /tmp/osk8s.XXXXXX").stdout.strip()
         self.put_text(path, text)
