@@ -39,7 +39,7 @@ def _overrides(memory=None, cpus=None, driver=None, box=None) -> dict:
 
 def plugin_step(lab, s) -> Step:
     def check():
-        plugins = {p.name: p.version for p in lab.vagrant().plugin_list()}
+        plugins = lab.plugins()
         if "vagrant-libvirt" in plugins:
             return Status(True, f"vagrant-libvirt {plugins['vagrant-libvirt']} is installed")
         if not lab.host.install_plugin:

@@ -76,7 +76,7 @@ def vagrant_rows(lab) -> list[Row]:
     try:
         version = lab.capture(["--version"]).strip()
         rows.append(Row("vagrant", "ok", version))
-        plugins = {p.name: p.version for p in lab.vagrant().plugin_list()}
+        plugins = lab.plugins()
     except Exception as exc:  # reported as the row's fact
         return [Row("vagrant", "fail", f"vagrant does not run: {exc}", "reinstall vagrant")]
     if "vagrant-libvirt" in plugins:

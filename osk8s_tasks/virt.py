@@ -99,6 +99,10 @@ class Lab:
 
         return vagrant.Vagrant(root=str(Path(self.host.vagrantfile).parent), env=self.env(), out_cm=to_log, err_cm=to_log)
 
+    def plugins(self) -> dict[str, str]:
+        """Installed vagrant plugins: {name: version}."""
+        return {p.name: p.version for p in self.vagrant().plugin_list()}
+
     def run(self, what: str, args: list[str], log, progress: bool = False) -> None:
         """Run `vagrant ARGS` with all output in logs/vagrant.log; '==>' lines shown as progress.
         A failure raises StepFailed with the output's last lines."""
