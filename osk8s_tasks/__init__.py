@@ -6,8 +6,8 @@ task runs, so `inv --list` stays fast.
 
 from invoke import Collection
 
-from . import cluster, devstack, host, openstack
+from . import cluster, devstack, host, openstack, verify
 from .defaults import namespace_defaults
 
-ns = Collection(host.ns, devstack.ns, openstack.ns, cluster.ns)
+ns = Collection(host.ns, devstack.ns, openstack.ns, cluster.ns, verify.ns)
 ns.configure(namespace_defaults())

@@ -28,8 +28,8 @@ def nodes_ssh_config(settings) -> Path:
 
 
 @contextmanager
-def connections(s):
-    """{server name: Remote} for every node, each through the gateway (the devstack host)."""
+def connections(s, only: str | None = None):
+    """{server name: Remote} for every node (or the node `only`), each through the gateway (the devstack host)."""
     from .devstack import target
 
     gw_config, gw_alias = target(s.settings)
@@ -38,7 +38,7 @@ def connections(s):
         raise StepFailed(f"no ssh_config for the nodes ({path}). Fix: inv cluster.ssh-config (after openstack.servers)")
     with ExitStack() as stack:
         out = {}
-        for name in node_names(s.settings):
+        for name in [only] if only else node_names(s.settings):
             gateway = remote.connect(gw_config, gw_alias)  # one jump connection per node: threads share none
             stack.callback(gateway.close)
             conn = remote.connect(path, name, gateway=gateway)

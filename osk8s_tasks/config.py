@@ -111,6 +111,8 @@ class Versions(Section):
     csi_snapshotter: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
     csi_livenessprobe: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
     csi_node_driver_registrar: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
+    agnhost: Annotated[str, Field(pattern=r"^\d+\.\d+$")]
+    busybox: Annotated[str, Field(pattern=r"^[\w.-]+$")]
     box: str | None  # checked where it is used: host.box
     box_version: str | None
 
@@ -252,6 +254,9 @@ class Verify(Section):
     ]
     keep: bool
     timeout: PosInt
+    namespace: Label
+    viewer_role: Annotated[str, Field(min_length=1)]
+    keystone_user_cloud: str | None
 
 
 class Settings(Section):

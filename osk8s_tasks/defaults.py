@@ -22,6 +22,10 @@ VERSIONS = {
     "csi_snapshotter": "v8.4.0",
     "csi_livenessprobe": "v2.17.0",
     "csi_node_driver_registrar": "v2.15.0",
+    # verify workloads: Kubernetes' own e2e test images (agnhost serve-hostname answers HTTP with its
+    # pod name; busybox writes and reads the PVC's file)
+    "agnhost": "2.53",
+    "busybox": "1.36.1-1",
     "box": "cloud-image/ubuntu-24.04",
     "box_version": None,
 }
@@ -117,8 +121,12 @@ DEFAULTS = {
     },
     "verify": {
         "checks": ["lb", "pv", "ingress", "keystone"],
-        "keep": False,
-        "timeout": 600,
+        "keep": False,  # leave the test objects in place (verify.destroy removes them later)
+        "timeout": 600,  # seconds each wait may take (an Octavia amphora LB takes minutes under TCG)
+        "namespace": "osk8s-verify",  # the Kubernetes namespace of the test objects
+        "viewer_role": "k8s-viewer",  # Keystone role the k8s-keystone-auth policy lets read pods
+        "keystone_user_cloud": None,  # clouds.yaml entry of the Keystone user verify.keystone acts as
+        #                               (None: openstack.cloud, DevStack's demo user)
     },
 }
 

@@ -18,6 +18,8 @@ KINDS = {
     "ServiceAccount": ("api/v1", "serviceaccounts", True),
     "Secret": ("api/v1", "secrets", True),
     "ConfigMap": ("api/v1", "configmaps", True),
+    "Pod": ("api/v1", "pods", True),
+    "PersistentVolumeClaim": ("api/v1", "persistentvolumeclaims", True),
     "Service": ("api/v1", "services", True),
     "ClusterRole": ("apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": ("apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
@@ -25,6 +27,8 @@ KINDS = {
     "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "DaemonSet": ("apis/apps/v1", "daemonsets", True),
     "Deployment": ("apis/apps/v1", "deployments", True),
+    "StatefulSet": ("apis/apps/v1", "statefulsets", True),
+    "Ingress": ("apis/networking.k8s.io/v1", "ingresses", True),
     "CSIDriver": ("apis/storage.k8s.io/v1", "csidrivers", False),
     "StorageClass": ("apis/storage.k8s.io/v1", "storageclasses", False),
 }
@@ -60,8 +64,8 @@ class Api:
     def __init__(self, api_client):
         self.client = api_client
 
-    def request(self, method: str, path: str, body=None, content_type: str = "application/json", query=None):
-        """One API call; None for 404. kubernetes-client >= 31 splits serialising from sending."""
+    def call(self, method: str, path: str, body=None, content_type: str = "application/json", query=None):
+        """One API call: (HTTP status, response body bytes). Only transport failures raise."""
         try:
             m, url, headers, data, post = self.client.param_serialize(
                 method, path, query_params=query or [], body=body, auth_settings=["BearerToken"],
@@ -72,11 +76,31 @@ class Api:
             raise StepFailed(f"Kubernetes API unreachable ({exc}). Fix: is the control plane up? (inv cluster.status)") from None
         except Exception as exc:  # urllib3 and the client's own errors all mean: not reachable
             raise StepFailed(f"Kubernetes API {method} {path}: {exc.__class__.__name__}: {exc}") from None
-        if resp.status == 404:
+        return resp.status, resp.data or b""
+
+    def request(self, method: str, path: str, body=None, content_type: str = "application/json", query=None):
+        """One API call's JSON; None for 404; other errors raise StepFailed with the API's answer."""
+        status, data = self.call(method, path, body, content_type, query)
+        if status == 404:
             return None
-        if resp.status >= 400:
-            raise StepFailed(f"Kubernetes API {method} {path}: {resp.status} {resp.reason}: {resp.data[:300]!r}")
-        return json.loads(resp.data) if resp.data else {}
+        if status >= 400:
+            raise StepFailed(f"Kubernetes API {method} {path}: {status}: {data[:300]!r}")
+        return json.loads(data) if data else {}
+
+    def as_bearer(self, token: str) -> Api:
+        """The same API server and CA, authenticated only by `token` (no client certificate)."""
+        import copy
+
+        from kubernetes import client
+
+        cfg = copy.copy(self.client.configuration)
+        cfg.cert_file = cfg.key_file = None
+        cfg.api_key, cfg.api_key_prefix = {"authorization": f"Bearer {token}"}, {}
+        return Api(client.ApiClient(cfg))
+
+    def delete(self, obj: dict) -> bool:
+        """Delete the object (dependents in the background); False when it was not there."""
+        return self.request("DELETE", path_of(obj), query=[("propagationPolicy", "Background")]) is not None
 
     def get(self, obj: dict):
         return self.request("GET", path_of(obj))

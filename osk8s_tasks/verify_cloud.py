@@ -75,3 +75,30 @@ def check_volume(conn, volume_name: str, server_id: str) -> list[Finding]:
     if server_id not in attached:
         return [Finding(False, "volume", f"{volume_name} is attached to {attached}, not to the Pod's node {server_id}")]
     return [Finding(True, "volume", f"{volume_name} in-use on {server_id}")]
+
+
+def check_ingress_lb(conn, name: str, paths: set[str]) -> list[Finding]:
+    """octavia-ingress-controller's load balancer: ACTIVE, an HTTP listener on 80, an L7 policy per
+    Ingress path whose pool has members, and a floating IP on the VIP."""
+    lbs = conn.load_balancer
+    lb = next((x for x in lbs.load_balancers() if x.name == name), None)
+    if lb is None or lb.provisioning_status != "ACTIVE":
+        state = "does not exist" if lb is None else f"is {lb.provisioning_status}"
+        return [Finding(False, "load balancer", f"{name} {state} (octavia-ingress-controller logs)")]
+    out = [Finding(True, "load balancer", f"{name} ACTIVE, VIP {lb.vip_address}")]
+    listener = next((x for x in lbs.listeners(load_balancer_id=lb.id) if x.protocol_port == 80), None)
+    if listener is None:
+        return out + [Finding(False, "listener", "no listener on port 80")]
+    routed, problems = set(), []
+    for policy in lbs.l7_policies(listener_id=listener.id):
+        for rule in lbs.l7_rules(policy):
+            if rule.type == "PATH" and rule.compare_type == "STARTS_WITH":
+                routed.add(rule.rule_value)
+                if not policy.redirect_pool_id or not list(lbs.members(policy.redirect_pool_id)):
+                    problems.append(f"path {rule.rule_value}: its pool has no members")
+    problems += [f"no L7 policy routes {p}" for p in sorted(paths - routed)]
+    out.append(Finding(not problems, "L7 policies", "; ".join(problems) or f"{', '.join(sorted(routed))} routed to pools with members"))
+    fip = next(iter(conn.network.ips(fixed_ip_address=lb.vip_address)), None)
+    out.append(Finding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
+                       else f"no floating IP bound to the VIP {lb.vip_address}"))
+    return out

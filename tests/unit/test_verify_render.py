@@ -1,0 +1,170 @@
+"""Everything verify renders: the echo app, Services (one sharing the load balancer), the PVC and
+its Pods, the Ingress and octavia-ingress-controller, k8s-keystone-auth (Deployment, Service,
+policy ConfigMap, RBAC) and the project-group RoleBinding, all validated strictly against the
+pinned Kubernetes OpenAPI schema; the apiserver side (static pod edit, webhook kubeconfig,
+AuthorizationConfiguration) and the client-keystone-auth kubeconfig checked as files."""
+
+import json
+import subprocess
+from types import SimpleNamespace
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from osk8s_tasks import config, keystone_auth, keystone_deploy, pki, verify_lb, verify_pv
+from osk8s_tasks.render import render
+from osk8s_tasks.verify_run import Ctx
+
+CLOUD = {"auth_url": "http://192.168.121.10/identity", "app_credential_id": "0a1b2c", "app_credential_secret": "s3cret",
+         "region": "RegionOne", "subnet_id": "5d7e-subnet", "floating_network_id": "9f1c-public"}
+
+
+@pytest.fixture
+def ctx():
+    settings = config.validate({"lab": {"name": "golden"}})
+    return Ctx(SimpleNamespace(settings=settings, task="verify.test"), None, None, keep=False, nonce="osk8s-n0nce")
+
+
+def validate_all(docs, version="1.37.0"):
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+        assert doc["metadata"]["labels"]["osk8s.io/lab"] == "golden", doc["metadata"]["name"]
+
+
+def images(docs):
+    out = []
+    for d in docs:
+        spec = d["spec"]["template"]["spec"] if "template" in d.get("spec", {}) else d.get("spec", {})
+        out += [c["image"] for c in spec.get("containers", [])]
+    return out
+
+
+def test_lb_manifests_validate_and_the_shared_service_names_the_lb(ctx):
+    assert [d["kind"] for d in verify_lb.lb_docs(ctx)] == ["Namespace", "Deployment", "Service"]
+    docs = verify_lb.lb_docs(ctx, "9b1c-lb-id")
+    validate_all(docs)
+    shared = docs[-1]
+    assert shared["metadata"]["annotations"]["loadbalancer.openstack.org/load-balancer-id"] == "9b1c-lb-id"
+    assert shared["spec"]["type"] == "LoadBalancer" and shared["spec"]["ports"][0]["port"] == 8080
+    assert images(docs) == ["registry.k8s.io/e2e-test-images/agnhost:2.53"]
+
+
+def test_pv_manifests_validate_pvc_has_no_class_and_pods_carry_the_nonce(ctx):
+    writer, reader = verify_pv.docs(ctx, True), verify_pv.docs(ctx, False)
+    validate_all(writer + reader[-1:])
+    pvc = writer[1]
+    assert pvc["kind"] == "PersistentVolumeClaim" and "storageClassName" not in pvc["spec"]
+    assert "echo osk8s-n0nce > /data/probe" in writer[-1]["spec"]["containers"][0]["command"][-1]
+    assert reader[-1]["spec"]["containers"][0]["command"][-1] == "cat /data/probe"
+
+
+def test_ingress_manifests_validate_and_route_two_paths(ctx):
+    docs = verify_lb.ingress_docs(ctx)
+    validate_all(docs)
+    ing = docs[-1]
+    assert ing["metadata"]["annotations"]["kubernetes.io/ingress.class"] == "openstack"
+    paths = {p["path"]: p["backend"]["service"]["name"] for p in ing["spec"]["rules"][0]["http"]["paths"]}
+    assert paths == {"/a": "echo-a", "/b": "echo-b"}
+
+
+def test_octavia_ingress_controller_validates_and_keeps_credentials_in_a_secret(ctx):
+    text = render("manifests/octavia-ingress.yaml.j2", lab="golden", cpo="v1.36.0")
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    validate_all(docs)
+    assert "s3cret" not in text and images(docs) == ["registry.k8s.io/provider-os/octavia-ingress-controller:v1.36.0"]
+    conf = yaml.safe_load(render("manifests/octavia-ingress-config.yaml.j2", lab="golden", lb_provider="ovn",
+                                 manage_security_groups=True, **CLOUD))
+    assert conf["cluster-name"] == "golden" and conf["octavia"]["provider"] == "ovn"
+    assert conf["openstack"]["application-credential-id"] == "0a1b2c" and "password" not in conf["openstack"]
+
+
+def test_keystone_auth_manifests_validate_with_the_viewer_policy(ctx):
+    docs = keystone_deploy.manifests(ctx.settings, "http://192.168.121.10/identity/v3", "abc123")
+    validate_all(docs)
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service", "Deployment"]
+    policy = json.loads(docs[3]["data"]["policies"])
+    assert policy == keystone_auth.DEFAULT_POLICY  # role k8s-viewer: get/list/watch pods
+    args = docs[-1]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--keystone-url=http://192.168.121.10/identity/v3" in args
+    assert images(docs) == ["registry.k8s.io/provider-os/k8s-keystone-auth:v1.36.0"]
+    rbac = ctx.render("manifests/verify/keystone-rbac.yaml.j2", project_id="4f2a9c", project_name="demo")
+    validate_all(rbac)
+    assert rbac[1]["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "4f2a9c"}]
+
+
+def test_apiserver_gets_webhook_flags_and_loses_authorization_mode():
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kube-apiserver", "namespace": "kube-system"},
+                "spec": {"containers": [{"name": "kube-apiserver", "image": "registry.k8s.io/kube-apiserver:v1.37.0",
+                                         "command": ["kube-apiserver", "--authorization-mode=Node,RBAC",
+                                                     "--secure-port=6443"],
+                                         "volumeMounts": [{"name": "k8s-certs", "mountPath": "/etc/kubernetes/pki"}]}],
+                         "volumes": [{"name": "k8s-certs", "hostPath": {"path": "/etc/kubernetes/pki"}}]}}
+    new = keystone_deploy.with_webhooks(manifest)
+    cmd = new["spec"]["containers"][0]["command"]
+    assert "--authorization-mode=Node,RBAC" not in cmd and "--secure-port=6443" in cmd
+    assert "--authorization-config=/etc/kubernetes/keystone-auth/authorization-config.yaml" in cmd
+    assert "--authentication-token-webhook-config-file=/etc/kubernetes/keystone-auth/webhook.kubeconfig" in cmd
+    assert keystone_deploy.with_webhooks(new) == new  # idempotent: a second edit changes nothing
+    kubernetes_validate.validate(new, "1.37.0", strict=True)
+
+
+def test_authorization_config_and_webhook_kubeconfig():
+    authz = yaml.safe_load(render("kubeadm/authorization-config.yaml.j2", lab="golden",
+                                  webhook_kubeconfig=keystone_deploy.WEBHOOK_KUBECONFIG, project_id_key=keystone_auth.PROJECT_ID))
+    assert authz["apiVersion"] == "apiserver.config.k8s.io/v1" and authz["kind"] == "AuthorizationConfiguration"
+    assert [a["type"] for a in authz["authorizers"]] == ["Node", "RBAC", "Webhook"]
+    hook = authz["authorizers"][2]["webhook"]
+    assert hook["connectionInfo"] == {"type": "KubeConfigFile", "kubeConfigFile": keystone_deploy.WEBHOOK_KUBECONFIG}
+    assert hook["failurePolicy"] == "NoOpinion" and keystone_auth.PROJECT_ID in hook["matchConditions"][0]["expression"]
+    text = render("kubeadm/keystone-webhook.kubeconfig.j2", lab="golden", ca_data="Q0E=", server="https://10.96.0.50:8443/webhook")
+    assert "insecure-skip-tls-verify" not in yaml.safe_dump(yaml.safe_load(text))
+    assert yaml.safe_load(text)["clusters"][0]["cluster"]["certificate-authority-data"] == "Q0E="
+
+
+def test_user_kubeconfig_uses_the_exec_plugin_and_kubectl_reads_it(tmp_path, ctx):
+    text = keystone_deploy.user_kubeconfig(ctx.settings, "https://172.24.4.10:6443", "Q0E=", "http://ks/identity/v3",
+                                           "demo", "demo", "Default")
+    path = tmp_path / "demo.kubeconfig"
+    path.write_text(text)
+    out = subprocess.run(["kubectl", "config", "view", "--kubeconfig", str(path), "-o", "json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    user = json.loads(out.stdout)["users"][0]["user"]
+    assert "auth-provider" not in user and user["exec"]["command"] == "client-keystone-auth"
+    assert user["exec"]["apiVersion"] == "client.authentication.k8s.io/v1"
+    assert {e["name"] for e in user["exec"]["env"]} == {"OS_AUTH_URL", "OS_DOMAIN_NAME", "OS_PROJECT_NAME", "OS_USERNAME"}
+
+
+def test_serving_certificate_chains_to_the_lab_ca_and_is_renewed_when_names_change(tmp_path):
+    ca, ca_key = pki.ensure_ca(tmp_path, "golden")
+    assert pki.ensure_ca(tmp_path, "golden") == (ca, ca_key)  # created once
+    crt, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    names = keystone_deploy.cert_names("10.96.0.50")
+    assert "does not exist" in pki.serving_cert_problem(crt, key, ca, names)
+    pki.issue_serving_cert(crt, key, ca, ca_key, names)
+    assert pki.serving_cert_problem(crt, key, ca, names) == ""
+    assert "wanted" in pki.serving_cert_problem(crt, key, ca, keystone_deploy.cert_names("10.96.0.51"))
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in (ca, ca_key, crt, key))
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(ca), str(crt)], capture_output=True, text=True)
+    assert verify.returncode == 0 and "OK" in verify.stdout
+
+
+def test_default_storage_class_decision():
+    class Api:
+        def __init__(self, classes):
+            self.classes = classes
+
+        def request(self, method, path, query=None):
+            return {"items": self.classes}
+
+    good = {"metadata": {"name": "csi-cinder-sc-delete", "annotations": {verify_pv.DEFAULT: "true"}},
+            "provisioner": "cinder.csi.openstack.org", "reclaimPolicy": "Delete"}
+    assert verify_pv.default_class(Api([good]))[0]
+    ok, why = verify_pv.default_class(Api([]))
+    assert not ok and "0 default StorageClasses" in why
+    intree = {**good, "provisioner": "kubernetes.io/cinder"}
+    ok, why = verify_pv.default_class(Api([intree]))
+    assert not ok and "kubernetes.io/cinder" in why
+    ok, why = verify_pv.default_class(Api([{**good, "reclaimPolicy": "Retain"}]))
+    assert not ok and "Retain" in why
