@@ -137,6 +137,10 @@ class Setup:
     def objects_step(self) -> Step:
         """Secret, policy, RBAC, Deployment: applied together, each only where it differs."""
         def check():
+            if not (self.dir / "tls.crt").exists():
+                every = ["Secret kube-system/keystone-auth-certs"] + [
+                    kube.label(d) for d in manifests(self.ctx.settings, "", "") if d["kind"] != "Service"]
+                return Status(False, "no serving certificate yet", f"apply {', '.join(every)}")
             stale = [kube.label(d) for d in self.docs() if not kube.apply_step(self.ctx.api, d).check().ok]
             return Status(not stale, "Secret, policy, RBAC and Deployment are as wanted" if not stale
                           else f"differ: {', '.join(stale)}", f"apply {', '.join(stale)}")
@@ -151,12 +155,15 @@ class Setup:
 
     def file_step(self, path: str, text_fn) -> Step:
         def check():
-            have = self.master.run(f"cat {path}", sudo=True, warn=True).stdout
-            return Status(have == text_fn(), f"{path} is current", f"write {path} on the control plane (0600)")
+            have, want = self.master.run(f"cat {path}", sudo=True, warn=True).stdout, text_fn()
+            return Status(have == want, f"{path} is current" if have == want else f"{path} is {'different' if have else 'missing'}",
+                          f"write {path} on the control plane (0600)")
 
         return Step(f"control plane {path}", check, lambda: self.master.install(path, text_fn(), mode=0o600))
 
     def webhook_kubeconfig(self) -> str:
+        if not (self.dir / "ca.crt").exists():
+            raise StepFailed("no lab CA yet")
         ca = base64.b64encode((self.dir / "ca.crt").read_bytes()).decode()
         return render("kubeadm/keystone-webhook.kubeconfig.j2", lab=self.ctx.settings.lab.name, ca_data=ca,
                       server=f"https://{self.cluster_ip()}:8443/webhook")
@@ -174,8 +181,9 @@ class Setup:
 
         def check():
             have = current()
-            return Status(have == with_webhooks(have), "kube-apiserver uses the keystone webhook (token authn + "
-                          "authorization-config Node,RBAC,Webhook)", f"edit {APISERVER_MANIFEST}: {', '.join(FLAGS)}; "
+            ok = have == with_webhooks(have)
+            return Status(ok, "kube-apiserver uses the keystone webhook (token authn + authorization-config Node,RBAC,"
+                          "Webhook)" if ok else "kube-apiserver does not use the keystone webhook yet", f"edit {APISERVER_MANIFEST}: {', '.join(FLAGS)}; "
                           "the kubelet restarts the apiserver")
 
         def apply():
@@ -207,8 +215,8 @@ class Setup:
 
         def check():
             ok = path.exists() and path.read_text() == wanted()
-            return Status(ok, f"{path.name}: kubectl --kubeconfig {path} as {self.ident['username']} "
-                          "(client-keystone-auth)", f"write {path} (0600)")
+            return Status(ok, f"{path.name}: kubectl --kubeconfig {path} as {self.ident['username']} (client-keystone-auth)"
+                          if ok else f"{path.name} missing or out of date", f"write {path} (0600)")
 
         return Step("user kubeconfig (client-keystone-auth)", check, lambda: write_private(path, wanted()))
 

@@ -95,7 +95,8 @@ class Api:
 
         cfg = copy.copy(self.client.configuration)
         cfg.cert_file = cfg.key_file = None
-        cfg.api_key, cfg.api_key_prefix = {"authorization": f"Bearer {token}"}, {}
+        cfg.api_key, cfg.api_key_prefix = {"BearerToken": f"Bearer {token}"}, {}
+        cfg.refresh_api_key_hook = None  # else the kubeconfig's own token comes back on every call
         return Api(client.ApiClient(cfg))
 
     def delete(self, obj: dict) -> bool:

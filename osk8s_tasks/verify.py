@@ -97,6 +97,11 @@ def _run(s, checks, keep, cloud, verify_run, runners) -> None:
             s.log.info("verify.start", check=check, dry_run=s.dry_run or None)
             if s.dry_run:
                 with verify_run.not_failing(ctx, "plan"):
+                    if check == "keystone":
+                        from .verify_keystone import plan_keystone
+
+                        plan_keystone(ctx, master)
+                        continue
                     docs, assertions = plan_of(ctx, check)
                     verify_run.dry_run_rows(ctx, check, docs, assertions)
                 continue

@@ -68,8 +68,7 @@ def run_lb(ctx: Ctx) -> None:
     ok, ip = wait(external_ip(ctx.api, _service(ctx, "echo")), timeout)
     lb_name = verify_cloud.occm_lb_name(lab, ctx.namespace, "echo")
     if not ctx.record("external IP", ok, f"Service echo: {ip}" if ok else
-                      f"Service echo got no external IP: {ip}. Octavia says: " +
-                      "; ".join(f.detail for f in _octavia_findings(ctx, "echo", 80) if not f.ok), t0):
+                      f"Service echo got no external IP: {ip}. {_why_no_ip(ctx)}", t0):
         ctx.cleanup("lb", docs)
         return
     ctx.findings("octavia", _octavia_findings(ctx, "echo", 80))
@@ -81,6 +80,14 @@ def run_lb(ctx: Ctx) -> None:
         ctx.apply(docs)
         _shared(ctx, lb, ip)
     ctx.cleanup("lb", docs, gone=_lb_gone(ctx, lb_name))
+
+
+def _why_no_ip(ctx: Ctx) -> str:
+    failing = [f.detail for f in _octavia_findings(ctx, "echo", 80) if not f.ok]
+    if failing:
+        return "Octavia: " + "; ".join(failing)
+    return ("Octavia has an ACTIVE load balancer with a floating IP, but the cloud controller did not report it "
+            "(openstack-cloud-controller-manager logs)")
 
 
 def _shared(ctx: Ctx, lb, ip: str) -> None:

@@ -1,0 +1,256 @@
+"""The verify namespace through the real CLI. Real: the loopback OpenStack (Octavia, Neutron, Nova,
+Cinder, Keystone) every OpenStack-side assertion reads; SSH to the devstack host (a gateway sshd
+host in a netns, where curl runs) and to the control plane (where verify.keystone writes the
+webhook kubeconfig, the AuthorizationConfiguration and the kube-apiserver flags). Fakes, because
+nothing Kubernetes can run here: the API server (tests/peers/fake_kube_cluster.py), the
+controllers' OpenStack work done by the test on the real cloud (tests/peers/cloud_controllers.py),
+the data plane behind the floating IPs (http_responder.py, inside the gateway's netns) and
+k8s-keystone-auth (keystone_webhook.py, serving the certificate the tool issued and asking the
+real Keystone)."""
+
+import json
+import os
+import re
+import subprocess
+import uuid
+import xml.etree.ElementTree as ET
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import require_root_tools, run_inv
+from tests.peers.cloud_controllers import Controllers
+from tests.peers.fake_kube_cluster import FakeCluster
+from tests.peers.k8s_nodes import node_hosts
+
+pytestmark = pytest.mark.sshd
+LAB = f"q{uuid.uuid4().hex[:4]}"
+NS = "osk8s-verify"
+APISERVER = """apiVersion: v1
+kind: Pod
+metadata: {name: kube-apiserver, namespace: kube-system}
+spec:
+  hostNetwork: true
+  containers:
+  - name: kube-apiserver
+    image: registry.k8s.io/kube-apiserver:v1.37.0
+    command: [kube-apiserver, --authorization-mode=Node,RBAC, --secure-port=6443, --client-ca-file=/etc/kubernetes/pki/ca.crt]
+    volumeMounts:
+    - {name: k8s-certs, mountPath: /etc/kubernetes/pki, readOnly: true}
+  volumes:
+  - name: k8s-certs
+    hostPath: {path: /etc/kubernetes/pki, type: DirectoryOrCreate}
+"""
+
+
+def boot(conn, name, **kw):
+    """One server, retried once: nova on sqlite sometimes loses a build to "database is locked"."""
+    for attempt in (1, 2):
+        server = conn.compute.create_server(name=name, **kw)
+        try:
+            return conn.compute.wait_for_server(server, wait=120)
+        except Exception:
+            if attempt == 2:
+                raise
+            openstack_admin = __import__("openstack").connect(cloud="admin")
+            openstack_admin.compute.reset_server_state(server, "error")
+            conn.compute.delete_server(server)
+            conn.compute.wait_for_delete(server, wait=120)
+
+
+@pytest.fixture(scope="module")
+def lab(loopback_cloud):
+    import openstack
+
+    require_root_tools("sshd", "ip", "unshare", "openssl", "qemu-img", "curl")
+    with ExitStack() as cleanup:  # whatever setup made is undone, even when setup fails half-way
+        hosts = node_hosts(Path(f"/run/osk8s-verify-{uuid.uuid4().hex[:6]}"), LAB, workers=1)
+        cleanup.callback(hosts.stop)
+        gateway, master = hosts.hosts[0], hosts.hosts[1]
+        conn = openstack.connect(cloud="demo")
+        public_cidr = next(conn.network.subnets(network_id=next(conn.network.networks(name="public")).id)).cidr
+        # floating IPs exist only inside the gateway's netns: anything not served there is unreachable, never routed out
+        subprocess.run(["ip", "netns", "exec", gateway.netns, "ip", "route", "add", "unreachable", public_cidr], check=True)
+        master_etc = hosts.private(master, "/etc/kubernetes")
+        (master_etc / "manifests").mkdir(parents=True, exist_ok=True)
+        (master_etc / "manifests" / "kube-apiserver.yaml").write_text(APISERVER)
+        state, image = hosts.workdir / "state", hosts.workdir / "node.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
+        node_names = [f"{LAB}-master", f"{LAB}-worker-1"]
+        cfg = hosts.workdir / "lab.yaml"
+        settings = {
+            "lab": {"name": LAB, "state_dir": str(state)},
+            "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
+            "openstack": {"clouds_yaml": str(loopback_cloud), "cloud": "demo", "admin_cloud": "admin",
+                          "image": {"name": "node", "file": str(image)}},
+            "verify": {"timeout": 90, "keystone_user_cloud": "alt_demo"},
+            "cluster": {"ssh_config": str(hosts.ssh_config), "api_server": "http://127.0.0.1:1",
+                        "nodes": [{"name": "master", "role": "control-plane"}, {"name": "worker-1", "role": "worker"}]}}
+        cfg.write_text(yaml.safe_dump(settings))
+
+        def inv(*args, env=None):
+            return run_inv(["-f", str(cfg), *args], env=env, timeout=600)
+
+        cleanup.callback(inv, "openstack.teardown")
+        prepared = inv("openstack.prepare")  # flavor, image, security group with the NodePort range, app credential
+        assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+        flavor, img = next(conn.compute.flavors(name=f"{LAB}-k8s")), next(conn.image.images(name=f"{LAB}-node"))
+        net = next(conn.network.networks(name="private"))
+        servers = {}
+        for name in node_names:  # one at a time: nova on sqlite cannot build concurrently
+            servers[name] = boot(conn, name, flavor_id=flavor.id, image_id=img.id, networks=[{"uuid": net.id}],
+                                 security_groups=[{"name": f"{LAB}-k8s"}])
+            cleanup.callback(lambda s=servers[name]: (conn.compute.delete_server(s), conn.compute.wait_for_delete(s, wait=180)))
+        addresses = {n: next(iter(s.addresses.values()))[0]["addr"] for n, s in servers.items()}
+        controllers = Controllers(conn, LAB, gateway.netns, "http://127.0.0.1:5000/v3")
+        controllers.node_addresses = list(addresses.values())
+        cleanup.callback(controllers.stop)
+        api = FakeCluster(node_names, controllers, master_etc, addresses=addresses,
+                          provider_ids={n: f"openstack:///{s.id}" for n, s in servers.items()}).__enter__()
+        cleanup.callback(api.__exit__, None, None, None)
+        api.objects["/apis/apps/v1/namespaces/kube-system/daemonsets/openstack-cloud-controller-manager"] = {
+            "kind": "DaemonSet", "metadata": {"name": "openstack-cloud-controller-manager"}}
+        api.objects["/apis/storage.k8s.io/v1/storageclasses/csi-cinder-sc-delete"] = {
+            "kind": "StorageClass", "metadata": {"name": "csi-cinder-sc-delete",
+                                                 "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "cinder.csi.openstack.org", "reclaimPolicy": "Delete"}
+        settings["cluster"]["api_server"] = api.url
+        cfg.write_text(yaml.safe_dump(settings))
+        (state / LAB).mkdir(parents=True, exist_ok=True)
+        (state / LAB / "admin.conf").write_text(api.kubeconfig())
+
+        class Lab:
+            pass
+
+        lab = Lab()
+        lab.inv, lab.api, lab.hosts, lab.conn, lab.controllers = inv, api, hosts, conn, controllers
+        lab.state, lab.master_etc, lab.workdir, lab.cloud = state / LAB, master_etc, hosts.workdir, loopback_cloud
+        yield lab
+
+
+@pytest.fixture(autouse=True)
+def controllers_healthy(lab):
+    yield
+    assert not lab.api.errors, lab.api.errors  # a stand-in controller failed: the fixture, not the tool
+
+
+def verify_lbs(lab):
+    return [lb.name for lb in lab.conn.load_balancer.load_balancers() if lb.name.startswith((
+        f"kube_service_{LAB}_", f"kube_ingress_{LAB}_"))]
+
+
+def rows(report):
+    return {c.get("name"): c for s in ET.parse(report).getroot() for c in s}
+
+
+def test_dry_run_lists_the_checks_and_objects_and_creates_nothing(lab):
+    r = lab.inv("verify.all", "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for needle in (f"Deployment {NS}/echo", f"Service {NS}/echo-shared", f"PersistentVolumeClaim {NS}/data",
+                   f"Ingress {NS}/echo", "Deployment kube-system/k8s-keystone-auth", "kube-apiserver webhook flags",
+                   "lb: HTTP from the devstack VM", "pv: cleanup: volume deleted", "keystone: revoked token rejected"):
+        assert needle in r.stdout, needle
+    assert lab.api.writes() == 0 and not verify_lbs(lab)
+    assert not (lab.master_etc / "keystone-auth").exists()
+    assert "--authorization-mode=Node,RBAC" in (lab.master_etc / "manifests" / "kube-apiserver.yaml").read_text()
+
+
+def test_lb_passes_end_to_end_and_writes_reports(lab, tmp_path):
+    junit, report = tmp_path / "lb.xml", tmp_path / "lb.json"
+    r = lab.inv("verify.lb", "--junit", str(junit), "--json", str(report))
+    assert r.returncode == 0, r.stdout + r.stderr
+    cases = rows(junit)
+    assert not [n for n, c in cases.items() if c.find("failure") is not None]
+    for name in ("octavia: pool members", "octavia: NodePort rule", "octavia: floating IP", "HTTP from the devstack VM",
+                 "shared load balancer: second listener", "shared load balancer: HTTP", "lb: cleanup"):
+        assert name in cases, name
+    doc = json.loads(report.read_text())
+    assert doc["passed"] and doc["counts"]["failed"] == 0
+    assert oct(report.stat().st_mode & 0o777) == "0o600" and oct(junit.stat().st_mode & 0o777) == "0o600"
+    http = next(x for x in doc["results"] if x["check"] == "HTTP from the devstack VM")
+    assert "-> 200 from pod echo-" in http["detail"]
+    assert not verify_lbs(lab)  # the cloud provider's load balancer went with the Service
+
+
+def test_lb_failure_names_the_missing_nodeport_rule(lab, tmp_path):
+    net = lab.conn.network
+    sg = next(net.security_groups(name=f"{LAB}-k8s"))
+    rule = next(x for x in net.security_group_rules(security_group_id=sg.id) if x.port_range_min == 30000 and x.protocol == "tcp")
+    net.delete_security_group_rule(rule)  # the write-up's failure: the LB cannot reach the NodePort
+    lab.controllers.data_plane = False
+    try:
+        r = lab.inv("verify.lb", "--json", str(tmp_path / "r.json"))
+    finally:
+        lab.controllers.data_plane = True
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "no ingress rule for tcp" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    failed = {x["check"]: x["detail"] for x in json.loads((tmp_path / "r.json").read_text())["results"] if x["outcome"] == "failed"}
+    assert "no ingress rule for tcp" in failed["octavia: NodePort rule"]
+    assert "Diagnosis:" in failed["HTTP from the devstack VM"] and "NodePort rule" in failed["HTTP from the devstack VM"]
+    fixed = lab.inv("openstack.prepare")  # the tool's own drift repair puts the rule back
+    assert fixed.returncode == 0 and not verify_lbs(lab)
+
+
+def test_pv_volume_follows_the_pod_and_is_deleted_after(lab, tmp_path):
+    r = lab.inv("verify.pv", "--json", str(tmp_path / "pv.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = {x["check"]: x for x in json.loads((tmp_path / "pv.json").read_text())["results"]}
+    assert "in-use on" in results["cinder: volume in-use on the pod's node"]["detail"]
+    assert "osk8s-" in results["file read back by a new pod"]["detail"]
+    assert "deleted" in results["pv: cleanup"]["detail"]
+    assert not [v for v in lab.conn.block_storage.volumes() if v.name.startswith(f"pvc-{LAB}")]
+
+
+def test_ingress_routes_two_paths(lab):
+    r = lab.inv("verify.ingress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "HTTP /a" in r.stdout and "from pod echo-a-" in r.stdout and "from pod echo-b-" in r.stdout
+    assert not verify_lbs(lab)
+
+
+def test_keystone_end_to_end_then_second_run_changes_no_setup(lab, tmp_path):
+    r = lab.inv("verify.keystone", "--json", str(tmp_path / "k.json"), "--log-json", str(tmp_path / "k.log"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = {x["check"]: x for x in json.loads((tmp_path / "k.json").read_text())["results"]}
+    for check in ("webhook TokenReview", "forbidden before any binding", "RoleBinding to the project group",
+                  "keystone policy: viewer lists, cannot create", "revoked token rejected", "garbage token rejected"):
+        assert results[check]["outcome"] == "ok", (check, results[check])
+    assert set(lab.controllers.webhook.calls) == {"TokenReview", "SubjectAccessReview"}
+    manifest = (lab.master_etc / "manifests" / "kube-apiserver.yaml").read_text()
+    assert "--authorization-config=" in manifest and "--authorization-mode" not in manifest
+    for f in (lab.master_etc / "keystone-auth" / "webhook.kubeconfig", lab.state / "keystone-auth" / "tls.key",
+              lab.state / "keystone-alt_demo.kubeconfig"):
+        assert f.stat().st_mode & 0o777 == 0o600, f
+    again = lab.inv("verify.keystone")
+    assert again.returncode == 0, again.stdout + again.stderr
+    setup = [line for line in again.stdout.splitlines() if line.startswith("verify.keystone ") and
+             any(k in line for k in ("k8s-keystone-auth", "control plane", "kube-apiserver", "user kubeconfig", "Service"))]
+    assert setup and all(" ok " in line for line in setup), "\n".join(setup)
+    secrets = [yaml.safe_load(lab.cloud.read_text())["clouds"][c]["auth"]["password"] for c in ("alt_demo", "demo")]
+    cred = yaml.safe_load((lab.state / "app-credential.yaml").read_text())["secret"]
+    texts = [r.stdout + r.stderr, again.stdout, (tmp_path / "k.json").read_text(), (tmp_path / "k.log").read_text()]
+    texts += [p.read_text() for p in (lab.state / "logs").glob("*.jsonl")]
+    for s in secrets + [cred] + lab.controllers.webhook.tokens:
+        assert not any(s in t for t in texts)
+
+
+def test_keep_then_status_then_destroy_twice(lab):
+    r = lab.inv("verify.lb", "--keep")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "kept (--keep)" in r.stdout and verify_lbs(lab)
+    st = lab.inv("verify.status")
+    assert st.returncode == 0 and f"Service {NS}/echo" in st.stdout and "kube_service_" in st.stdout
+    first = lab.inv("verify.destroy")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert not verify_lbs(lab) and not [p for p in lab.api.objects if f"/namespaces/{NS}/" in p]
+    second = lab.inv("verify.destroy")
+    assert second.returncode == 0 and re.search(r"verify.destroy: 3 ok, 0 failed", second.stdout), second.stdout
+    assert "no namespace osk8s-verify" in second.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root only")
+def test_bad_check_name_is_refused_before_anything(lab):
+    r = lab.inv("verify.all", "--checks", "lb,dns")
+    assert r.returncode == 2 and "--checks dns: not a check" in r.stderr + r.stdout and "Traceback" not in r.stderr
