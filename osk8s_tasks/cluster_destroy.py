@@ -24,6 +24,19 @@ def api_steps(s, api) -> list[Step]:
             m = x["metadata"]
             api.request("DELETE", f"/api/v1/namespaces/{m['namespace']}/services/{m['name']}")
 
+    def ingresses():
+        return api.items("/apis/networking.k8s.io/v1/ingresses")
+
+    def check_ingresses():
+        found = [f"{x['metadata']['namespace']}/{x['metadata']['name']}" for x in ingresses()]
+        return Status(not found, "no Ingress left" if not found else f"Ingresses: {', '.join(found)}",
+                      f"delete {', '.join(found)} (octavia-ingress-controller deletes their load balancers)")
+
+    def delete_ingresses():
+        for x in ingresses():
+            m = x["metadata"]
+            api.request("DELETE", f"/apis/networking.k8s.io/v1/namespaces/{m['namespace']}/ingresses/{m['name']}")
+
     docs = list(reversed(documents(s, cloud.Clouds(s.settings))))
 
     def check_addons():
@@ -36,7 +49,8 @@ def api_steps(s, api) -> list[Step]:
             if api.get(d) is not None:
                 api.request("DELETE", kube.path_of(d))
 
-    return [Step("LoadBalancer Services", check_services, delete_services), Step("add-ons", check_addons, delete_addons)]
+    return [Step("Ingresses", check_ingresses, delete_ingresses),
+            Step("LoadBalancer Services", check_services, delete_services), Step("add-ons", check_addons, delete_addons)]
 
 
 def drain_steps(s, master_remote) -> list[Step]:

@@ -2,6 +2,7 @@
 dependency order by `openstack.teardown`, listed by `openstack.status`.
 
 The cloud provider creates objects too: OCCM names load balancers `kube_service_<cluster>_...`
+(octavia-ingress-controller `kube_ingress_<cluster>_...`, and its security groups too)
 and tags them so, cinder-csi marks volumes with `cinder.csi.openstack.org/cluster: <cluster>`;
 the cluster name is the lab name, so teardown finds and deletes them before the servers."""
 
@@ -18,7 +19,7 @@ def listers(s, clouds) -> dict:
     """kind -> a function listing [(object, label)] of that kind the lab owns, in teardown order.
     Each teardown step calls only its own; inventory() and the orphan scan call them all."""
     lab, tag, n = s.settings.lab.name, cloud.tag(s.settings), names(s.settings)
-    occm = f"kube_service_{lab}_"
+    occm = (f"kube_service_{lab}_", f"kube_ingress_{lab}_")  # OCCM's and octavia-ingress-controller's names
 
     def flavors():
         flavor = flavor_named(clouds, n["flavor"])
@@ -34,7 +35,8 @@ def listers(s, clouds) -> dict:
         "servers": lambda: [(x, f"{x.name} ({x.status})") for x in clouds.main.compute.servers(tags=tag)],
         "floating IPs": lambda: [(f, f.floating_ip_address) for f in clouds.main.network.ips(tags=tag)],
         "ports": lambda: [(p, p.name or p.id) for p in clouds.main.network.ports(tags=tag)],
-        "security groups": lambda: [(g, g.name) for g in clouds.main.network.security_groups(tags=tag)],
+        "security groups": lambda: [(g, g.name) for g in clouds.main.network.security_groups()
+                                    if tag in (g.tags or []) or g.name.startswith(occm[1])],
         "keypairs": lambda: [(k, k.name) for k in clouds.main.compute.keypairs() if k.name == n["keypair"]],
         "flavors": flavors,
         "images": lambda: [(i, i.name) for i in clouds.main.image.images(tag=tag)],

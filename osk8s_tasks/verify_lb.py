@@ -123,13 +123,16 @@ def _lb_gone(ctx: Ctx, name: str):
 APPS = ("echo-a", "echo-b")
 
 
-def controller_docs(ctx: Ctx) -> list[dict]:
+def controller_docs(ctx: Ctx, content: bool = True) -> list[dict]:
+    """octavia-ingress-controller with its config Secret (the lab's application credential)."""
     import yaml
 
     s = ctx.settings
-    values = cluster_addons.cloud_values(ctx.s, ctx.clouds)
-    config = render("manifests/octavia-ingress-config.yaml.j2", lab=s.lab.name, lb_provider=s.cluster.lb_provider,
-                    manage_security_groups=s.cluster.manage_security_groups, **values)
+    config = ""
+    if content:
+        values = cluster_addons.cloud_values(ctx.s, ctx.clouds)
+        config = render("manifests/octavia-ingress-config.yaml.j2", lab=s.lab.name, lb_provider=s.cluster.lb_provider,
+                        manage_security_groups=s.cluster.manage_security_groups, **values)
     secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
               "metadata": {"name": "octavia-ingress-controller-config", "namespace": "kube-system",
                            "labels": {"osk8s.io/lab": s.lab.name}},

@@ -78,7 +78,8 @@ def run_pv(ctx: Ctx) -> None:
                                 f"PVC data is {_pvc(ctx).get('status', {}).get('phase', 'absent')}"), timeout)
     volume = _pvc(ctx).get("spec", {}).get("volumeName", "")
     if not ctx.record("PVC bound", bound[0], f"PVC data bound to {volume}" if bound[0] else
-                      f"{bound[1]}: csi-cinder-controllerplugin logs; " + verify_cloud.check_volume(conn, volume or "?", "")[0].detail, t0):
+                      f"{bound[1]}: cinder-csi did not provision a volume (kubectl -n {ctx.namespace} describe pvc data; "
+                      "csi-cinder-controllerplugin logs; Cinder quota)", t0):
         ctx.cleanup("pv", writer)
         return
     t0 = time.monotonic()

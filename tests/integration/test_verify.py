@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import uuid
 import xml.etree.ElementTree as ET
 from contextlib import ExitStack
@@ -157,6 +158,16 @@ def test_dry_run_lists_the_checks_and_objects_and_creates_nothing(lab):
     assert "--authorization-mode=Node,RBAC" in (lab.master_etc / "manifests" / "kube-apiserver.yaml").read_text()
 
 
+def test_dry_run_without_a_reachable_cluster_still_lists_the_plan(lab, tmp_path):
+    cfg = yaml.safe_load((lab.workdir / "lab.yaml").read_text())
+    cfg["cluster"]["api_server"] = "http://127.0.0.1:9"  # discard port: nothing listens
+    (tmp_path / "down.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_inv(["-f", str(tmp_path / "down.yaml"), "verify.all", "--dry-run", "--checks", "lb,pv,ingress"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"Ingress {NS}/echo" in r.stdout and "Secret kube-system/octavia-ingress-controller-config" in r.stdout
+    assert "ingress: HTTP /a and /b" in r.stdout and "Traceback" not in r.stdout + r.stderr
+
+
 def test_lb_passes_end_to_end_and_writes_reports(lab, tmp_path):
     junit, report = tmp_path / "lb.xml", tmp_path / "lb.json"
     r = lab.inv("verify.lb", "--junit", str(junit), "--json", str(report))
@@ -210,7 +221,7 @@ def test_ingress_routes_two_paths(lab):
     assert not verify_lbs(lab)
 
 
-def test_keystone_end_to_end_then_second_run_changes_no_setup(lab, tmp_path):
+def test_keystone_end_to_end(lab, tmp_path):
     r = lab.inv("verify.keystone", "--json", str(tmp_path / "k.json"), "--log-json", str(tmp_path / "k.log"))
     assert r.returncode == 0, r.stdout + r.stderr
     results = {x["check"]: x for x in json.loads((tmp_path / "k.json").read_text())["results"]}
@@ -223,17 +234,28 @@ def test_keystone_end_to_end_then_second_run_changes_no_setup(lab, tmp_path):
     for f in (lab.master_etc / "keystone-auth" / "webhook.kubeconfig", lab.state / "keystone-auth" / "tls.key",
               lab.state / "keystone-alt_demo.kubeconfig"):
         assert f.stat().st_mode & 0o777 == 0o600, f
-    again = lab.inv("verify.keystone")
-    assert again.returncode == 0, again.stdout + again.stderr
-    setup = [line for line in again.stdout.splitlines() if line.startswith("verify.keystone ") and
-             any(k in line for k in ("k8s-keystone-auth", "control plane", "kube-apiserver", "user kubeconfig", "Service"))]
-    assert setup and all(" ok " in line for line in setup), "\n".join(setup)
     secrets = [yaml.safe_load(lab.cloud.read_text())["clouds"][c]["auth"]["password"] for c in ("alt_demo", "demo")]
     cred = yaml.safe_load((lab.state / "app-credential.yaml").read_text())["secret"]
-    texts = [r.stdout + r.stderr, again.stdout, (tmp_path / "k.json").read_text(), (tmp_path / "k.log").read_text()]
+    texts = [r.stdout + r.stderr, (tmp_path / "k.json").read_text(), (tmp_path / "k.log").read_text()]
     texts += [p.read_text() for p in (lab.state / "logs").glob("*.jsonl")]
     for s in secrets + [cred] + lab.controllers.webhook.tokens:
         assert not any(s in t for t in texts)
+
+
+def test_all_runs_every_check_reports_parse_and_keystone_setup_is_unchanged(lab, tmp_path):
+    junit, report = tmp_path / "all.xml", tmp_path / "all.json"
+    r = lab.inv("verify.all", "--junit", str(junit), "--json", str(report))
+    assert r.returncode == 0, r.stdout + r.stderr
+    suites = ET.parse(junit).getroot()
+    assert [s.get("name") for s in suites] == ["verify.lb", "verify.pv", "verify.ingress", "verify.keystone"]
+    assert all(s.get("failures") == "0" for s in suites)
+    assert subprocess.run([sys.executable, "-m", "json.tool", str(report)], capture_output=True).returncode == 0
+    doc = json.loads(report.read_text())
+    assert doc["passed"] and {x["task"] for x in doc["results"]} == {f"verify.{c}" for c in ("lb", "pv", "ingress", "keystone")}
+    setup = [x for x in doc["results"] if x["task"] == "verify.keystone" and x["node"] == "local"
+             and not x["check"].startswith(("Role ", "RoleBinding ", "Namespace "))]
+    assert len(setup) == 8 and all(x["outcome"] == "ok" for x in setup), setup  # second keystone run: nothing to set up
+    assert "verify.all: 0 of" in r.stdout and not verify_lbs(lab)
 
 
 def test_keep_then_status_then_destroy_twice(lab):
