@@ -123,16 +123,24 @@ def _task(name: str, doc: str):
     return task(name=name, help=HELP)(body)
 
 
-lb = _task("lb", """An echo Deployment behind a LoadBalancer Service: Octavia LB ACTIVE with a listener
+lb = _task("lb", """LoadBalancer Service -> Octavia LB, members, floating IP, HTTP; then a shared LB.
+
+    An echo Deployment behind a LoadBalancer Service: Octavia LB ACTIVE with a listener
     on the Service port, the nodes as members on its NodePort, a floating IP on the VIP, and an HTTP
     answer from the devstack VM (else: the missing NodePort rule or member mismatch, named). Then a
     second Service shares that load balancer (loadbalancer.openstack.org/load-balancer-id).""")
-pv = _task("pv", """A PVC without a class binds through the default (cinder CSI) StorageClass; the Cinder
+pv = _task("pv", """PVC -> Cinder volume in-use on the Pod's node, data kept, volume deleted after.
+
+    A PVC without a class binds through the default (cinder CSI) StorageClass; the Cinder
     volume is in-use on the Pod's node; a file written by one Pod is read by the next; after cleanup
     the volume is deleted.""")
-ingress = _task("ingress", """octavia-ingress-controller and an Ingress routing /a and /b to two Services
+ingress = _task("ingress", """Ingress with two paths through octavia-ingress-controller, checked over HTTP.
+
+    octavia-ingress-controller and an Ingress routing /a and /b to two Services
     through one Octavia load balancer, checked in Octavia and over HTTP from the devstack VM.""")
-keystone = _task("keystone", """Deploy k8s-keystone-auth (serving cert from a lab CA the apiserver pins;
+keystone = _task("keystone", """Keystone users on the cluster: k8s-keystone-auth set up, authn and authz checked.
+
+    Deploy k8s-keystone-auth (serving cert from a lab CA the apiserver pins;
     token webhook + structured authorization Node,RBAC,Webhook), write a client-keystone-auth
     kubeconfig, then: TokenReview from the webhook, Forbidden before any binding, a RoleBinding to
     the project group, the Keystone viewer-role policy, revoked and garbage tokens rejected.""")
@@ -140,8 +148,9 @@ keystone = _task("keystone", """Deploy k8s-keystone-auth (serving cert from a la
 
 @task(name="all", help={**HELP, "checks": "Comma-separated subset, e.g. lb,pv (default: verify.checks)."})
 def all_(c, checks=None, keep=False, junit=None, json=None, dry_run=False, log_json=None):
-    """Every check in verify.checks (lb, pv, ingress, keystone), each even when another failed; one
-    results table and, on request, one JUnit / JSON report."""
+    """Every check in verify.checks (lb, pv, ingress, keystone), one table and report.
+
+    Each check runs even when another failed; --junit / --json write one report for all."""
     chosen = [x.strip() for x in checks.split(",")] if checks else None
     unknown = [x for x in chosen or [] if x not in CHECKS]
     if unknown:
@@ -153,8 +162,7 @@ def all_(c, checks=None, keep=False, junit=None, json=None, dry_run=False, log_j
 
 @task(help={"log_json": COMMON_HELP["log_json"]})
 def status(c, log_json=None):
-    """The verify objects left in the cluster (kept with --keep) and their Octavia load balancers
-    and Cinder volumes (read-only)."""
+    """Test objects verify left behind (--keep) and their Octavia load balancers (read-only)."""
     from . import cloud, verify_status
 
     with session(c, "verify.status", log_json=log_json, quiet=True) as s, cluster_access(s, False) as (api, _):
@@ -163,7 +171,9 @@ def status(c, log_json=None):
 
 @task(help=COMMON_HELP)
 def destroy(c, dry_run=False, log_json=None):
-    """Remove what verify left (--keep, or an interrupted run): the verify namespace and with it the
+    """Remove what verify left behind: namespace, load balancers, volumes, keystone grants.
+
+    What verify left (--keep, or an interrupted run): the verify namespace and with it the
     load balancers and volumes, the keystone RoleBinding and viewer role assignment. k8s-keystone-auth
     and octavia-ingress-controller stay (cluster.destroy removes them)."""
     from . import cloud, verify_status
