@@ -10,33 +10,23 @@ from .steps import Status, Step, StepFailed
 def api_steps(s, api) -> list[Step]:
     from .cluster_addons import documents
 
-    def lb_services():
-        return [x for x in api.items("/api/v1/services") if x.get("spec", {}).get("type") == "LoadBalancer"]
+    def delete_all(what: str, listing, prefix: str, who: str) -> Step:
+        """Every object `listing()` returns, deleted so that `who` removes the load balancer behind it."""
+        def check():
+            found = ", ".join(f"{x['metadata']['namespace']}/{x['metadata']['name']}" for x in listing())
+            return Status(not found, f"no {what} left" if not found else f"{what}: {found}",
+                          f"delete {found} ({who} deletes their Octavia load balancers)")
 
-    def check_services():
-        found = lb_services()
-        names = ", ".join(f"{x['metadata']['namespace']}/{x['metadata']['name']}" for x in found)
-        return Status(not found, "no LoadBalancer Service left" if not found else f"LoadBalancer Services: {names}",
-                      f"delete {names} (the cloud provider deletes their Octavia load balancers)")
+        def delete():
+            for x in listing():
+                m = x["metadata"]
+                api.request("DELETE", f"{prefix}/namespaces/{m['namespace']}/{kube.KINDS[x['kind']][1]}/{m['name']}")
 
-    def delete_services():
-        for x in lb_services():
-            m = x["metadata"]
-            api.request("DELETE", f"/api/v1/namespaces/{m['namespace']}/services/{m['name']}")
+        return Step(what, check, delete)
 
-    def ingresses():
-        return api.items("/apis/networking.k8s.io/v1/ingresses")
-
-    def check_ingresses():
-        found = [f"{x['metadata']['namespace']}/{x['metadata']['name']}" for x in ingresses()]
-        return Status(not found, "no Ingress left" if not found else f"Ingresses: {', '.join(found)}",
-                      f"delete {', '.join(found)} (octavia-ingress-controller deletes their load balancers)")
-
-    def delete_ingresses():
-        for x in ingresses():
-            m = x["metadata"]
-            api.request("DELETE", f"/apis/networking.k8s.io/v1/namespaces/{m['namespace']}/ingresses/{m['name']}")
-
+    services = lambda: [dict(x, kind="Service") for x in api.items("/api/v1/services")  # noqa: E731
+                        if x.get("spec", {}).get("type") == "LoadBalancer"]
+    ingresses = lambda: [dict(x, kind="Ingress") for x in api.items("/apis/networking.k8s.io/v1/ingresses")]  # noqa: E731
     docs = list(reversed(documents(s, cloud.Clouds(s.settings))))
 
     def check_addons():
@@ -49,8 +39,9 @@ def api_steps(s, api) -> list[Step]:
             if api.get(d) is not None:
                 api.request("DELETE", kube.path_of(d))
 
-    return [Step("Ingresses", check_ingresses, delete_ingresses),
-            Step("LoadBalancer Services", check_services, delete_services), Step("add-ons", check_addons, delete_addons)]
+    return [delete_all("Ingresses", ingresses, "/apis/networking.k8s.io/v1", "octavia-ingress-controller"),
+            delete_all("LoadBalancer Services", services, "/api/v1", "the cloud provider"),
+            Step("add-ons", check_addons, delete_addons)]
 
 
 def drain_steps(s, master_remote) -> list[Step]:

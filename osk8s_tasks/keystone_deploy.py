@@ -20,7 +20,7 @@ from .cluster_addons import wait_step
 from .remote import write_private
 from .render import render
 from .steps import Status, Step, StepFailed
-from .verify_run import deployment_ready
+from .verify_run import rollout_ready
 
 SERVICE = "k8s-keystone-auth-service"
 DIR = "/etc/kubernetes/keystone-auth"
@@ -223,6 +223,6 @@ class Setup:
     def steps(self) -> list[Step]:
         api, s = self.ctx.api, self.ctx.settings
         return [kube.apply_step(api, service_doc(s)), self.cert_step(), self.objects_step(),
-                wait_step("k8s-keystone-auth ready", deployment_ready(api, "kube-system", "k8s-keystone-auth"), s.verify.timeout),
+                wait_step("k8s-keystone-auth ready", rollout_ready(api, "kube-system", "k8s-keystone-auth"), s.verify.timeout),
                 self.file_step(WEBHOOK_KUBECONFIG, self.webhook_kubeconfig), self.file_step(AUTHZ_CONFIG, self.authz_config),
                 self.apiserver_step(), self.kubeconfig_step()]

@@ -147,6 +147,9 @@ def connect(settings, master_remote=None):
     if not kubeconfig.exists():
         raise StepFailed(f"no admin kubeconfig ({kubeconfig}). Fix: inv cluster.deploy")
     api_client = config.new_client_from_config(config_file=str(kubeconfig))
+    # For token users the client re-applies the kubeconfig (server included) before every call,
+    # which would undo the address set below; the token is already in place.
+    api_client.configuration.refresh_api_key_hook = None
     if settings.cluster.api_server:
         api_client.configuration.host = settings.cluster.api_server
         yield Api(api_client)

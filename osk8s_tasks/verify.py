@@ -6,7 +6,7 @@ results; --junit / --json write reports; the exit code is 1 when any assertion f
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from invoke import Collection, task
 
@@ -58,14 +58,12 @@ def plan_of(ctx, check: str) -> tuple[list[dict], list[str]]:
 
 
 def run_checks(c, task: str, checks, keep, junit, json_, dry_run, log_json) -> None:
-    from . import cloud, verify_keystone, verify_lb, verify_pv, verify_run
+    from . import verify_run
 
     with session(c, task, dry_run, log_json) as s:
         checks = list(checks or s.settings.verify.checks)
         try:
-            _run(s, checks, bool(keep or s.settings.verify.keep), cloud, verify_run,
-                 {"lb": verify_lb.run_lb, "pv": verify_pv.run_pv, "ingress": verify_lb.run_ingress,
-                  "keystone": verify_keystone.run_keystone})
+            _run(s, checks, bool(keep or s.settings.verify.keep))
         finally:
             if junit:
                 verify_run.write_junit(junit, s.results, s.settings.lab.name)
@@ -77,41 +75,34 @@ def run_checks(c, task: str, checks, keep, junit, json_, dry_run, log_json) -> N
                   + (f" ({', '.join(r.step for r in failed)})" if failed else ""), flush=True)
 
 
-def _run(s, checks, keep, cloud, verify_run, runners) -> None:
-    clouds = cloud.Clouds(s.settings)
-    try:
-        access = cluster_access(s, need_master="keystone" in checks)
-        api, master = access.__enter__()
-    except StepFailed as exc:
-        if not s.dry_run:
-            raise
-        for check in checks:
-            ctx = verify_run.Ctx(s.child(f"verify.{check}", s.settings), None, clouds, keep)
-            with verify_run.not_failing(ctx, "plan"):
-                docs, assertions = plan_of(ctx, check)
-                verify_run.unreachable_plan(ctx.s, check, docs, assertions, str(exc))
-        return
-    try:
+def _run(s, checks: list[str], keep: bool) -> None:
+    from . import cloud, verify_keystone, verify_lb, verify_pv, verify_run
+
+    runners = {"lb": verify_lb.run_lb, "pv": verify_pv.run_pv, "ingress": verify_lb.run_ingress,
+               "keystone": lambda ctx: verify_keystone.run_keystone(ctx, master)}
+    clouds, api, master, unreachable = cloud.Clouds(s.settings), None, None, ""
+    with ExitStack() as stack:
+        try:
+            api, master = stack.enter_context(cluster_access(s, need_master="keystone" in checks))
+            if s.dry_run:
+                api.call("GET", "/version")  # a plan for a cluster that is not up yet still lists everything
+        except StepFailed as exc:
+            if not s.dry_run:
+                raise
+            unreachable = str(exc)
+            s.log.warning("verify.cluster_unreachable", reason=unreachable, then="listing the plan without reading the cluster")
         for check in checks:
             ctx = verify_run.Ctx(s.child(f"verify.{check}", s.settings), api, clouds, keep)
             t0 = time.monotonic()
             s.log.info("verify.start", check=check, dry_run=s.dry_run or None)
-            if s.dry_run:
-                with verify_run.not_failing(ctx, "plan"):
-                    if check == "keystone":
-                        from .verify_keystone import plan_keystone
-
-                        plan_keystone(ctx, master)
-                        continue
-                    docs, assertions = plan_of(ctx, check)
-                    verify_run.dry_run_rows(ctx, check, docs, assertions)
-                continue
-            with verify_run.not_failing(ctx, "(check)"):
-                runner = runners[check]
-                runner(ctx, master) if check == "keystone" else runner(ctx)
+            with verify_run.not_failing(ctx, "plan" if s.dry_run else "(check)"):
+                if s.dry_run and check == "keystone" and not unreachable:
+                    verify_keystone.plan_keystone(ctx, master)
+                elif s.dry_run:
+                    verify_run.plan_rows(ctx, check, *plan_of(ctx, check), unreachable=unreachable)
+                else:
+                    runners[check](ctx)
             s.log.info("verify.end", check=check, seconds=round(time.monotonic() - t0, 1))
-    finally:
-        access.__exit__(None, None, None)
 
 
 def _task(name: str, doc: str):

@@ -133,13 +133,13 @@ def run_keystone(ctx: Ctx, master) -> None:
 def plan_keystone(ctx: Ctx, master) -> None:
     """--dry-run: the set-up steps checked for real (cluster and control plane files), the test
     objects and the assertions listed."""
-    from .verify_run import dry_run_rows
+    from .verify_run import plan_rows
 
     ident = identity(ctx)
     ctx.s.plan(Setup(ctx, master, ident).steps())
     rbac = ctx.render("manifests/verify/keystone-rbac.yaml.j2", project_id=ident["project_id"],
                       project_name=_dns(ident["project_name"]))
-    dry_run_rows(ctx, "keystone", rbac, ASSERTIONS)
+    plan_rows(ctx, "keystone", rbac, ASSERTIONS)
 
 
 def _rbac_and_policy(ctx: Ctx, ident: dict, admin, role, token: str) -> None:

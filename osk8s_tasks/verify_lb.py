@@ -16,7 +16,7 @@ from . import cloud, cluster_addons, verify_cloud
 from .openstack import names
 from .render import render
 from .steps import Status
-from .verify_run import Ctx, deployment_ready, external_ip, http_from_devstack, items, node_addresses, wait
+from .verify_run import Ctx, external_ip, http_from_devstack, items, node_addresses, rollout_ready, wait
 
 LB_ASSERTIONS = ["echo pods ready", "external IP", "octavia: load balancer, listener, pool members, floating IP, "
                  "NodePort rule", "HTTP from the devstack VM", "shared load balancer: second listener",
@@ -63,7 +63,7 @@ def run_lb(ctx: Ctx) -> None:
     docs = lb_docs(ctx)
     ctx.apply(docs)
     t0 = time.monotonic()
-    ctx.record("echo pods ready", *wait(deployment_ready(ctx.api, ctx.namespace, "echo"), timeout), t0)
+    ctx.record("echo pods ready", *wait(rollout_ready(ctx.api, ctx.namespace, "echo"), timeout), t0)
     t0 = time.monotonic()
     ok, ip = wait(external_ip(ctx.api, _service(ctx, "echo")), timeout)
     lb_name = verify_cloud.occm_lb_name(lab, ctx.namespace, "echo")
@@ -145,19 +145,11 @@ def ingress_docs(ctx: Ctx) -> list[dict]:
     return ctx.render("manifests/verify/ingress.yaml.j2", apps=list(APPS))
 
 
-def statefulset_ready(api, ns: str, name: str):
-    def check():
-        d = api.request("GET", f"/apis/apps/v1/namespaces/{ns}/statefulsets/{name}") or {}
-        want, have = d.get("spec", {}).get("replicas", 1), d.get("status", {}).get("readyReplicas", 0)
-        return Status(have >= want, f"statefulset {name}: {have}/{want} ready")
-    return check
-
-
 def run_ingress(ctx: Ctx) -> None:
     timeout = ctx.settings.verify.timeout
     ctx.apply(controller_docs(ctx))
     t0 = time.monotonic()
-    ctx.record("controller ready", *wait(statefulset_ready(ctx.api, "kube-system", "octavia-ingress-controller"), timeout), t0)
+    ctx.record("controller ready", *wait(rollout_ready(ctx.api, "kube-system", "octavia-ingress-controller", "statefulsets"), timeout), t0)
     docs = ingress_docs(ctx)
     ctx.apply(docs)
     name = f"kube_ingress_{ctx.settings.lab.name}_{ctx.namespace}_echo"

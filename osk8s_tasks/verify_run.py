@@ -18,7 +18,7 @@ import yaml
 
 from . import kube, log
 from .render import render
-from .steps import Result, Status, Step, StepFailed, _results_lock
+from .steps import Result, Status, StepFailed, _results_lock
 
 
 @dataclass
@@ -93,11 +93,14 @@ def items(api, path: str, selector: str = "") -> list[dict]:
     return (api.request("GET", path, query=query) or {}).get("items", [])
 
 
-def deployment_ready(api, ns: str, name: str):
+def rollout_ready(api, ns: str, name: str, plural: str = "deployments"):
+    """A Deployment's available (or a StatefulSet's ready) replicas reached spec.replicas, as a check."""
+    field = "availableReplicas" if plural == "deployments" else "readyReplicas"
+
     def check():
-        d = api.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}") or {}
-        want, have = d.get("spec", {}).get("replicas", 1), d.get("status", {}).get("availableReplicas", 0)
-        return Status(have >= want, f"deployment {name}: {have}/{want} available")
+        d = api.request("GET", f"/apis/apps/v1/namespaces/{ns}/{plural}/{name}") or {}
+        want, have = d.get("spec", {}).get("replicas", 1), d.get("status", {}).get(field, 0)
+        return Status(have >= want, f"{plural[:-1]} {name}: {have}/{want} {field[:-8]}")
     return check
 
 
@@ -144,30 +147,21 @@ def not_failing(ctx: Ctx, check: str):
         ctx.record(check, False, str(exc))
 
 
-def dry_run_rows(ctx: Ctx, check: str, docs: list[dict], assertions: list[str]) -> None:
-    """--dry-run: each object as a would-change step (its check reads the cluster for real) and
-    each assertion as a planned row. Nothing is created."""
-    try:
+def plan_rows(ctx: Ctx, check: str, docs: list[dict], assertions: list[str], unreachable: str = "") -> None:
+    """--dry-run: each object as a step whose check reads the cluster for real (or, when the API
+    cannot be reached, a would-change row saying so), then each assertion as a planned row."""
+    if unreachable:
+        for d in docs:
+            _row(ctx, kube.label(d), "local", "would-change", f"apply {kube.label(d)} (once the cluster is reachable)")
+    else:
         ctx.s.plan([kube.apply_step(ctx.api, d) for d in docs])
-    except StepFailed:
-        pass
     for a in assertions:
-        with _results_lock:
-            ctx.s.results.append(Result(ctx.s.task, f"{check}: {a}", "cluster", "skipped", 0.0, "would check"))
+        _row(ctx, f"{check}: {a}", "cluster", "skipped", "would check")
 
 
-def unreachable_plan(s, check: str, docs: list[dict], assertions: list[str], why: str) -> None:
-    """--dry-run without a reachable cluster: list what would be created and checked."""
-    s.plan([Step(kube.label(d), _raiser(why)) for d in docs])
-    for a in assertions:
-        with _results_lock:
-            s.results.append(Result(s.task, f"{check}: {a}", "cluster", "skipped", 0.0, "would check"))
-
-
-def _raiser(why):
-    def check():
-        raise StepFailed(why)
-    return check
+def _row(ctx: Ctx, step: str, node: str, outcome: str, detail: str) -> None:
+    with _results_lock:
+        ctx.s.results.append(Result(ctx.s.task, step, node, outcome, 0.0, detail))
 
 
 # --- reports -----------------------------------------------------------------------------------

@@ -18,8 +18,10 @@ import xml.etree.ElementTree as ET
 from contextlib import ExitStack
 from pathlib import Path
 
+import openstack
 import pytest
 import yaml
+from openstack import exceptions
 
 from tests.conftest import require_root_tools, run_inv
 from tests.peers.cloud_controllers import Controllers
@@ -52,19 +54,16 @@ def boot(conn, name, **kw):
         server = conn.compute.create_server(name=name, **kw)
         try:
             return conn.compute.wait_for_server(server, wait=120)
-        except Exception:
+        except (exceptions.ResourceTimeout, exceptions.ResourceFailure):
             if attempt == 2:
                 raise
-            openstack_admin = __import__("openstack").connect(cloud="admin")
-            openstack_admin.compute.reset_server_state(server, "error")
+            openstack.connect(cloud="admin").compute.reset_server_state(server, "error")
             conn.compute.delete_server(server)
             conn.compute.wait_for_delete(server, wait=120)
 
 
 @pytest.fixture(scope="module")
 def lab(loopback_cloud):
-    import openstack
-
     require_root_tools("sshd", "ip", "unshare", "openssl", "qemu-img", "curl")
     with ExitStack() as cleanup:  # whatever setup made is undone, even when setup fails half-way
         hosts = node_hosts(Path(f"/run/osk8s-verify-{uuid.uuid4().hex[:6]}"), LAB, workers=1)
@@ -166,6 +165,7 @@ def test_dry_run_without_a_reachable_cluster_still_lists_the_plan(lab, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"Ingress {NS}/echo" in r.stdout and "Secret kube-system/octavia-ingress-controller-config" in r.stdout
     assert "ingress: HTTP /a and /b" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    assert "once the cluster is reachable" in r.stdout and " failed " not in r.stdout.replace("0 failed", ""), r.stdout
 
 
 def test_lb_passes_end_to_end_and_writes_reports(lab, tmp_path):
