@@ -79,12 +79,18 @@ class Ctx:
 
 
 def wait(fn, timeout: float, interval: float = 2.0) -> tuple[bool, str]:
-    """Poll fn() -> Status until ok or `timeout` seconds; (ok, the last reason)."""
-    deadline = time.monotonic() + timeout
+    """Poll fn() -> Status until ok or `timeout` seconds; (ok, the last reason). Says every 30 s
+    what it is still waiting for (an amphora load balancer takes minutes)."""
+    start = time.monotonic()
+    said = start
     while True:
         st = fn()
-        if st.ok or time.monotonic() > deadline:
+        now = time.monotonic()
+        if st.ok or now - start > timeout:
             return st.ok, st.reason if st.ok else f"{st.reason} (after {timeout:.0f} s)"
+        if now - said >= 30:
+            log.get().info("verify.waiting", reason=st.reason, seconds=round(now - start), timeout=timeout)
+            said = now
         time.sleep(interval)
 
 

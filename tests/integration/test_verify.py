@@ -256,6 +256,10 @@ def test_all_runs_every_check_reports_parse_and_keystone_setup_is_unchanged(lab,
              and not x["check"].startswith(("Role ", "RoleBinding ", "Namespace "))]
     assert len(setup) == 8 and all(x["outcome"] == "ok" for x in setup), setup  # second keystone run: nothing to set up
     assert "verify.all: 0 of" in r.stdout and not verify_lbs(lab)
+    secrets = [yaml.safe_load(lab.cloud.read_text())["clouds"][c]["auth"]["password"] for c in ("alt_demo", "demo")]
+    secrets += [yaml.safe_load((lab.state / "app-credential.yaml").read_text())["secret"]] + lab.controllers.webhook.tokens
+    for text in (r.stdout + r.stderr, junit.read_text(), report.read_text()):
+        assert not any(s in text for s in secrets)
 
 
 def test_keep_then_status_then_destroy_twice(lab):
