@@ -37,14 +37,17 @@ class Controllers:
     def _wait(self, lb):
         self.lb.wait_for_load_balancer(lb.id, wait=120)
 
-    def _retry(self, fn, *args, **kw):
-        """Octavia answers 409 while the load balancer is PENDING_*: OCCM retries too."""
+    def retry(self, fn, *args, **kw):
+        """Octavia answers 409 while the load balancer is PENDING_*, and the sqlite-backed loopback
+        services now and then 500 ("database is locked"): OCCM retries too."""
         from openstack import exceptions
 
         for _ in range(60):
             try:
                 return fn(*args, **kw)
-            except exceptions.ConflictException:
+            except exceptions.HttpException as exc:
+                if exc.status_code not in (409, 500):
+                    raise
                 time.sleep(1)
         return fn(*args, **kw)
 
@@ -80,7 +83,7 @@ class Controllers:
         shared = meta.get("annotations", {}).get("loadbalancer.openstack.org/load-balancer-id")
         if shared:
             lb = self.lb.get_load_balancer(shared)
-            self._retry(self.lb.update_load_balancer, lb, tags=[*lb.tags, name])
+            self.retry(self.lb.update_load_balancer, lb, tags=[*lb.tags, name])
             self._wait(lb)
             ip = self.fips[lb.name][0].floating_ip_address
         else:
@@ -102,11 +105,11 @@ class Controllers:
                 return
             listener = next(x for x in self.lb.listeners(load_balancer_id=lb.id) if x.protocol_port == port)
             if listener.default_pool_id:
-                self._retry(self.lb.delete_pool, listener.default_pool_id)
+                self.retry(self.lb.delete_pool, listener.default_pool_id)
                 self._wait(lb)
-            self._retry(self.lb.delete_listener, listener)
+            self.retry(self.lb.delete_listener, listener)
             self._wait(lb)
-            self._retry(self.lb.update_load_balancer, lb, tags=[t for t in lb.tags if t != name])
+            self.retry(self.lb.update_load_balancer, lb, tags=[t for t in lb.tags if t != name])
             self._wait(lb)
             self._stop(self.fips[lb.name][0].floating_ip_address, port)
             return
@@ -115,14 +118,14 @@ class Controllers:
     def _delete_lb(self, name: str):
         lb = next(iter(self.lb.load_balancers(name=name)), None)
         if lb is not None:
-            self._retry(self.lb.delete_load_balancer, lb, cascade=True)
+            self.retry(self.lb.delete_load_balancer, lb, cascade=True)
             self.lb.wait_for_delete(lb, wait=120)
         fip, vip = self.fips.pop(name, (None, None))
         if fip is not None:
             for key in [k for k in self.responders if k[0] == fip.floating_ip_address]:
                 self._stop(*key)
-            self.net.delete_ip(fip)
-            self.net.delete_port(vip)
+            self.retry(self.net.delete_ip, fip)
+            self.retry(self.net.delete_port, vip)
 
     # --- octavia-ingress-controller ------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import base64
 import re
 import tempfile
 import threading
+import traceback
 from pathlib import Path
 
 import requests
@@ -38,6 +39,7 @@ class FakeCluster(FakeKubeApi):
         self.next_ip, self.next_port = 10, 30100
         self.errors: list[str] = []
         self.controller_lock = threading.Lock()
+        self.workers: list[threading.Thread] = []
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -161,8 +163,19 @@ class FakeCluster(FakeKubeApi):
                 with self.controller_lock:
                     fn(*args)
             except Exception as exc:  # a controller failing is a test fixture bug: keep it visible
-                self.errors.append(f"{fn.__name__}: {exc!r}")
-        threading.Thread(target=run, daemon=True).start()
+                frames = traceback.extract_tb(exc.__traceback__)
+                where = [f for f in frames if f.filename.endswith("cloud_controllers.py")][-1:] or frames[-1:]
+                where = where[0]
+                self.errors.append(f"{fn.__name__}: {exc!r} at {Path(where.filename).name}:{where.lineno} {where.line}")
+        worker = threading.Thread(target=run, daemon=True)
+        self.workers.append(worker)
+        worker.start()
+
+    def settle(self, timeout: float = 300) -> None:
+        """Wait for the controllers' queued work (a test's cleanup may still be deleting in OpenStack)."""
+        for worker in list(self.workers):
+            worker.join(timeout)
+        self.workers = [w for w in self.workers if w.is_alive()]
 
     def _service(self, path, svc, old):
         spec = svc["spec"]

@@ -19,8 +19,6 @@ PACKAGES = ["keystone==30.0.0", "glance==33.0.0", "openstack-placement==16.0.0",
 PORTS = {"keystone": 5000, "glance": 9292, "placement": 8778, "nova": 8774, "neutron": 9696, "cinder": 8776, "octavia": 9876}
 ADMIN_PW, SERVICE_PW, DEMO_PW = "adminpw", "servicepw", "demopw"
 RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
-# sqlite URLs carry : concurrent requests (several servers booting at once) wait for a
-# busy database instead of failing with "database is locked"
 KS = f"http://127.0.0.1:{PORTS['keystone']}"
 COMPUTE_HOST = "osk8s-compute"
 
@@ -31,6 +29,18 @@ def log(msg: str) -> None:
 
 def v(tool: str) -> str:
     return str(VENV / "bin" / tool)
+
+
+def wal(directory: Path) -> None:
+    """Every sqlite database in `directory` in write-ahead-log mode (kept in the file): readers no
+    longer block the writer, so concurrent API traffic (a controller, the tool and nova's own
+    heartbeats at once) stops failing with "database is locked". Set after the schema exists and
+    before the service starts."""
+    import sqlite3
+
+    for db in sorted(directory.glob("*.db")):
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
 
 
 def run(*cmd, env=None, cwd=None):
@@ -122,6 +132,7 @@ backend = dogpile.cache.memory
 """)
     km = [v("keystone-manage"), "--config-file", conf]
     run(*km, "db_sync")
+    wal(d)
     run(*km, "fernet_setup", "--keystone-user", "root", "--keystone-group", "root")
     run(*km, "credential_setup", "--keystone-user", "root", "--keystone-group", "root")
     run(*km, "bootstrap", "--bootstrap-password", ADMIN_PW, "--bootstrap-region-id", "RegionOne",
@@ -222,6 +233,7 @@ connection = sqlite:///{d}/glance.db
 flavor = keystone
 {authtoken()}""")
     run(v("glance-manage"), "--config-file", d / "glance-api.conf", "db_sync")
+    wal(d)
     wrapper("glance", {"OS_GLANCE_CONFIG_DIR": str(d)}, ["glance-api"], "glance.wsgi.api")
     gunicorn("glance")
 
@@ -236,6 +248,7 @@ connection = sqlite:///{d}/placement.db
 auth_strategy = keystone
 {authtoken()}""")
     run(v("placement-manage"), "--config-file", d / "placement.conf", "db", "sync")
+    wal(d)
     wrapper("placement", {"OS_PLACEMENT_CONFIG_DIR": str(d)}, ["placement-api"], "placement.wsgi.api")
     gunicorn("placement")
 
@@ -273,6 +286,7 @@ vni_ranges = 1:1000
         "from neutron.db.migration.models import head; "
         "head.get_metadata().create_all(engines.create_engine(sys.argv[1]))", f"sqlite:///{d}/neutron.db")
     run(v("neutron-db-manage"), *[x for f in files for x in ("--config-file", f)], "stamp", "heads")
+    wal(d)
     wrapper("neutron", {"OS_NEUTRON_CONFIG_DIR": str(d)}, ["neutron-api"], "neutron.wsgi.api")
     gunicorn("neutron")
 
@@ -319,6 +333,7 @@ os_region_name = RegionOne
     run(*nm, "cell_v2", "create_cell", "--name", "cell1", "--database_connection", f"sqlite:///{d}/nova.db",
         "--transport-url", RABBIT)
     run(*nm, "db", "sync")
+    wal(d)
     wrapper("nova", {"OS_NOVA_CONFIG_DIR": str(d)}, ["nova-api"], "nova.wsgi.osapi_compute")
     gunicorn("nova")
     for part in ("conductor", "scheduler", "compute"):
@@ -346,6 +361,7 @@ volume_driver = cinder.tests.fake_driver.FakeLoggingVolumeDriver
 volume_backend_name = fake
 {authtoken()}""")
     run(v("cinder-manage"), "--config-file", conf, "db", "sync")
+    wal(d)
     wrapper("cinder", {}, ["cinder-api", "--config-file", str(conf)], "cinder.wsgi.api")
     gunicorn("cinder")
     for part in ("scheduler", "volume"):
@@ -407,6 +423,7 @@ lock_path = {d}/lock
 """)
     run(v("python"), HERE / "octavia_schema.py", f"sqlite:///{d}/octavia.db")
     run(v("octavia-db-manage"), "--config-file", conf, "stamp", "head")
+    wal(d)
     wrapper("octavia", {}, ["octavia-api", "--config-file", str(conf)], "octavia.wsgi.api")
     gunicorn("octavia")
     spawn("octavia-worker", [v("octavia-worker"), "--config-file", conf])
