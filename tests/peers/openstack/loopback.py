@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from services import (  # noqa: E402
     BASE, KS, PACKAGES, PORTS, VENV, HERE, cinder, glance, identity_data, keystone, log, networks, neutron,
-    nova, octavia, placement, rabbitmq, rabbitmq_wait, v, wait_http,
+    nova, octavia, placement, rabbitmq, rabbitmq_wait, spawn, v, wait_http,
 )
 
 # --- lifecycle -----------------------------------------------------------------------------------
@@ -77,6 +77,7 @@ def start() -> None:
         wait_http(f"http://127.0.0.1:{PORTS[svc]}/")
     networks()
     wait_compute()
+    wait_volume()
     log(f"ready in {time.monotonic() - t0:.0f} s; clouds.yaml: {BASE / 'clouds.yaml'}")
 
 
@@ -93,6 +94,23 @@ def wait_compute(timeout: float = 120) -> None:
             return
         if time.monotonic() > deadline:
             raise RuntimeError("nova-compute did not register")
+        time.sleep(1)
+
+
+def wait_volume(timeout: float = 60) -> None:
+    """cinder-volume registered. Started beside cinder-api and the scheduler, it sometimes loses the
+    race for the services table ("database is locked") and exits: then it is started once more."""
+    import openstack
+
+    admin = openstack.connect(cloud="admin")
+    deadline, restarted = time.monotonic() + timeout, False
+    while not any(s.binary == "cinder-volume" and s.state == "up" for s in admin.block_storage.services()):
+        if not alive(pids().get("cinder-volume", 0)) and not restarted:
+            log("cinder-volume exited at start-up; starting it again")
+            spawn("cinder-volume", [v("cinder-volume"), "--config-file", BASE / "cinder" / "cinder.conf"])
+            restarted = True
+        if time.monotonic() > deadline:
+            raise RuntimeError("cinder-volume did not register (log/cinder-volume.log)")
         time.sleep(1)
 
 

@@ -32,10 +32,9 @@ def v(tool: str) -> str:
 
 
 def wal(directory: Path) -> None:
-    """Every sqlite database in `directory` in write-ahead-log mode (kept in the file): readers no
-    longer block the writer, so concurrent API traffic (a controller, the tool and nova's own
-    heartbeats at once) stops failing with "database is locked". Set after the schema exists and
-    before the service starts."""
+    """Each sqlite database in `directory` in write-ahead-log mode (kept in the file, set before the
+    service starts): readers stop blocking the writer, and concurrent traffic stops failing with
+    "database is locked"."""
     import sqlite3
 
     for db in sorted(directory.glob("*.db")):
