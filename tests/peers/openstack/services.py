@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -32,11 +33,7 @@ def v(tool: str) -> str:
 
 
 def wal(directory: Path) -> None:
-    """Each sqlite database in `directory` in write-ahead-log mode (kept in the file, set before the
-    service starts): readers stop blocking the writer, and concurrent traffic stops failing with
-    "database is locked"."""
-    import sqlite3
-
+    """sqlite in write-ahead-log mode (kept in the file): readers stop blocking the writer ("database is locked")."""
     for db in sorted(directory.glob("*.db")):
         with sqlite3.connect(db) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
