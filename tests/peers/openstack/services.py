@@ -134,7 +134,7 @@ backend = dogpile.cache.memory
     run(*km, "bootstrap", "--bootstrap-password", ADMIN_PW, "--bootstrap-region-id", "RegionOne",
         *[x for i in ("admin", "internal", "public") for x in (f"--bootstrap-{i}-url", f"{KS}/v3")])
     wrapper("keystone", {"OS_KEYSTONE_CONFIG_FILES": str(conf)}, ["keystone"], "keystone.wsgi.api")
-    gunicorn("keystone")
+    gunicorn("keystone", threads=1)  # token issues write here: one request at a time, or sqlite says "locked"
 
 
 def rabbitmq() -> None:
