@@ -197,12 +197,19 @@ def cleanup_keystone(ctx: Ctx) -> list[str]:
                         project_name=_dns(ident["project_name"]))[1:]:
         if ctx.api.delete(d):
             done.append(kube.label(d))
-    admin = ctx.clouds.get(ctx.settings.openstack.admin_cloud).identity
-    role = cloud.by_name(admin.roles(name=ctx.settings.verify.viewer_role))
-    if role is not None and role.id in _roles_of(admin, ident):
+    admin, _, role = viewer_grant(ctx)
+    if role is not None:
         admin.unassign_project_role_from_user(ident["project_id"], ident["user_id"], role)
         done.append(f"role {role.name} of {ident['username']}")
     return done
 
 
-__all__ = ["ASSERTIONS", "SERVICE", "run_keystone", "cleanup_keystone"]
+def viewer_grant(ctx: Ctx):
+    """(admin identity proxy, the user, the viewer role if the user holds it in its project, else None)."""
+    ident = identity(ctx)
+    admin = ctx.clouds.get(ctx.settings.openstack.admin_cloud).identity
+    role = cloud.by_name(admin.roles(name=ctx.settings.verify.viewer_role))
+    return admin, ident, role if role is not None and role.id in _roles_of(admin, ident) else None
+
+
+__all__ = ["ASSERTIONS", "SERVICE", "run_keystone", "cleanup_keystone", "viewer_grant"]

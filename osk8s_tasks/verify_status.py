@@ -65,10 +65,8 @@ def destroy_steps(s, api, clouds) -> list[Step]:
             raise StepFailed(f"{detail}. Is the cloud controller running? inv openstack.teardown removes them too")
 
     def check_keystone():
-        ident = verify_keystone.identity(ctx)
-        admin = clouds.get(s.settings.openstack.admin_cloud).identity
-        role = next(iter(admin.roles(name=s.settings.verify.viewer_role)), None)
-        has = role is not None and role.id in verify_keystone._roles_of(admin, ident)
+        _, ident, role = verify_keystone.viewer_grant(ctx)
+        has = role is not None
         return Status(not has, f"{ident['username']} has no {s.settings.verify.viewer_role} role from verify" if not has
                       else f"{ident['username']} has role {role.name}", f"take role {s.settings.verify.viewer_role} "
                       f"from {ident['username']}")
