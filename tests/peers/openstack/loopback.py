@@ -39,6 +39,9 @@ def install() -> None:
     if not (VENV / "bin" / ".osk8s-bindall").exists():
         subprocess.run([v("pip"), "install", "-q", HERE / "bindall"], check=True)
         (VENV / "bin" / ".osk8s-bindall").touch()
+    for site in VENV.glob("lib/python3*/site-packages"):  # copied every start: always this checkout's version
+        shutil.copy(HERE / "sqlite_immediate.py", site / "osk8s_sqlite_immediate.py")
+        (site / "osk8s_sqlite_immediate.pth").write_text("import osk8s_sqlite_immediate\n")
 
 
 def pids() -> dict[str, int]:

@@ -73,7 +73,7 @@ def wrapper(svc: str, env: dict, argv: list[str], module: str) -> None:
 def spawn(name: str, cmd: list, env=None) -> None:
     logf = open(BASE / "log" / f"{name}.out", "a")
     p = subprocess.Popen([str(c) for c in cmd], stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         env={**os.environ, **(env or {})}, start_new_session=True, cwd=BASE)
+                         env={**os.environ, "OSK8S_SQLITE_IMMEDIATE": "1", **(env or {})}, start_new_session=True, cwd=BASE)
     (BASE / "run" / f"{name}.pid").write_text(str(p.pid))
 
 
