@@ -7,6 +7,7 @@ with cloud.conf built from the real loopback OpenStack (subnet, networks, app cr
 import re
 import subprocess
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -23,35 +24,36 @@ LAB = f"k{uuid.uuid4().hex[:4]}"
 @pytest.fixture(scope="module")
 def lab(loopback_cloud):
     require_root_tools("sshd", "ip", "unshare", "openssl", "qemu-img")
-    hosts = node_hosts(Path(f"/run/osk8s-k8s-{uuid.uuid4().hex[:6]}"), LAB, workers=2)
-    api = FakeKubeApi([h.name for h in hosts.hosts[1:]]).__enter__()
-    (hosts.private(hosts.hosts[1], "/var/lib/osk8s-standin") / "admin.conf.template").write_text(api.kubeconfig())
-    state = hosts.workdir / "state"
-    image = hosts.workdir / "node.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
-    cfg = hosts.workdir / "lab.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "lab": {"name": LAB, "state_dir": str(state)},
-        "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
-        "openstack": {"clouds_yaml": str(loopback_cloud), "cloud": "demo", "admin_cloud": "admin",
-                      "image": {"name": "node", "file": str(image)}},
-        "verify": {"timeout": 30},
-        "cluster": {"ssh_config": str(hosts.ssh_config), "api_server": api.url,
-                    "nodes": [{"name": "master", "role": "control-plane"}, {"name": "worker-1", "role": "worker"},
-                              {"name": "worker-2", "role": "worker"}]}}))
+    with ExitStack() as cleanup:  # whatever setup made is undone, even when setup fails half-way
+        hosts = node_hosts(Path(f"/run/osk8s-k8s-{uuid.uuid4().hex[:6]}"), LAB, workers=2)
+        cleanup.callback(hosts.stop)
+        api = FakeKubeApi([h.name for h in hosts.hosts[1:]]).__enter__()
+        cleanup.callback(api.__exit__, None, None, None)
+        (hosts.private(hosts.hosts[1], "/var/lib/osk8s-standin") / "admin.conf.template").write_text(api.kubeconfig())
+        state = hosts.workdir / "state"
+        image = hosts.workdir / "node.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
+        cfg = hosts.workdir / "lab.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "lab": {"name": LAB, "state_dir": str(state)},
+            "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
+            "openstack": {"clouds_yaml": str(loopback_cloud), "cloud": "demo", "admin_cloud": "admin",
+                          "image": {"name": "node", "file": str(image)}},
+            "verify": {"timeout": 30},
+            "cluster": {"ssh_config": str(hosts.ssh_config), "api_server": api.url,
+                        "nodes": [{"name": "master", "role": "control-plane"}, {"name": "worker-1", "role": "worker"},
+                                  {"name": "worker-2", "role": "worker"}]}}))
 
-    class Lab:
-        def inv(self, *args):
-            return run_inv(["-f", str(cfg), *args], timeout=300)
+        class Lab:
+            def inv(self, *args):
+                return run_inv(["-f", str(cfg), *args], timeout=300)
 
-    lab = Lab()
-    lab.hosts, lab.state, lab.api = hosts, state, api
-    prepared = lab.inv("openstack.prepare")  # the application credential OCCM and cinder-csi use
-    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
-    yield lab
-    lab.inv("openstack.teardown")
-    api.__exit__(None, None, None)
-    hosts.stop()
+        lab = Lab()
+        lab.hosts, lab.state, lab.api = hosts, state, api
+        cleanup.callback(lab.inv, "openstack.teardown")
+        prepared = lab.inv("openstack.prepare")  # the application credential OCCM and cinder-csi use
+        assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+        yield lab
 
 
 def _count(hosts, pattern):

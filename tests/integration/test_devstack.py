@@ -23,9 +23,10 @@ PRIVATE = ("/opt/stack", "/etc/sysctl.d", "/etc/systemd/system", "/usr/local/bin
 
 
 @pytest.fixture(scope="module")
-def lab():
+def lab(request):
     require_root_tools("sshd", "ip", "unshare", "git", "curl", "flock")
     hosts = SshHosts(Path(f"/run/osk8s-ds-{uuid.uuid4().hex[:6]}"), count=4, prefix="o8d", private_dirs=PRIVATE).start()
+    request.addfinalizer(hosts.stop)  # runs even when the rest of the setup fails
     shared = hosts.workdir / "shared"  # readable by the hosts' user, unlike pytest's 0700 tmp
     shared.mkdir()
     repo = standin_repo(shared)
@@ -64,8 +65,7 @@ def lab():
             f = self.file(host, ".standin-stack-count")
             return int(f.read_text()) if f.exists() else 0
 
-    yield Lab()
-    hosts.stop()
+    return Lab()
 
 
 def _rows(out, outcome):

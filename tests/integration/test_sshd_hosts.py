@@ -59,3 +59,16 @@ def test_config_without_known_hosts_file_is_refused(hosts, tmp_path):
     cfg.write_text(f"Host x\n  HostName {hosts.hosts[0].address}\n  UserKnownHostsFile /dev/null\n")
     with pytest.raises(StepFailed, match="no UserKnownHostsFile"):
         remote.connect(cfg, "x")
+
+
+def test_a_second_host_set_alive_at_once_gets_its_own_addresses(hosts):
+    """CI once left a fixture's hosts behind after a failed setup; the next module's hosts took the
+    same 198.18.0.2 and SSH reached the wrong sshd (BadHostKey). Each set now takes free subnets."""
+    other = SshHosts(Path(f"/run/osk8s-sshd-{uuid.uuid4().hex[:6]}"), count=1, prefix="o8u").start()
+    try:
+        assert other.hosts[0].address not in {h.address for h in hosts.hosts}
+        for s, h in ((hosts, hosts.hosts[0]), (other, other.hosts[0])):
+            ok, detail = remote.probe(s.ssh_config, h.name)
+            assert ok, detail
+    finally:
+        other.stop()

@@ -67,8 +67,12 @@ class SshHosts:
         keys = self.workdir / "authorized_keys"
         shutil.copy(self.client_key.with_suffix(".pub"), keys)
         os.chmod(keys, 0o644)
-        for i in range(self.count):
-            self.hosts.append(self._start_host(i))
+        try:
+            for i in range(self.count):
+                self.hosts.append(self._start_host(i))
+        except BaseException:
+            self.stop()  # a half-started set would keep its addresses and links
+            raise
         self.known_hosts.write_text("".join(
             f"{h.address} {' '.join(h.host_key.with_suffix('.pub').read_text().split()[:2])}\n" for h in self.hosts))
         self.ssh_config.write_text("".join(
@@ -89,11 +93,11 @@ class SshHosts:
     def _start_host(self, i: int) -> TestHost:
         ns, outer, inner = f"{self.prefix}{i}", f"{self.prefix}{i}h", f"{self.prefix}{i}n"
         behind = self.gateway and i > 0  # linked to the gateway's namespace, not to this machine
-        net = f"198.19.{i}" if behind else f"198.18.{i}"
-        name = self.names[i] if i < len(self.names) else ns
-        host = TestHost(name, ns, f"{net}.2", self.workdir / f"{ns}_host_key")
         sh("ip", "netns", "del", ns, check=False)  # a leftover of an interrupted run
         sh("ip", "link", "del", outer, check=False)
+        net = f"198.19.{i}" if behind else _free_net()
+        name = self.names[i] if i < len(self.names) else ns
+        host = TestHost(name, ns, f"{net}.2", self.workdir / f"{ns}_host_key")
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
         sh("ip", "link", "set", inner, "netns", ns)
@@ -155,6 +159,17 @@ class SshHosts:
             sh("ip", "link", "del", f"{h.netns}h", check=False)
         self.hosts = []
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _free_net() -> str:
+    """The first 198.18.N.0/24 no link on this machine routes yet. Two host sets alive at once (a
+    fixture that failed half-way, another module's hosts) then never share an address: with a
+    fixed 198.18.0.2 each, the client reached whichever sshd the route picked (BadHostKey)."""
+    used = set(sh("ip", "-o", "route", "show", "table", "main").stdout.split())
+    for n in range(256):
+        if f"198.18.{n}.0/24" not in used:
+            return f"198.18.{n}"
+    raise RuntimeError("no free 198.18.N.0/24 left: delete the test namespaces of earlier runs (ip netns list)")
 
 
 def _ensure_user() -> None:
