@@ -2,7 +2,7 @@
 Placement, Nova (fake virt driver), Neutron (ML2, no agents), Cinder (fake driver) and Octavia
 (noop amphora/compute/network drivers), with RabbitMQ, sqlite everywhere.
 
-    python tests/peers/openstack/loopback.py start|stop|status
+    python tests/peers/openstack/loopback.py start|stop|status|errors
 
 Nothing here is faked at the API: openstacksdk talks to the real services. Below the APIs, what
 this machine cannot run is replaced by each project's own test drivers: nova's FakeDriver (no
@@ -140,6 +140,24 @@ def stop() -> None:
     log("stopped")
 
 
+def errors(limit: int = 15) -> None:
+    """The exceptions the services logged, most frequent first: what a failed CI run shows, since
+    the logs themselves go with the machine."""
+    import collections
+    import re
+
+    seen: collections.Counter = collections.Counter()
+    pattern = re.compile(r" ERROR (\S+) ((?:\w+\.)*\w+(?:Error|Exception|Failure)\b.*)")
+    for f in sorted((BASE / "log").glob("*.log")):
+        for line in f.read_text(errors="replace").splitlines():
+            if m := pattern.search(line):
+                seen[f"{f.stem}: {m.group(1)}: {m.group(2)[:160]}"] += 1
+    for what, n in seen.most_common(limit):
+        print(f"{n:5}  {what}")
+    if not seen:
+        print("no exceptions in the services' logs")
+
+
 def status() -> int:
     running = {n: p for n, p in pids().items() if alive(p)}
     for name, pid in sorted(pids().items()):
@@ -153,6 +171,8 @@ if __name__ == "__main__":
         start()
     elif cmd == "stop":
         stop()
+    elif cmd == "errors":
+        errors()
     elif cmd == "status":
         sys.exit(status())
     else:
