@@ -72,8 +72,9 @@ def wrapper(svc: str, env: dict, argv: list[str], module: str) -> None:
 
 def spawn(name: str, cmd: list, env=None) -> None:
     logf = open(BASE / "log" / f"{name}.out", "a")
+    immediate = "" if name.startswith("octavia") else "1"  # octavia: see sqlite_immediate.py
     p = subprocess.Popen([str(c) for c in cmd], stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         env={**os.environ, "OSK8S_SQLITE_IMMEDIATE": "1", **(env or {})}, start_new_session=True, cwd=BASE)
+                         env={**os.environ, "OSK8S_SQLITE_IMMEDIATE": immediate, **(env or {})}, start_new_session=True, cwd=BASE)
     (BASE / "run" / f"{name}.pid").write_text(str(p.pid))
 
 

@@ -7,7 +7,10 @@ busy timeout does not apply. Three parallel volume creates against cinder-api we
 500. Real deployments use MySQL and never see this; the loopback's services do. oslo.db already
 switches pysqlite's own BEGIN off and emits an explicit "BEGIN"; here that becomes BEGIN IMMEDIATE
 (the write lock up front, waited for up to 20 s). Active only where services.spawn() sets
-OSK8S_SQLITE_IMMEDIATE, so db syncs keep the default.
+OSK8S_SQLITE_IMMEDIATE, so db syncs keep the default. Not for Octavia: its API reads through one
+session while a second one writes, in the same request; holding the write lock from the first
+BEGIN, it waited 20 s for itself and answered 500 (a CI rehearsal showed it on every listener).
+Octavia's rare lost race stays; the cloud controllers retry it as OCCM does.
 """
 
 from __future__ import annotations
