@@ -192,12 +192,11 @@ def _dns(name: str) -> str:
 def cleanup_keystone(ctx: Ctx) -> list[str]:
     """verify.destroy: the RBAC objects and the viewer role assignment verify.keystone makes."""
     done = []
-    ident = identity(ctx)
+    admin, ident, role = viewer_grant(ctx)
     for d in ctx.render("manifests/verify/keystone-rbac.yaml.j2", project_id=ident["project_id"],
                         project_name=_dns(ident["project_name"]))[1:]:
         if ctx.api.delete(d):
             done.append(kube.label(d))
-    admin, _, role = viewer_grant(ctx)
     if role is not None:
         admin.unassign_project_role_from_user(ident["project_id"], ident["user_id"], role)
         done.append(f"role {role.name} of {ident['username']}")
