@@ -79,6 +79,7 @@ def spawn(name: str, cmd: list, env=None) -> None:
 
 
 def gunicorn(svc: str, threads: int = 4) -> None:
+    wal(BASE / svc)  # after the service's db sync, before anything serves from it
     spawn(svc, [v("gunicorn"), "--no-control-socket", "--chdir", BASE / svc, "--bind", f"127.0.0.1:{PORTS[svc]}",
                 "--workers", "1", "--threads", threads, "--worker-class", "gthread", "--keep-alive", "5",
                 "--timeout", "120", f"{svc}_wsgi:application"])
@@ -129,7 +130,6 @@ backend = dogpile.cache.memory
 """)
     km = [v("keystone-manage"), "--config-file", conf]
     run(*km, "db_sync")
-    wal(d)
     run(*km, "fernet_setup", "--keystone-user", "root", "--keystone-group", "root")
     run(*km, "credential_setup", "--keystone-user", "root", "--keystone-group", "root")
     run(*km, "bootstrap", "--bootstrap-password", ADMIN_PW, "--bootstrap-region-id", "RegionOne",
@@ -230,7 +230,6 @@ connection = sqlite:///{d}/glance.db
 flavor = keystone
 {authtoken()}""")
     run(v("glance-manage"), "--config-file", d / "glance-api.conf", "db_sync")
-    wal(d)
     wrapper("glance", {"OS_GLANCE_CONFIG_DIR": str(d)}, ["glance-api"], "glance.wsgi.api")
     gunicorn("glance")
 
@@ -245,7 +244,6 @@ connection = sqlite:///{d}/placement.db
 auth_strategy = keystone
 {authtoken()}""")
     run(v("placement-manage"), "--config-file", d / "placement.conf", "db", "sync")
-    wal(d)
     wrapper("placement", {"OS_PLACEMENT_CONFIG_DIR": str(d)}, ["placement-api"], "placement.wsgi.api")
     gunicorn("placement")
 
@@ -283,7 +281,6 @@ vni_ranges = 1:1000
         "from neutron.db.migration.models import head; "
         "head.get_metadata().create_all(engines.create_engine(sys.argv[1]))", f"sqlite:///{d}/neutron.db")
     run(v("neutron-db-manage"), *[x for f in files for x in ("--config-file", f)], "stamp", "heads")
-    wal(d)
     wrapper("neutron", {"OS_NEUTRON_CONFIG_DIR": str(d)}, ["neutron-api"], "neutron.wsgi.api")
     gunicorn("neutron")
 
@@ -330,7 +327,6 @@ os_region_name = RegionOne
     run(*nm, "cell_v2", "create_cell", "--name", "cell1", "--database_connection", f"sqlite:///{d}/nova.db",
         "--transport-url", RABBIT)
     run(*nm, "db", "sync")
-    wal(d)
     wrapper("nova", {"OS_NOVA_CONFIG_DIR": str(d)}, ["nova-api"], "nova.wsgi.osapi_compute")
     gunicorn("nova")
     for part in ("conductor", "scheduler", "compute"):
@@ -358,7 +354,6 @@ volume_driver = cinder.tests.fake_driver.FakeLoggingVolumeDriver
 volume_backend_name = fake
 {authtoken()}""")
     run(v("cinder-manage"), "--config-file", conf, "db", "sync")
-    wal(d)
     wrapper("cinder", {}, ["cinder-api", "--config-file", str(conf)], "cinder.wsgi.api")
     gunicorn("cinder")
     for part in ("scheduler", "volume"):
@@ -420,7 +415,6 @@ lock_path = {d}/lock
 """)
     run(v("python"), HERE / "octavia_schema.py", f"sqlite:///{d}/octavia.db")
     run(v("octavia-db-manage"), "--config-file", conf, "stamp", "head")
-    wal(d)
     wrapper("octavia", {}, ["octavia-api", "--config-file", str(conf)], "octavia.wsgi.api")
     gunicorn("octavia")
     spawn("octavia-worker", [v("octavia-worker"), "--config-file", conf])
