@@ -76,10 +76,19 @@ class Controllers:
             self.lb.create_member(pool, address=address, protocol_port=node_port, subnet_id=self.subnet.id)
             self._wait(lb)
 
+    def _name(self, kind: str, meta: dict) -> str:
+        """The name OCCM (kind service) or octavia-ingress-controller (kind ingress) gives the LB."""
+        return f"kube_{kind}_{self.lab}_{meta['namespace']}_{meta['name']}"
+
+    @staticmethod
+    def _pod_of(api, app: str) -> str:
+        return next(o["metadata"]["name"] for o in api.objects.values()
+                    if o.get("kind") == "Pod" and o["metadata"].get("labels", {}).get("app") == app)
+
     def service_lb(self, api, path: str):
         svc = api.objects[path]
         meta, port = svc["metadata"], svc["spec"]["ports"][0]
-        name = f"kube_service_{self.lab}_{meta['namespace']}_{meta['name']}"
+        name = self._name("service", meta)
         shared = meta.get("annotations", {}).get("loadbalancer.openstack.org/load-balancer-id")
         if shared:
             lb = self.lb.get_load_balancer(shared)
@@ -89,14 +98,12 @@ class Controllers:
         else:
             lb, ip = self._new_lb(name)
         self._listener(lb, port["port"], port["nodePort"])
-        pods = [p["metadata"]["name"] for p in api.objects.values()
-                if p.get("kind") == "Pod" and p["metadata"].get("labels", {}).get("app") == svc["spec"]["selector"]["app"]]
-        self.serve(ip, port["port"], {"/": pods[0]})
+        self.serve(ip, port["port"], {"/": self._pod_of(api, svc["spec"]["selector"]["app"])})
         return ip
 
     def service_deleted(self, svc):
         meta = svc["metadata"]
-        name = f"kube_service_{self.lab}_{meta['namespace']}_{meta['name']}"
+        name = self._name("service", meta)
         shared = meta.get("annotations", {}).get("loadbalancer.openstack.org/load-balancer-id")
         port = svc["spec"]["ports"][0]["port"]
         if shared:  # OCCM removes only this Service's listener and tag
@@ -132,7 +139,7 @@ class Controllers:
     def ingress(self, api, path: str):
         ing = api.objects[path]
         meta = ing["metadata"]
-        lb, ip = self._new_lb(f"kube_ingress_{self.lab}_{meta['namespace']}_{meta['name']}")
+        lb, ip = self._new_lb(self._name("ingress", meta))
         listener = self._listener(lb, 80, 0, protocol="HTTP")
         routes = {}
         for p in ing["spec"]["rules"][0]["http"]["paths"]:
@@ -145,15 +152,12 @@ class Controllers:
             self._wait(lb)
             self.lb.create_l7_rule(policy, type="PATH", compare_type="STARTS_WITH", rule_value=p["path"])
             self._wait(lb)
-            app = svc["spec"]["selector"]["app"]
-            routes[p["path"]] = next(o["metadata"]["name"] for o in api.objects.values()
-                                     if o.get("kind") == "Pod" and o["metadata"].get("labels", {}).get("app") == app)
+            routes[p["path"]] = self._pod_of(api, svc["spec"]["selector"]["app"])
         self.serve(ip, 80, routes)
         return ip
 
     def ingress_deleted(self, ing):
-        meta = ing["metadata"]
-        self._delete_lb(f"kube_ingress_{self.lab}_{meta['namespace']}_{meta['name']}")
+        self._delete_lb(self._name("ingress", ing["metadata"]))
 
     # --- cinder-csi ----------------------------------------------------------------------------
 
@@ -199,7 +203,7 @@ class Controllers:
         if not self.data_plane:
             return
         subprocess.run(["ip", "netns", "exec", self.netns, "ip", "addr", "replace", f"{ip}/32", "dev", "lo"], check=True)
-        log = open(Path(tempfile.gettempdir()) / f"osk8s-responder-{ip}-{port}.log", "w")
+        log = open(self._log(ip, port), "w")
         proc = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, str(RESPONDER), ip, str(port),
                                  json.dumps(routes)], stdout=log, stderr=subprocess.STDOUT)
         self.responders[(ip, port)] = proc
@@ -213,11 +217,16 @@ class Controllers:
             time.sleep(0.1)
         raise RuntimeError(f"responder on {ip}:{port} did not start: {Path(log.name).read_text()[-500:]}")
 
+    @staticmethod
+    def _log(ip: str, port: int) -> Path:
+        return Path(tempfile.gettempdir()) / f"osk8s-responder-{ip}-{port}.log"
+
     def _stop(self, ip: str, port: int):
         proc = self.responders.pop((ip, port), None)
         if proc is not None:
             proc.terminate()
             proc.wait(10)
+            self._log(ip, port).unlink(missing_ok=True)
 
     def stop(self):
         for key in list(self.responders):

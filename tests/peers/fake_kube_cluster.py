@@ -213,9 +213,7 @@ class FakeCluster(FakeKubeApi):
             self.controllers.keystone_auth(base64.b64decode(secret["tls.crt"]), base64.b64decode(secret["tls.key"]), policy)
 
     def _pod(self, path, pod):
-        ns = pod["metadata"]["namespace"]
-        claim = next((v["persistentVolumeClaim"]["claimName"] for v in pod["spec"].get("volumes", [])
-                      if "persistentVolumeClaim" in v), None)
+        ns, claim = pod["metadata"]["namespace"], _claim(pod)
         script = pod["spec"]["containers"][0].get("command", [""])[-1]
         pvc = f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}"
         wrote = re.search(r"echo (\S+) > /data/probe", script)
@@ -227,7 +225,7 @@ class FakeCluster(FakeKubeApi):
         pod["status"] = {"phase": "Running" if "sleep" in script else ("Succeeded" if pvc in self.files else "Failed")}
         pod["_logs"] = logs
         if claim and pod["status"]["phase"] == "Running":  # queued after the PVC's binding, as the attach/detach controller waits for it
-            self._later(self._attach, pvc, self.provider_ids[node].rsplit("/", 1)[-1])
+            self._later(self._attach, pvc, self._server_of(node))
 
     def _attach(self, pvc: str, server_id: str):
         with self.lock:
@@ -256,12 +254,9 @@ class FakeCluster(FakeKubeApi):
                 if any(r["name"] == gone["metadata"]["name"] for r in o["metadata"].get("ownerReferences", [])):
                     self.objects.pop(p)
         elif kind == "Pod":
-            claim = next((v["persistentVolumeClaim"]["claimName"] for v in gone["spec"].get("volumes", [])
-                          if "persistentVolumeClaim" in v), None)
-            pvc = self.objects.get(f"/api/v1/namespaces/{gone['metadata']['namespace']}/persistentvolumeclaims/{claim}")
+            pvc = self.objects.get(f"/api/v1/namespaces/{gone['metadata']['namespace']}/persistentvolumeclaims/{_claim(gone)}")
             if pvc and pvc["spec"].get("volumeName") and gone["status"]["phase"] == "Running":
-                self._later(self.controllers.detach, pvc["spec"]["volumeName"],
-                            self.provider_ids[gone["spec"]["nodeName"]].rsplit("/", 1)[-1])
+                self._later(self.controllers.detach, pvc["spec"]["volumeName"], self._server_of(gone["spec"]["nodeName"]))
         elif kind == "PersistentVolumeClaim" and gone["spec"].get("volumeName"):
             self._later(self.controllers.delete_volume, gone["spec"]["volumeName"])
         elif kind == "Service" and gone["spec"].get("type") == "LoadBalancer":
@@ -269,6 +264,10 @@ class FakeCluster(FakeKubeApi):
         elif kind == "Ingress":
             self._later(self.controllers.ingress_deleted, gone)
         return gone
+
+    def _server_of(self, node: str) -> str:
+        """The OpenStack server id in the node's providerID (openstack:///<id>)."""
+        return self.provider_ids[node].rsplit("/", 1)[-1]
 
     def _ip(self) -> str:
         self.next_ip += 1
@@ -285,6 +284,12 @@ def _collection(path: str) -> bool:
         return m.group(3) is None
     parts = path.strip("/").split("/")
     return len(parts) == (3 if parts[0] == "api" else 4)
+
+
+def _claim(pod: dict):
+    """The PVC a Pod mounts, if any."""
+    return next((v["persistentVolumeClaim"]["claimName"] for v in pod["spec"].get("volumes", [])
+                 if "persistentVolumeClaim" in v), None)
 
 
 def _public(obj):
