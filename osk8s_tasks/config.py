@@ -216,6 +216,7 @@ class Openstack(Section):
     app_credential: bool
     server_timeout: PosInt
     boot_concurrency: Annotated[int, Field(ge=1, le=32)]
+    config_drive: bool
 
 
 class Node(Section):

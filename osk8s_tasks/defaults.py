@@ -79,6 +79,7 @@ DEFAULTS = {
                 {"unit": "g-api", "url": "http://{host_ip}/image"},
                 {"unit": "neutron-api", "url": "http://{host_ip}/networking"},
                 {"unit": "n-api", "url": "http://{host_ip}/compute"},
+                {"unit": "n-api-meta", "url": "http://{host_ip}:8775/"},  # cloud-init's SSH key source
                 {"unit": "c-api", "url": "http://{host_ip}/volume"},
                 {"unit": "o-api", "url": "http://{host_ip}/load-balancer"},
             ],
@@ -103,6 +104,9 @@ DEFAULTS = {
         "app_credential": True,  # an application credential for the cloud provider (not a password)
         "server_timeout": 600,
         "boot_concurrency": 4,  # servers created at once (checks always run concurrently)
+        # boot the nodes with a config drive: cloud-init (and cinder-csi's node service) read the
+        # SSH key and instance ID from it even where the metadata API is missing or unreachable
+        "config_drive": True,
     },
     "cluster": {
         "nodes": [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 import time
 from contextlib import contextmanager
@@ -175,12 +176,22 @@ def host_ip(r: Remote) -> str:
     return ip
 
 
+def ovn_agent(branch: str) -> str:
+    """The OVN metadata service under the name `branch` expects: stackrc enables `q-ovn-agent`
+    from stable/2025.2 on (and master); `q-ovn-metadata-agent` before, and it goes away in 2026.2
+    (lib/neutron_plugins/ovn_agent, TARGET_ENABLE_OVN_AGENT)."""
+    m = re.fullmatch(r"(?:stable|unmaintained)/(\d{4})\.(\d)", branch)
+    if m and (int(m[1]), int(m[2])) < (2025, 2):
+        return "q-ovn-metadata-agent"
+    return "q-ovn-agent"
+
+
 def local_conf(s, ip: str, secrets: dict) -> str:
     from . import render
 
     d = s.settings.devstack
     return render.render("devstack/local.conf.j2", lab=s.settings.lab.name, host_ip=ip, dest=d.dest,
-                         branch=d.branch, secrets=secrets, octavia_provider=d.octavia_provider,
+                         branch=d.branch, ovn_agent=ovn_agent(d.branch), secrets=secrets, octavia_provider=d.octavia_provider,
                          amphora_image=d.amphora_image, cinder_lvm_size=d.cinder_lvm_size,
                          enable_barbican=d.enable_barbican)
 

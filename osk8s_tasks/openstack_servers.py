@@ -36,6 +36,9 @@ def server_step(s, clouds, node) -> Step:
             problems.append(f"keypair {srv.key_name} (want {n['keypair']})")
         if srv.flavor.get("original_name", srv.flavor.get("name")) != n["flavor"]:
             problems.append(f"flavor {srv.flavor.get('original_name')} (want {n['flavor']})")
+        if o.config_drive and not srv.has_config_drive:
+            problems.append("no config drive (cloud-init needs it, or the metadata API, for the SSH key; "
+                            "openstack.config_drive is true)")
         if problems:
             raise StepFailed(f"server {name} differs in what cannot change in place: {', '.join(problems)}. "
                              "Fix: delete it (inv openstack.teardown) and run openstack.servers again")
@@ -43,7 +46,8 @@ def server_step(s, clouds, node) -> Step:
             return Decision("update", f"server {name} lacks security group {n['secgroup']}", f"add {n['secgroup']} to {name}", srv)
         if srv.status != "ACTIVE":
             return Decision("update", f"server {name} is {srv.status}", f"start {name}", srv)
-        return Decision("none", f"server {name} ACTIVE ({node.role}), keypair {n['keypair']}, group {n['secgroup']}")
+        drive = ", config drive" if srv.has_config_drive else ""
+        return Decision("none", f"server {name} ACTIVE ({node.role}), keypair {n['keypair']}, group {n['secgroup']}{drive}")
 
     def act(d):
         compute = clouds.main.compute
@@ -53,6 +57,7 @@ def server_step(s, clouds, node) -> Step:
             srv = compute.create_server(
                 name=name, flavor_id=flavor_named(clouds, n["flavor"]).id, image_id=_find_image(s, clouds).id,
                 key_name=n["keypair"], networks=[{"uuid": net.id}], security_groups=[{"name": n["secgroup"]}],
+                config_drive=o.config_drive,
                 metadata={"osk8s-lab": s.settings.lab.name, "osk8s-role": node.role}, tags=[lab_tag])
         elif n["secgroup"] not in {g["name"] for g in (srv.security_groups or [])} and srv.status == "ACTIVE":
             compute.add_security_group_to_server(srv, cloud.by_name(clouds.main.network.security_groups(name=n["secgroup"])))

@@ -93,6 +93,10 @@ def test_deploy_then_second_deploy_changes_nothing(lab):
     for step in ("ipv6 sysctls", "/opt/stack owner", "devstack checkout", "patch add-phase.patch", "local.conf", "stack.sh", "clouds.yaml"):
         assert re.search(rf"{re.escape(step)}\s.*\schanged\s", first.stdout), step
     assert "Patched by osk8s" in first.stderr  # the patch took effect: its phase ran
+    # nova's metadata API runs (DevStack starts it only when local.conf enables n-api-meta): the
+    # nodes' cloud-init gets its SSH key from it
+    meta = lab.netns(h, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", f"http://{h.address}:18775/")
+    assert meta.stdout == "200", "no nova metadata API: the nodes would never get their SSH key"
     assert lab.netns(h, "sysctl", "-n", "net.ipv6.conf.all.disable_ipv6").stdout.strip() == "0"
     conf = lab.file(h, "devstack/local.conf")
     assert oct(conf.stat().st_mode & 0o777) == "0o600" and f"HOST_IP={h.address}" in conf.read_text()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_inv
+from tests.conftest import SDK_WARNINGS_AS_ERRORS, run_inv
 
 pytestmark = pytest.mark.openstack
 BASE = Path(os.environ.get("OSK8S_OPENSTACK_BASE", "/var/lib/osk8s-openstack"))
@@ -50,7 +50,8 @@ def cloud(tmp_path_factory, loopback_cloud):
 
         def inv(self, *args, **openstack):
             log = work / f"log-{uuid.uuid4().hex[:6]}.jsonl"
-            r = run_inv(["-f", str(self.config(**openstack)), *args, "--log-json", str(log)], timeout=600)
+            r = run_inv(["-f", str(self.config(**openstack)), *args, "--log-json", str(log)], timeout=600,
+                        env={"PYTHONWARNINGS": SDK_WARNINGS_AS_ERRORS})
             r.events = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
             r.writes = sum(e["writes"] for e in r.events if e["event"] == "openstack.api")
             m = re.search(r": .* in ([\d.]+) s", r.stdout)
@@ -127,6 +128,7 @@ def test_deploy_then_second_run_is_all_ok_with_zero_writes(cloud):
     assert sorted(x.name for x in servers) == [f"{LAB}-master", f"{LAB}-worker-1", f"{LAB}-worker-2"]
     for srv in servers:
         assert srv.status == "ACTIVE" and srv.key_name == f"{LAB}-key"
+        assert srv.has_config_drive  # cloud-init reads the SSH key from it, metadata API or not
         assert {g["name"] for g in srv.security_groups} == {f"{LAB}-k8s"}
         port = next(conn.network.ports(device_id=srv.id))
         fip = next(conn.network.ips(port_id=port.id))
@@ -156,6 +158,30 @@ def test_deleted_rule_is_recreated_and_reported(cloud):
     assert r.writes == 1  # exactly that rule
     again = cloud.inv("openstack.prepare")
     assert again.writes == 0 and not re.search(r"\schanged\s", again.stdout)
+
+
+def test_a_server_without_config_drive_is_drift_with_the_fix_never_replaced(cloud):
+    conn = cloud.sdk()
+    name = f"{LAB}-nodrive"
+    flavor = next(f for f in cloud.sdk("admin").compute.flavors() if f.name == f"{LAB}-k8s")
+    net = next(conn.network.networks(name="private"))
+    image = next(conn.image.images(name=f"{LAB}-node"))
+    srv = conn.compute.create_server(name=name, flavor_id=flavor.id, image_id=image.id, key_name=f"{LAB}-key",
+                                     networks=[{"uuid": net.id}], security_groups=[{"name": f"{LAB}-k8s"}], tags=[TAG])
+    srv = conn.compute.wait_for_server(srv, wait=120)
+    try:
+        path = cloud.config()
+        cfg = yaml.safe_load(path.read_text())
+        cfg["cluster"]["nodes"].append({"name": "nodrive", "role": "worker"})
+        path.write_text(yaml.safe_dump(cfg))
+        r = run_inv(["-f", str(path), "openstack.servers"], timeout=600)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1 and f"server {name} differs" in out and "no config drive" in out, out
+        assert "openstack.teardown" in out  # the fix: recreate it
+        assert conn.compute.get_server(srv.id).id == srv.id  # not replaced behind the user's back
+    finally:
+        conn.compute.delete_server(srv)
+        conn.compute.wait_for_delete(srv, wait=120)
 
 
 def test_secrets_never_reach_logs(cloud):

@@ -4,9 +4,12 @@ set -o errexit -o nounset -o pipefail
 TOP_DIR=$(cd "$(dirname "$0")" && pwd)
 [[ $EUID -eq 0 ]] && { echo "You are running this script as root." >&2; exit 1; }
 [[ -f $TOP_DIR/local.conf ]] || { echo "no local.conf" >&2; exit 1; }
-eval "$(sed -n '/^\[\[local|localrc\]\]/,/^\[\[/p' "$TOP_DIR/local.conf" | grep -E '^[A-Z_][A-Z0-9_]*=')"
+# localrc's assignments, ENABLED_SERVICES+= included (bash appends as DevStack's stackrc does)
+eval "$(sed -n '/^\[\[local|localrc\]\]/,/^\[\[/p' "$TOP_DIR/local.conf" | grep -E '^[A-Z_][A-Z0-9_]*\+?=')"
+ENABLED_SERVICES=${ENABLED_SERVICES:-}
+is_service_enabled() { [[ ",$ENABLED_SERVICES," == *",$1,"* ]]; }
 : "${DEST:?}" "${LOGFILE:?}" "${HOST_IP:?}" "${ADMIN_PASSWORD:?}"
-PORTS=(keystone:15000 g-api:19292 neutron-api:19696 n-api:18774 c-api:18776 o-api:19876)
+PORTS=(keystone:15000 g-api:19292 neutron-api:19696 n-api:18774 n-api-meta:18775 c-api:18776 o-api:19876)
 PHASE_SECONDS=$(cat "$DEST/.standin-phase-seconds" 2>/dev/null || echo 0.2)
 
 echo $(( $(cat "$DEST/.standin-stack-count" 2>/dev/null || echo 0) + 1 )) >"$DEST/.standin-stack-count"
@@ -64,12 +67,16 @@ phase "Configuring Neutron"
 phase "Configuring Cinder"
 phase "Configuring Nova"
 phase "Starting Nova API"; start_unit n-api
+# lib/nova: the metadata API runs only as its own service, n-api-meta (cloud-init's SSH key source)
+if is_service_enabled n-api-meta; then start_unit n-api-meta; fi
 phase "Starting Neutron"; start_unit neutron-api
 phase "Creating initial neutron network elements"
 phase "Starting Cinder"; start_unit c-api
 phase "Starting Glance"; start_unit g-api
 phase "Uploading images"; wait_for g-api
-if grep -q '^enable_service .*o-api' "$TOP_DIR/local.conf"; then phase "Starting Octavia"; start_unit o-api; fi
+if is_service_enabled o-api || grep -q '^enable_service .*o-api' "$TOP_DIR/local.conf"; then
+  phase "Starting Octavia"; start_unit o-api
+fi
 echo "This is your host IP address: $HOST_IP"
 echo "Keystone is serving at http://$HOST_IP/identity/"
 echo "The default users are: admin and demo"
