@@ -29,7 +29,8 @@ AUTHZ_CONFIG = f"{DIR}/authorization-config.yaml"
 APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 FLAGS = {
     "--authentication-token-webhook-config-file": WEBHOOK_KUBECONFIG,
-    "--authentication-token-webhook-version": "v1",
+    # k8s-keystone-auth v1.36 answers 400 to anything but v1beta1 reviews (pkg/identity/keystone/keystone.go, Handler)
+    "--authentication-token-webhook-version": "v1beta1",
     "--authentication-token-webhook-cache-ttl": "30s",  # a revoked token works this long at most
     "--authorization-config": AUTHZ_CONFIG,
 }
@@ -84,7 +85,9 @@ def user_kubeconfig(settings, server: str, ca_data: str, auth_url: str, user: st
     cfg = {"apiVersion": "v1", "kind": "Config", "current-context": name,
            "clusters": [{"name": settings.lab.name, "cluster": {"server": server, "certificate-authority-data": ca_data}}],
            "users": [{"name": name, "user": {"exec": {
-               "apiVersion": "client.authentication.k8s.io/v1", "command": "client-keystone-auth", "env": env,
+               # client-keystone-auth prints a v1beta1 ExecCredential, whatever it is asked (cmd/client-keystone-auth/
+               # main.go); client-go rejects an answer whose version differs from this one
+               "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "client-keystone-auth", "env": env,
                "interactiveMode": "IfAvailable", "provideClusterInfo": False,
                "installHint": "client-keystone-auth is released with cloud-provider-openstack "
                               f"{settings.versions.cloud_provider_openstack}; set OS_PASSWORD or type it when asked"}}}],

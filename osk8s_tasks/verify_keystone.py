@@ -10,6 +10,7 @@ keystone_deploy), checked the way a user meets it:
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ def identity(ctx: Ctx) -> dict:
     if not auth.get("username") or not auth.get("password"):
         raise StepFailed(f"verify.keystone needs a Keystone user with a password; cloud {name!r} has none. "
                          "Fix: set verify.keystone_user_cloud to such a clouds.yaml entry")
-    return {"cloud": name, "auth_url": keystone_auth._v3(auth["auth_url"]), "username": auth["username"],
+    return {"cloud": name, "auth_url": keystone_auth.v3(auth["auth_url"]), "username": auth["username"],
             "project_name": auth.get("project_name", ""), "domain": auth.get("user_domain_name", "Default"),
             "project_id": conn.current_project_id, "user_id": conn.current_user_id}
 
@@ -59,14 +60,29 @@ def webhook_url(ctx: Ctx, master, cluster_ip: str):
 
 
 def review(url: str, ca, token: str) -> dict:
-    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    """The webhook's TokenReview status. k8s-keystone-auth v1.36 takes only v1beta1 reviews (400
+    otherwise) and answers a rejected token with HTTP 401 and the review, authenticated false
+    (pkg/identity/keystone/keystone.go: Handler, authenticateToken)."""
+    body = {"apiVersion": "authentication.k8s.io/v1beta1", "kind": "TokenReview", "spec": {"token": token}}
     try:
         r = requests.post(url, json=body, verify=str(ca), timeout=15)
     except requests.RequestException as exc:
         raise StepFailed(f"k8s-keystone-auth at {url} unreachable: {exc.__class__.__name__}: {str(exc)[:200]}") from None
-    if r.status_code != 200:
-        raise StepFailed(f"k8s-keystone-auth answered {r.status_code} to a TokenReview")
-    return r.json().get("status", {})
+    return review_status(r.status_code, r.text)
+
+
+def review_status(code: int, text: str) -> dict:
+    """200: the review's status; 401 with a review whose status says authenticated false: a
+    rejected token; anything else is an error of the webhook, with its answer in the message."""
+    try:
+        status = json.loads(text).get("status", {}) if text.strip().startswith("{") else None
+    except ValueError:
+        status = None
+    if code == 200 and isinstance(status, dict):
+        return status
+    if code == 401 and isinstance(status, dict) and status.get("authenticated") is False:
+        return status
+    raise StepFailed(f"k8s-keystone-auth answered {code} to a TokenReview: {text.strip()[:200]}")
 
 
 def pods_as(ctx: Ctx, token: str) -> int:

@@ -123,7 +123,20 @@ def _lb_gone(ctx: Ctx, name: str):
 APPS = ("echo-a", "echo-b")
 
 
-def controller_docs(ctx: Ctx, content: bool = True) -> list[dict]:
+def ingress_provider(wanted: str, offered: set[str]) -> tuple[str | None, str]:
+    """(the Octavia provider octavia-ingress-controller should ask for, why). It builds HTTP
+    listeners and L7 policies; the OVN provider supports only TCP, UDP and SCTP listeners
+    (ovn-octavia-provider: ovn_octavia_provider/driver.py, _check_for_supported_protocols), so
+    with `ovn` the ingress uses the cloud's amphora provider, or is skipped where there is none."""
+    if wanted != "ovn":
+        return wanted, f"provider {wanted}"
+    if "amphora" in offered:
+        return "amphora", "ovn has no HTTP listeners: the Ingress uses the amphora provider"
+    return None, ("skipped: octavia-ingress-controller needs HTTP listeners, which the OVN provider does not "
+                  f"support, and this cloud offers no amphora provider (providers: {', '.join(sorted(offered)) or 'none'})")
+
+
+def controller_docs(ctx: Ctx, content: bool = True, provider: str | None = None) -> list[dict]:
     """octavia-ingress-controller with its config Secret (the lab's application credential)."""
     import yaml
 
@@ -131,7 +144,8 @@ def controller_docs(ctx: Ctx, content: bool = True) -> list[dict]:
     config = ""
     if content:
         values = cluster_addons.cloud_values(ctx.s, ctx.clouds)
-        config = render("manifests/octavia-ingress-config.yaml.j2", lab=s.lab.name, lb_provider=s.cluster.lb_provider,
+        config = render("manifests/octavia-ingress-config.yaml.j2", lab=s.lab.name,
+                        lb_provider=provider or s.cluster.lb_provider,
                         manage_security_groups=s.cluster.manage_security_groups, **values)
     secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
               "metadata": {"name": "octavia-ingress-controller-config", "namespace": "kube-system",
@@ -147,7 +161,14 @@ def ingress_docs(ctx: Ctx) -> list[dict]:
 
 def run_ingress(ctx: Ctx) -> None:
     timeout = ctx.settings.verify.timeout
-    ctx.apply(controller_docs(ctx))
+    offered = {p.name for p in ctx.clouds.main.load_balancer.providers()}
+    provider, why = ingress_provider(ctx.settings.cluster.lb_provider, offered)
+    if provider is None:
+        ctx.skip("octavia provider", why)
+        return
+    if provider != ctx.settings.cluster.lb_provider:
+        ctx.record("octavia provider", True, why)
+    ctx.apply(controller_docs(ctx, provider=provider))
     t0 = time.monotonic()
     ctx.record("controller ready", *wait(rollout_ready(ctx.api, "kube-system", "octavia-ingress-controller", "statefulsets"), timeout), t0)
     docs = ingress_docs(ctx)

@@ -48,6 +48,11 @@ class Ctx:
         (self.s.log.info if ok else self.s.log.error)("verify.ok" if ok else "verify.failed", check=check, detail=detail)
         return ok
 
+    def skip(self, check: str, reason: str) -> None:
+        """A check that cannot be judged here: a skipped row with the reason, never a pass."""
+        _row(self, check, "cluster", "skipped", reason)
+        self.s.log.warning("verify.skipped", check=check, reason=reason)
+
     def findings(self, prefix: str, findings) -> bool:
         for f in findings:
             self.record(f"{prefix}: {f.check}", f.ok, f.detail)

@@ -223,6 +223,14 @@ def test_ingress_routes_two_paths(lab):
     assert not verify_lbs(lab)
 
 
+def test_ingress_with_the_ovn_provider_asks_octavia_for_amphora(lab):
+    """OVN listeners are TCP/UDP/SCTP only: the Ingress gets the cloud's amphora provider."""
+    r = lab.inv("verify.ingress", env={"INVOKE_CLUSTER_LB_PROVIDER": "ovn"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "the Ingress uses the amphora provider" in r.stdout and "from pod echo-a-" in r.stdout
+    assert not verify_lbs(lab)
+
+
 def test_keystone_end_to_end(lab, tmp_path):
     r = lab.inv("verify.keystone", "--json", str(tmp_path / "k.json"), "--log-json", str(tmp_path / "k.log"))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -230,7 +238,9 @@ def test_keystone_end_to_end(lab, tmp_path):
     for check in ("webhook TokenReview", "forbidden before any binding", "RoleBinding to the project group",
                   "keystone policy: viewer lists, cannot create", "revoked token rejected", "garbage token rejected"):
         assert results[check]["outcome"] == "ok", (check, results[check])
-    assert set(lab.controllers.webhook.calls) == {"TokenReview", "SubjectAccessReview"}
+    # only v1beta1 reviews reach it: k8s-keystone-auth v1.36 answers 400 to anything else
+    assert set(lab.controllers.webhook.calls) == {"authentication.k8s.io/v1beta1 TokenReview",
+                                                  "authorization.k8s.io/v1beta1 SubjectAccessReview"}
     manifest = (lab.master_etc / "manifests" / "kube-apiserver.yaml").read_text()
     assert "--authorization-config=" in manifest and "--authorization-mode" not in manifest
     for f in (lab.master_etc / "keystone-auth" / "webhook.kubeconfig", lab.state / "keystone-auth" / "tls.key",

@@ -7,12 +7,15 @@ on the floating IP, so curl on the devstack host gets the echo pod's name back."
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from tests.peers.keystone_webhook import KeystoneWebhook
 
@@ -51,10 +54,15 @@ class Controllers:
                 time.sleep(1)
         return fn(*args, **kw)
 
-    def _new_lb(self, name: str):
+    def _new_lb(self, name: str, provider: str | None = None):
         vip = self.net.create_port(network_id=self.subnet.network_id, name=f"octavia-lb-{name}")
         address = vip.fixed_ips[0]["ip_address"]  # the noop network driver cannot read the port itself
-        lb = self.lb.create_load_balancer(name=name, vip_subnet_id=self.subnet.id, vip_address=address, tags=[name])
+        try:
+            lb = self.lb.create_load_balancer(name=name, vip_subnet_id=self.subnet.id, vip_address=address, tags=[name],
+                                              **({"provider": provider} if provider else {}))
+        except Exception:
+            self.net.delete_port(vip)
+            raise
         self._wait(lb)
         fip = self.net.create_ip(floating_network_id=self.public.id, port_id=vip.id)
         self.fips[name] = (fip, vip)
@@ -137,9 +145,13 @@ class Controllers:
     # --- octavia-ingress-controller ------------------------------------------------------------
 
     def ingress(self, api, path: str):
+        """octavia-ingress-controller asks Octavia for the provider named in its config Secret
+        (cloud-provider-openstack pkg/ingress/config/config.go: octavia.provider)."""
         ing = api.objects[path]
         meta = ing["metadata"]
-        lb, ip = self._new_lb(self._name("ingress", meta))
+        secret = api.objects["/api/v1/namespaces/kube-system/secrets/octavia-ingress-controller-config"]
+        provider = yaml.safe_load(base64.b64decode(secret["data"]["config"]))["octavia"].get("provider")
+        lb, ip = self._new_lb(self._name("ingress", meta), provider)
         listener = self._listener(lb, 80, 0, protocol="HTTP")
         routes = {}
         for p in ing["spec"]["rules"][0]["http"]["paths"]:
@@ -192,10 +204,11 @@ class Controllers:
     def keystone_service(self, cluster_ip: str):
         self.keystone_ip = cluster_ip
 
-    def keystone_auth(self, cert: bytes, key: bytes, policy_json: str):
+    def keystone_auth(self, cert: bytes, key: bytes, policy_json: str, rbac_allows=None):
         if self.webhook is not None:
             self.webhook.stop()
-        self.webhook = KeystoneWebhook(self.keystone_url, self.keystone_ip, cert, key, policy_json)
+        self.webhook = KeystoneWebhook(self.keystone_url, self.keystone_ip, cert, key, policy_json, rbac_allows=rbac_allows)
+        return self.webhook
 
     # --- data plane ----------------------------------------------------------------------------
 

@@ -89,13 +89,33 @@ class FakeCluster(FakeKubeApi):
         ca.close()
         return cluster["server"], ca.name
 
+    def versions(self) -> tuple[str, str]:
+        """(TokenReview version, SubjectAccessReview version) the apiserver would send: the
+        --authentication-token-webhook-version flag (default v1beta1, as kube-apiserver's
+        pkg/kubeapiserver/options/authentication.go) and the AuthorizationConfiguration's
+        subjectAccessReviewVersion."""
+        manifest = (self.master_etc / "manifests" / "kube-apiserver.yaml").read_text()
+        flag = re.search(r"--authentication-token-webhook-version=(\S+)", manifest)
+        authz = self.master_etc / "keystone-auth" / "authorization-config.yaml"
+        hooks = [a["webhook"] for a in yaml.safe_load(authz.read_text())["authorizers"] if a["type"] == "Webhook"] \
+            if authz.exists() else []
+        return (flag.group(1) if flag else "v1beta1"), (hooks[0]["subjectAccessReviewVersion"] if hooks else "v1")
+
     def _ask(self, body: dict) -> dict:
+        """The webhook's review status; a non-2xx answer is an error, as for kube-apiserver's
+        webhook client (staging/src/k8s.io/apiserver/plugin/pkg/authenticator/token/webhook)."""
         hook = self.webhook()
         if hook is None:
             return {}
         url, ca = hook
         try:
-            return requests.post(url, json=body, verify=ca, timeout=15).json().get("status", {})
+            r = requests.post(url, json=body, verify=ca, timeout=15)
+            if r.status_code // 100 != 2:  # 401: k8s-keystone-auth's answer to a rejected token, expected
+                if r.status_code != 401:
+                    self.errors.append(f"webhook answered {r.status_code} to a {body['apiVersion']} {body['kind']}: "
+                                       f"{r.text[:120]}")
+                return {}
+            return r.json().get("status", {})
         except requests.RequestException as exc:
             self.errors.append(f"webhook: {exc}")
             return {}
@@ -103,7 +123,8 @@ class FakeCluster(FakeKubeApi):
             Path(ca).unlink()
 
     def authenticate(self, token: str):
-        st = self._ask({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
+        version = self.versions()[0]
+        st = self._ask({"apiVersion": f"authentication.k8s.io/{version}", "kind": "TokenReview", "spec": {"token": token}})
         return st.get("user") if st.get("authenticated") else None
 
     def authorized(self, user: dict, method: str, path: str) -> bool:
@@ -114,10 +135,29 @@ class FakeCluster(FakeKubeApi):
         verb = {"GET": "get" if name else "list", "POST": "create", "DELETE": "delete", "PATCH": "patch"}[method]
         if self.rbac_allows(user, ns, resource, verb):
             return True
-        sar = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
-            "user": user["username"], "uid": user.get("uid"), "groups": user.get("groups", []), "extra": user.get("extra", {}),
+        version = self.versions()[1]
+        groups_key = "group" if version == "v1beta1" else "groups"  # v1beta1's SubjectAccessReviewSpec says `group`
+        sar = {"apiVersion": f"authorization.k8s.io/{version}", "kind": "SubjectAccessReview", "spec": {
+            "user": user["username"], "uid": user.get("uid"), groups_key: user.get("groups", []), "extra": user.get("extra", {}),
             "resourceAttributes": {"namespace": ns, "verb": verb, "resource": resource, "group": "", "version": "v1"}}}
         return bool(self._ask(sar).get("allowed"))
+
+    def cluster_rbac_allows(self, user: str, group: str, resource: str, verb: str) -> bool:
+        """A ClusterRoleBinding to `user` (a ServiceAccount's name, system:serviceaccount:NS:NAME)
+        whose ClusterRole grants `verb` on `resource` of API group `group`, cluster-wide."""
+        base = "/apis/rbac.authorization.k8s.io/v1"
+        with self.lock:
+            for p, crb in list(self.objects.items()):
+                if not p.startswith(f"{base}/clusterrolebindings/") or crb["roleRef"]["kind"] != "ClusterRole":
+                    continue
+                if not any(s["kind"] == "ServiceAccount" and user == f"system:serviceaccount:{s['namespace']}:{s['name']}"
+                           or s["kind"] == "User" and s["name"] == user for s in crb.get("subjects", [])):
+                    continue
+                role = self.objects.get(f"{base}/clusterroles/{crb['roleRef']['name']}", {})
+                if any(group in r.get("apiGroups", []) and resource in r.get("resources", []) and not r.get("resourceNames")
+                       and verb in r.get("verbs", []) for r in role.get("rules", [])):
+                    return True
+        return False
 
     def rbac_allows(self, user, ns, resource, verb) -> bool:
         with self.lock:
@@ -210,7 +250,12 @@ class FakeCluster(FakeKubeApi):
         if name == "k8s-keystone-auth":
             secret = self.objects["/api/v1/namespaces/kube-system/secrets/keystone-auth-certs"]["data"]
             policy = self.objects["/api/v1/namespaces/kube-system/configmaps/k8s-auth-policy"]["data"]["policies"]
-            self.controllers.keystone_auth(base64.b64decode(secret["tls.crt"]), base64.b64decode(secret["tls.key"]), policy)
+            hook = self.controllers.keystone_auth(base64.b64decode(secret["tls.crt"]), base64.b64decode(secret["tls.key"]),
+                                                  policy, self.cluster_rbac_allows)
+            probed = any(c.get("readinessProbe") for c in template["spec"]["containers"])
+            if hook.waiting and probed:  # kubelet: a container with a readiness probe is ready once the probe passes
+                obj["status"] = {"replicas": replicas, "readyReplicas": 0, "availableReplicas": 0}
+                self.errors.append(f"k8s-keystone-auth not serving: {hook.waiting}")
 
     def _pod(self, path, pod):
         ns, claim = pod["metadata"]["namespace"], _claim(pod)

@@ -5,6 +5,7 @@ pinned Kubernetes OpenAPI schema; the apiserver side (static pod edit, webhook k
 AuthorizationConfiguration) and the client-keystone-auth kubeconfig checked as files."""
 
 import json
+import os
 import subprocess
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import yaml
 from osk8s_tasks import config, keystone_auth, keystone_deploy, pki, verify_lb, verify_pv
 from osk8s_tasks.render import render
 from osk8s_tasks.verify_run import Ctx
+from tests.unit.test_cluster_render import check
 
 CLOUD = {"auth_url": "http://192.168.121.10/identity", "app_credential_id": "0a1b2c", "app_credential_secret": "s3cret",
          "region": "RegionOne", "subnet_id": "5d7e-subnet", "floating_network_id": "9f1c-public"}
@@ -82,8 +84,13 @@ def test_octavia_ingress_controller_validates_and_keeps_credentials_in_a_secret(
 def test_keystone_auth_manifests_validate_with_the_viewer_policy(ctx):
     docs = keystone_deploy.manifests(ctx.settings, "http://192.168.121.10/identity/v3", "abc123")
     validate_all(docs)
+    check("keystone-auth.yaml", yaml.safe_dump_all(docs, sort_keys=False))
     kinds = [d["kind"] for d in docs]
-    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service", "Deployment"]
+    assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Service", "Deployment"]
+    # cluster-wide list/watch of configmaps: its informer syncs before it serves (keystone.go Run)
+    assert {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]} in docs[1]["rules"]
+    probe = docs[-1]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["tcpSocket"] == {"port": 8443}  # ready means serving
     policy = json.loads(docs[3]["data"]["policies"])
     assert policy == keystone_auth.DEFAULT_POLICY  # role k8s-viewer: get/list/watch pods
     args = docs[-1]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -102,7 +109,9 @@ def test_apiserver_gets_webhook_flags_and_loses_authorization_mode():
                                          "volumeMounts": [{"name": "k8s-certs", "mountPath": "/etc/kubernetes/pki"}]}],
                          "volumes": [{"name": "k8s-certs", "hostPath": {"path": "/etc/kubernetes/pki"}}]}}
     new = keystone_deploy.with_webhooks(manifest)
+    check("kube-apiserver-keystone.yaml", yaml.safe_dump(new, sort_keys=False))
     cmd = new["spec"]["containers"][0]["command"]
+    assert "--authentication-token-webhook-version=v1beta1" in cmd  # k8s-keystone-auth v1.36 reads v1beta1 only
     assert "--authorization-mode=Node,RBAC" not in cmd and "--secure-port=6443" in cmd
     assert "--authorization-config=/etc/kubernetes/keystone-auth/authorization-config.yaml" in cmd
     assert "--authentication-token-webhook-config-file=/etc/kubernetes/keystone-auth/webhook.kubeconfig" in cmd
@@ -111,13 +120,16 @@ def test_apiserver_gets_webhook_flags_and_loses_authorization_mode():
 
 
 def test_authorization_config_and_webhook_kubeconfig():
-    authz = yaml.safe_load(render("kubeadm/authorization-config.yaml.j2", lab="golden",
-                                  webhook_kubeconfig=keystone_deploy.WEBHOOK_KUBECONFIG, project_id_key=keystone_auth.PROJECT_ID))
+    text = render("kubeadm/authorization-config.yaml.j2", lab="golden",
+                  webhook_kubeconfig=keystone_deploy.WEBHOOK_KUBECONFIG, project_id_key=keystone_auth.PROJECT_ID)
+    check("authorization-config.yaml", text)
+    authz = yaml.safe_load(text)
     assert authz["apiVersion"] == "apiserver.config.k8s.io/v1" and authz["kind"] == "AuthorizationConfiguration"
     assert [a["type"] for a in authz["authorizers"]] == ["Node", "RBAC", "Webhook"]
     hook = authz["authorizers"][2]["webhook"]
     assert hook["connectionInfo"] == {"type": "KubeConfigFile", "kubeConfigFile": keystone_deploy.WEBHOOK_KUBECONFIG}
     assert hook["failurePolicy"] == "NoOpinion" and keystone_auth.PROJECT_ID in hook["matchConditions"][0]["expression"]
+    assert hook["subjectAccessReviewVersion"] == "v1beta1" and hook["matchConditionSubjectAccessReviewVersion"] == "v1"
     text = render("kubeadm/keystone-webhook.kubeconfig.j2", lab="golden", ca_data="Q0E=", server="https://10.96.0.50:8443/webhook")
     assert "insecure-skip-tls-verify" not in yaml.safe_dump(yaml.safe_load(text))
     assert yaml.safe_load(text)["clusters"][0]["cluster"]["certificate-authority-data"] == "Q0E="
@@ -126,13 +138,14 @@ def test_authorization_config_and_webhook_kubeconfig():
 def test_user_kubeconfig_uses_the_exec_plugin_and_kubectl_reads_it(tmp_path, ctx):
     text = keystone_deploy.user_kubeconfig(ctx.settings, "https://172.24.4.10:6443", "Q0E=", "http://ks/identity/v3",
                                            "demo", "demo", "Default")
+    check("keystone-user.kubeconfig", text)
     path = tmp_path / "demo.kubeconfig"
     path.write_text(text)
     out = subprocess.run(["kubectl", "config", "view", "--kubeconfig", str(path), "-o", "json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     user = json.loads(out.stdout)["users"][0]["user"]
     assert "auth-provider" not in user and user["exec"]["command"] == "client-keystone-auth"
-    assert user["exec"]["apiVersion"] == "client.authentication.k8s.io/v1"
+    assert user["exec"]["apiVersion"] == "client.authentication.k8s.io/v1beta1"
     assert {e["name"] for e in user["exec"]["env"]} == {"OS_AUTH_URL", "OS_DOMAIN_NAME", "OS_PROJECT_NAME", "OS_USERNAME"}
 
 
@@ -168,3 +181,77 @@ def test_default_storage_class_decision():
     assert not ok and "kubernetes.io/cinder" in why
     ok, why = verify_pv.default_class(Api([{**good, "reclaimPolicy": "Retain"}]))
     assert not ok and "Retain" in why
+
+
+# What client-keystone-auth v1.36.0 prints on success, whatever version it is asked for
+# (cloud-provider-openstack cmd/client-keystone-auth/main.go, respTemplate).
+PLUGIN = """#!/bin/sh
+printf '{"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential", "status": {"token": "gAAAA-t", "expirationTimestamp": "2099-01-01T00:00:00Z"}}'
+"""
+
+
+@pytest.mark.parametrize("exec_version, accepted", [("client.authentication.k8s.io/v1beta1", True),
+                                                    ("client.authentication.k8s.io/v1", False)])
+def test_kubectl_accepts_client_keystone_auth_only_with_the_kubeconfig_version_it_prints(tmp_path, ctx, exec_version, accepted):
+    """client-go rejects an ExecCredential whose apiVersion differs from the kubeconfig's exec
+    apiVersion: the real kubectl runs the plugin (here: what client-keystone-auth prints)."""
+    plugin = tmp_path / "client-keystone-auth"
+    plugin.write_text(PLUGIN)
+    plugin.chmod(0o755)
+    cfg = yaml.safe_load(keystone_deploy.user_kubeconfig(ctx.settings, "https://127.0.0.1:1", "", "http://ks/v3",
+                                                         "demo", "demo", "Default"))
+    cfg["clusters"][0]["cluster"].pop("certificate-authority-data")
+    cfg["users"][0]["user"]["exec"]["apiVersion"] = exec_version
+    path = tmp_path / "demo.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    out = subprocess.run(["kubectl", "--kubeconfig", str(path), "--insecure-skip-tls-verify", "get", "--raw", "/version"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    mismatch = "plugin returned version client.authentication.k8s.io/v1beta1" in out.stderr
+    assert out.returncode != 0 and mismatch != accepted, out.stderr  # accepted: it fails later, at the closed port
+    if accepted:
+        assert "refused" in out.stderr, out.stderr
+
+
+def test_webhook_answers_are_read_as_k8s_keystone_auth_gives_them():
+    """keystone.go: 200 with the review; a rejected token is HTTP 401 with the review saying
+    authenticated false (a rejection, not an error); 400 is an error (e.g. a v1 review)."""
+    from osk8s_tasks.steps import StepFailed
+    from osk8s_tasks.verify_keystone import review_status
+
+    ok = json.dumps({"status": {"authenticated": True, "user": {"username": "demo"}}})
+    rejected = json.dumps({"apiVersion": "authentication.k8s.io/v1beta1", "status": {"authenticated": False}})
+    assert review_status(200, ok)["user"]["username"] == "demo"
+    assert review_status(401, rejected) == {"authenticated": False}
+    for code, text in ((400, 'unknown apiVersion "authentication.k8s.io/v1"\n'), (401, "Unauthorized"), (500, "{}")):
+        with pytest.raises(StepFailed, match=f"answered {code}"):
+            review_status(code, text)
+
+
+@pytest.mark.parametrize("wanted, offered, provider", [
+    ("amphora", {"amphora", "octavia"}, "amphora"),
+    ("ovn", {"amphora", "ovn"}, "amphora"),  # HTTP listeners need amphora
+    ("ovn", {"ovn"}, None),                   # skipped, never failed on an Octavia 400
+])
+def test_ingress_provider(wanted, offered, provider):
+    got, why = verify_lb.ingress_provider(wanted, offered)
+    assert got == provider
+    if provider is None:
+        assert why.startswith("skipped:") and "HTTP listeners" in why
+
+
+def test_keystone_policy_model_accepts_only_what_upstream_reads_the_same_way():
+    user = {"username": "demo", "uid": "u1", "groups": ["p1"],
+            "extra": {keystone_auth.ROLES: ["k8s-viewer"], keystone_auth.PROJECT_ID: ["p1"]}}
+    assert keystone_auth.authorize(keystone_auth.DEFAULT_POLICY, user, "list", "pods", "default")
+    assert not keystone_auth.authorize(keystone_auth.DEFAULT_POLICY, {**user, "extra": {}}, "list", "pods", "default")
+    rule = keystone_auth.DEFAULT_POLICY[0]
+    for bad, why in (
+        ([{**rule, "resource": {k: v for k, v in rule["resource"].items() if k != "version"}}], "version"),
+        ([{**rule, "resource": {**rule["resource"], "apiGroup": "*"}}], "apiGroup"),
+        ([{**rule, "users": {"roles": ["x"], "projects": ["p1"]}}], "users"),
+        ([{"resource_permissions": {"*/pods": ["get"]}, "match": []}], "resource_permissions"),
+        ([{**rule, "match": [{"type": "domain", "values": ["x"]}]}], "domain"),
+    ):
+        with pytest.raises(keystone_auth.PolicyError, match=why):
+            keystone_auth.authorize(bad, user, "list", "pods", "default")
