@@ -44,8 +44,12 @@ REMOVED = {
     ("blockstorage", "bs-version"): "removed with the in-tree Cinder provider: cinder-csi-plugin always uses Block "
                                     "Storage v3; delete it (volume options go in a StorageClass of cinder.csi.openstack.org)",
     ("blockstorage", "trust-device-path"): "removed with the in-tree Cinder provider; delete it",
-    ("loadbalancer", "lb-version"): "only v2 exists; delete it",
 }
+# Still read, and any value but v2 stops OCCM at start-up: pkg/openstack/openstack.go (LoadBalancer(),
+# "Config error: currently only support LBaaS v2, unrecognised lb-version").
+LB_VERSION_FATAL = ("OCCM still reads it and exits at start-up on any value but v2 (\"Config error: currently only "
+                    "support LBaaS v2\"); delete it (v2 is the only load-balancer API)")
+LB_VERSION_V2 = "still read, and v2 is the only value it accepts: it changes nothing; you may delete it"
 SECTION_HINTS = {
     ("occm", "blockstorage"): "openstack-cloud-controller-manager reads no [BlockStorage]: block storage settings "
                               "belong in cinder-csi-plugin's cloud.conf (node-volume-attach-limit, rescan-on-resize, "
@@ -59,7 +63,7 @@ class Finding:
     line: int
     section: str
     key: str
-    kind: str  # removed | unknown | misplaced | advice
+    kind: str  # removed | fatal | unknown | misplaced | advice
     fix: str
 
 
@@ -79,6 +83,12 @@ def parse(text: str) -> list[tuple[int, str, str]]:
     return out
 
 
+def _value(text: str, line: int) -> str:
+    """The value on `line` (1-based), for the few keys whose value is no secret (lb-version)."""
+    raw = text.splitlines()[line - 1].split("=", 1)
+    return raw[1].strip().strip('"') if len(raw) == 2 else ""
+
+
 def lint(text: str, component: str = "occm") -> list[Finding]:
     known = KNOWN[component]
     findings, keys = [], parse(text)
@@ -89,6 +99,9 @@ def lint(text: str, component: str = "occm") -> list[Finding]:
             findings.append(Finding(n, section, "", "misplaced", SECTION_HINTS[(component, s)]))
         if (s, k) in REMOVED:
             findings.append(Finding(n, section, key, "removed", REMOVED[(s, k)]))
+        elif component == "occm" and (s, k) == ("loadbalancer", "lb-version"):
+            v2 = _value(text, n) == "v2"
+            findings.append(Finding(n, section, key, "advice" if v2 else "fatal", LB_VERSION_V2 if v2 else LB_VERSION_FATAL))
         elif (component, s) in SECTION_HINTS:
             pass
         elif s not in known:

@@ -151,7 +151,7 @@ def lint_cloud_config(c, file, component="occm"):
         raise Exit(f"{file}: no such file. Fix: give the path of a cloud.conf", code=2)
     findings = cloudconf.lint(path.read_text(errors="replace"), component)
     print(cloudconf.report(file, findings))
-    if any(f.kind in ("removed", "unknown", "misplaced") for f in findings):
+    if any(f.kind in ("removed", "fatal", "unknown", "misplaced") for f in findings):
         raise Exit(code=1)
 
 

@@ -53,3 +53,14 @@ def test_cli_exit_codes_and_no_secret_values():
     assert "=password" not in r.stdout and "3fd32295751a41aca601021eba681a29" not in r.stdout
     missing = run_inv(["cluster.lint-cloud-config", "/nonexistent"])
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_lb_version_is_still_read_and_only_v2_is_accepted():
+    """OCCM reads lb-version and exits on any value but v2 (pkg/openstack/openstack.go): not
+    'removed'. A value other than v2 is fatal; v2 itself changes nothing."""
+    v1 = cloudconf.lint(MODERN.replace("[LoadBalancer]\n", "[LoadBalancer]\nlb-version = v1\n"))
+    assert [(f.kind, f.key) for f in v1] == [("fatal", "lb-version")] and "exits at start-up" in v1[0].fix
+    v2 = cloudconf.lint(MODERN.replace("[LoadBalancer]\n", "[LoadBalancer]\nLB-Version = \"v2\"\n"))
+    assert [(f.kind, f.key) for f in v2] == [("advice", "LB-Version")] and "only value it accepts" in v2[0].fix
+    assert not [f for f in cloudconf.lint(MODERN.replace("[LoadBalancer]\n", "[LoadBalancer]\nlb-version = v1\n"))
+                if f.kind == "removed"]
