@@ -142,7 +142,7 @@ def keypair_step(s, clouds) -> Step:
     name, key = names(s.settings)["keypair"], local_key(s.settings)
 
     def decide():
-        have = clouds.main.compute.find_keypair(name, ignore_missing=True)
+        have = next((k for k in clouds.main.compute.keypairs() if k.name == name), None)
         pub = key.with_suffix(".pub").read_text().strip() if key.exists() else None
         if have is None:
             return Decision("create", f"no keypair {name}", f"import {'' if pub else 'a new '}key {key} as keypair {name}")

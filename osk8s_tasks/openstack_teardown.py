@@ -60,7 +60,8 @@ def _delete(s, clouds, kind: str, obj) -> None:
         main.load_balancer.wait_for_delete(obj, wait=300)
     elif kind.startswith("volumes"):
         for att in obj.attachments or []:
-            main.compute.delete_volume_attachment(att["server_id"], obj.id)
+            # objects, not IDs: with IDs the SDK guesses their order through a deprecated find_server
+            main.compute.delete_volume_attachment(main.compute.get_server(att["server_id"]), obj)
         if obj.attachments:
             main.block_storage.wait_for_status(obj, "available", wait=300)
         main.block_storage.delete_volume(obj)
