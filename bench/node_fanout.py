@@ -1,13 +1,20 @@
-"""Node steps on 1 and on 6 sshd test hosts behind a gateway (the real jump path), first run
-(every step applies, through the Kubernetes tool stand-ins), side by side: prints t(6)/t(1).
-Goal <= 1.5: nodes are converged concurrently. Needs root (network namespaces).
-Usage: .venv/bin/python bench/node_fanout.py [ROUNDS]"""
+"""Node steps on N sshd test hosts behind a gateway (the real jump path), first run (every step
+applies, through the Kubernetes tool stand-ins), for each N given, rounds interleaved so every N
+sees the same machine load. Prints t(N)/t(1) (or relative to the smallest N), the nodes that
+failed, and the TCP connections the run opened to the jump host (counted in the gateway sshd's
+VERBOSE log: "Connection from" lines, plus the ones sshd dropped "past MaxStartups").
+The gateway's sshd runs at OpenSSH's default MaxStartups (10:30:100): tests/peers/sshd.py writes
+no MaxStartups line. Goal: t(24)/t(1) <= 1.5 with 0 failed nodes. Needs root (network namespaces).
+Usage: .venv/bin/python bench/node_fanout.py [N ...] [--rounds R]   (default: 1 6, 3 rounds)"""
 
+import argparse
+import json
 import statistics
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -17,34 +24,77 @@ sys.path.insert(0, str(ROOT))
 from tests.peers.k8s_nodes import node_hosts  # noqa: E402
 
 INV = str(Path(sys.executable).parent / "inv")
+PREFIX = "o8g"  # network namespaces o8g0..o8gN: never the tests' own
 
 
-def one(workers: int) -> float:
+@dataclass
+class Run:
+    seconds: float
+    failed: int  # nodes that did not converge
+    jump_connections: int  # TCP connections to the gateway's sshd during the run
+
+
+def jump_log_count(log: Path) -> int:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return sum(("Connection from " in ln) or ("past MaxStartups" in ln) for ln in text.splitlines())
+
+
+def failed_nodes(log_json: Path, names: list[str], exit_code: int) -> int:
+    events = [json.loads(ln) for ln in log_json.read_text().splitlines() if ln.strip()] if log_json.exists() else []
+    failed = {e.get("node") for e in events if e.get("event") == "step.failed"} & set(names)
+    return len(names) if exit_code and not failed else len(failed)  # failed before any node step: all of them
+
+
+def one(n: int) -> Run:
     lab = f"b{uuid.uuid4().hex[:4]}"
-    hosts = node_hosts(Path(f"/run/osk8s-bench-{lab}"), lab, workers=workers - 1, prefix="o8b")
+    hosts = node_hosts(Path(f"/run/osk8s-bench-{lab}"), lab, workers=n - 1, prefix=PREFIX)
     try:
-        cfg = hosts.workdir / "lab.yaml"
-        nodes = [{"name": "master", "role": "control-plane"}] + [{"name": f"worker-{i}", "role": "worker"} for i in range(1, workers)]
+        cfg, log_json = hosts.workdir / "lab.yaml", hosts.workdir / "run.jsonl"
+        nodes = [{"name": "master", "role": "control-plane"}] + [{"name": f"worker-{i}", "role": "worker"} for i in range(1, n)]
         cfg.write_text(yaml.safe_dump({"lab": {"name": lab, "state_dir": str(hosts.workdir / "state")},
                                        "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
                                        "cluster": {"ssh_config": str(hosts.ssh_config), "nodes": nodes}}))
+        sshd_log = hosts.workdir / f"{hosts.hosts[0].netns}_sshd.log"
+        before = jump_log_count(sshd_log)  # start() probed the port once
         t0 = time.perf_counter()
-        subprocess.run([INV, "-f", str(cfg), "cluster.prepare-nodes"], check=True, capture_output=True, cwd=ROOT)
-        return time.perf_counter() - t0
+        proc = subprocess.run([INV, "-f", str(cfg), "cluster.prepare-nodes", "--log-json", str(log_json)],
+                              capture_output=True, cwd=ROOT, timeout=1800)
+        seconds = time.perf_counter() - t0
+        time.sleep(0.2)  # sshd's log lines of the last connections
+        return Run(seconds, failed_nodes(log_json, [h.name for h in hosts.hosts[1:]], proc.returncode),
+                   jump_log_count(sshd_log) - before)
     finally:
         hosts.stop()
 
 
-def main(rounds: int = 3) -> None:
-    t1, t6 = [], []
-    for _ in range(rounds):  # interleaved, so both see the same machine load
-        t1.append(one(1))
-        t6.append(one(6))
-    a, b = statistics.median(t1), statistics.median(t6)
-    print(f"node steps on 1 host : median {a:.2f} s  runs: {', '.join(f'{x:.2f}' for x in t1)}")
-    print(f"node steps on 6 hosts: median {b:.2f} s  runs: {', '.join(f'{x:.2f}' for x in t6)}")
-    print(f"t(6)/t(1) = {b / a:.2f} (goal <= 1.5)")
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("counts", nargs="*", type=int, default=[1, 6], help="node counts (default: 1 6)")
+    p.add_argument("--rounds", type=int, default=3)
+    a = p.parse_args(argv)
+    counts = sorted(set(a.counts))
+    runs: dict[int, list[Run]] = {n: [] for n in counts}
+    for r in range(a.rounds):  # interleaved, so every count sees the same machine load
+        for n in counts:
+            runs[n].append(one(n))
+            x = runs[n][-1]
+            print(f"round {r + 1}: {n:>3} nodes {x.seconds:6.2f} s, {x.failed} failed, "
+                  f"{x.jump_connections} connections to the jump host", flush=True)
+    base = statistics.median(x.seconds for x in runs[counts[0]])
+    print()
+    for n in counts:
+        xs = runs[n]
+        med = statistics.median(x.seconds for x in xs)
+        print(f"{n:>3} nodes: median {med:6.2f} s  t({n})/t({counts[0]}) = {med / base:.2f}  "
+              f"failed nodes: {sum(x.failed for x in xs)} in {len(xs)} rounds  "
+              f"jump connections per run: {', '.join(str(x.jump_connections) for x in xs)}  "
+              f"runs: {', '.join(f'{x.seconds:.2f}' for x in xs)}")
+    if 24 in runs and counts[0] == 1:
+        ratio = statistics.median(x.seconds for x in runs[24]) / base
+        failed = sum(x.failed for x in runs[24])
+        print(f"goal t(24)/t(1) <= 1.5 with 0 failed nodes: {ratio:.2f}, {failed} failed -> "
+              f"{'met' if ratio <= 1.5 and not failed else 'NOT met'}")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main()
