@@ -4,7 +4,7 @@ through the devstack VM as jump host: the nodes' floating IPs are routable only 
 from __future__ import annotations
 
 import shlex
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import remote
@@ -29,21 +29,15 @@ def nodes_ssh_config(settings) -> Path:
 
 @contextmanager
 def connections(s, only: str | None = None):
-    """{server name: Remote} for every node (or the node `only`), each through the gateway (the devstack host)."""
+    """{server name: Remote} for every node (or the node `only`), all through one connection to
+    the gateway (the devstack host): see remote.through_jump_host."""
     from .devstack import target
 
     gw_config, gw_alias = target(s.settings)
     path = nodes_ssh_config(s.settings)
     if not path.exists():
         raise StepFailed(f"no ssh_config for the nodes ({path}). Fix: inv cluster.ssh-config (after openstack.servers)")
-    with ExitStack() as stack:
-        out = {}
-        for name in [only] if only else node_names(s.settings):
-            gateway = remote.connect(gw_config, gw_alias)  # one jump connection per node: threads share none
-            stack.callback(gateway.close)
-            conn = remote.connect(path, name, gateway=gateway)
-            stack.callback(conn.close)
-            out[name] = remote.Remote(conn, s.log.bind(node=name))
+    with remote.through_jump_host(gw_config, gw_alias, path, [only] if only else node_names(s.settings), s.log) as out:
         yield out
 
 

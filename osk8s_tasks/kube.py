@@ -161,6 +161,6 @@ def connect(settings, master_remote=None):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with master_remote.conn.forward_local(port, 6443, "127.0.0.1"):
+    with master_remote.forward_local(port, 6443, "127.0.0.1"):
         api_client.configuration.host = f"https://127.0.0.1:{port}"
         yield Api(client.ApiClient(api_client.configuration))

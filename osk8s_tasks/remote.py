@@ -4,14 +4,27 @@ Fabric installs paramiko's AutoAddPolicy and never reads known_hosts; every conn
 instead loads the UserKnownHostsFile named in the ssh_config and rejects unknown or changed keys.
 Host keys are recorded once, when the tool itself has just created the machine (``keyscan``),
 and a recreated machine gets its keys re-recorded by the same step, never silently.
+
+Hosts behind a jump host (the nodes behind the devstack VM) share ONE connection to it
+(:func:`through_jump_host`): each node's connection is a direct-tcpip channel on that one
+transport, so a fan-out over 24 or 48 nodes makes one handshake with the jump host, never
+enough to reach OpenSSH's ``MaxStartups`` (10:30:100 by default: sshd drops unauthenticated
+connections beyond ten). Opening a connection is retried, with backoff and a log line, only when
+it failed at the connection level (no banner, reset): never after a host-key or authentication
+failure (:func:`is_transient`).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import random
 import shlex
 import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .facts.host import parse_ssh_config
@@ -36,6 +49,48 @@ def connect(ssh_config: Path, host: str, gateway=None, connect_timeout: int = 15
     if os.path.exists(path):
         conn.client.load_host_keys(path)
     return conn
+
+
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds before each further attempt (plus up to 50% jitter)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A connection-level failure worth another attempt: sshd dropped the connection before its
+    banner (MaxStartups, a restart) or the peer reset it. Never a host-key or authentication
+    failure (those are SSHExceptions with other messages): trying again cannot fix them, and must
+    not look as if it could."""
+    import paramiko
+
+    if isinstance(exc, ConnectionResetError | ConnectionAbortedError):
+        return True
+    return isinstance(exc, paramiko.SSHException) and str(exc).startswith("Error reading SSH protocol banner")
+
+
+def retrying(attempt: Callable[[], object], host: str, log, delays=RETRY_DELAYS, sleep=time.sleep):
+    """attempt(), tried again after each delay while it fails with a transient error (logged as
+    `ssh.retry`); any other error, or the last transient one, is raised as it came."""
+    for n, delay in enumerate((*delays, None), start=1):
+        try:
+            return attempt()
+        except Exception as exc:
+            if delay is None or not is_transient(exc):
+                raise
+            wait = delay * (1 + random.random() / 2)  # clients dropped together do not retry together
+            log.warning("ssh.retry", host=host, attempt=n, error=f"{exc.__class__.__name__}: {exc}", retry_in=round(wait, 2))
+            sleep(wait)
+
+
+def open_connection(conn, log, delays=RETRY_DELAYS) -> None:
+    """Open a Fabric Connection now (retrying transient failures); a failed attempt's transport is
+    closed, and with it its channel on the jump host."""
+    def attempt():
+        try:
+            conn.open()
+        except Exception:
+            conn.client.close()
+            raise
+
+    retrying(attempt, f"{conn.user}@{conn.host}:{conn.port}", log, delays)
 
 
 def describe_ssh_error(exc: Exception, host: str) -> str:
@@ -102,20 +157,62 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def through_jump_host(jump_config: Path, jump_alias: str, hosts_config: Path, names, log) -> Iterator[dict]:
+    """{name: Remote} for each host in `names`, every one through ONE connection to the jump host.
+
+    The jump host is connected here, before any thread uses it (retrying transient failures; any
+    other failure is the whole run's, named as the jump host's). Each host's own connection is
+    opened on first use, in the thread that uses it: Fabric opens a direct-tcpip channel on the
+    jump host's transport (`Connection.open_gateway`), and paramiko's `Transport.open_channel`
+    takes the transport's lock, so threads can share it. Closed hosts first, the jump host last."""
+    jump = connect(jump_config, jump_alias)
+    try:
+        open_connection(jump, log.bind(node=jump_alias))
+    except Exception as exc:
+        jump.close()
+        raise StepFailed(f"jump host {jump_alias}: {describe_ssh_error(exc, jump_alias)}") from None
+    with ExitStack() as stack:
+        stack.callback(jump.close)  # registered first, so closed last
+        out = {}
+        for name in names:
+            conn = connect(hosts_config, name, gateway=jump)
+            stack.callback(conn.close)
+            out[name] = Remote(conn, log.bind(node=name))
+        log.info("ssh.jump_host", host=jump_alias, hosts=len(out), connections=1)
+        yield out
+
+
 class Remote:
-    """One SSH connection (the DevStack host, a node); commands fail with the command and its stderr."""
+    """One SSH connection (the DevStack host, a node); commands fail with the command and its stderr.
+    The connection is opened on first use (transient failures retried); several threads may share it."""
 
     def __init__(self, conn, log):
         self.conn, self.log = conn, log
+        self._opening = threading.Lock()
 
     @property
     def user(self) -> str:
         return self.conn.user
 
+    def open(self) -> None:
+        with self._opening:
+            if not self.conn.is_connected:
+                open_connection(self.conn, self.log)
+
+    def forward_local(self, local_port: int, remote_port: int, remote_host: str):
+        """Fabric's forward_local (a context manager) on this connection, opened first."""
+        try:
+            self.open()
+        except Exception as exc:
+            raise StepFailed(describe_ssh_error(exc, self.conn.host)) from None
+        return self.conn.forward_local(local_port, remote_port, remote_host)
+
     def run(self, cmd: str, sudo: bool = False, warn: bool = False, timeout: int | None = None):
         full = f"sudo -n sh -c {shlex.quote(cmd)}" if sudo else cmd
         self.log.debug("remote.run", command=full)
         try:
+            self.open()
             result = self.conn.run(full, hide=True, warn=True, in_stream=False, timeout=timeout)
         except Exception as exc:
             raise StepFailed(describe_ssh_error(exc, self.conn.host)) from None

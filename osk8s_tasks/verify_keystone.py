@@ -55,7 +55,7 @@ def webhook_url(ctx: Ctx, master, cluster_ip: str):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with master.conn.forward_local(port, 8443, cluster_ip):
+    with master.forward_local(port, 8443, cluster_ip):
         yield f"https://127.0.0.1:{port}/webhook"
 
 
