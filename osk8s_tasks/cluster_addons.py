@@ -94,7 +94,7 @@ def api_of(s):
             yield api
         return
     master = next(n for n, role in node_names(s.settings).items() if role == "control-plane")
-    with connections(s) as remotes, kube.connect(s.settings, remotes[master]) as api:
+    with connections(s, only=master) as remotes, kube.connect(s.settings, remotes[master]) as api:
         yield api
 
 
