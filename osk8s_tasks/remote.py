@@ -36,8 +36,7 @@ def connect(ssh_config: Path, host: str, gateway=None, connect_timeout: int = 15
     from fabric import Config, Connection
     from paramiko import RejectPolicy
 
-    cfg = Config(runtime_ssh_path=str(ssh_config))
-    cfg.load_ssh_config()
+    cfg = Config(runtime_ssh_path=str(ssh_config))  # parses the file (a second load_ssh_config() appended it again)
     cfg.run.in_stream = False  # automation: remote commands never read our stdin
     conn = Connection(host, config=cfg, gateway=gateway, connect_timeout=connect_timeout)
     known = conn.ssh_config.get("userknownhostsfile")
