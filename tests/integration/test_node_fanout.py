@@ -4,9 +4,13 @@ host, all at once, lost 3 to 6 nodes a run with "Error reading SSH protocol bann
 through one shared connection, cluster.prepare-nodes converges every node the first time and
 finds every step ok the second. The connections the tool opened to the jump host are counted in
 its sshd's log (LogLevel VERBOSE: a "Connection from" line each, and a "past MaxStartups" line for
-each dropped one). The nodes' Kubernetes tools are the recording stand-ins (tests/peers/k8s_standin)."""
+each dropped one). The nodes' Kubernetes tools are the recording stand-ins (tests/peers/k8s_standin).
+Also: host keys stay checked over the shared connection and their failures are never retried,
+while a connection closed before sshd's banner is."""
 
 import re
+import socket
+import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -19,6 +23,7 @@ from osk8s_tasks import remote
 from osk8s_tasks.steps import StepFailed
 from tests.conftest import require_root_tools, run_inv
 from tests.peers.k8s_nodes import calls, node_hosts
+from tests.peers.sshd import USER
 
 pytestmark = pytest.mark.sshd
 LAB = f"f{uuid.uuid4().hex[:4]}"
@@ -139,3 +144,67 @@ def test_host_keys_stay_checked_through_the_shared_jump_host_and_are_never_retri
     assert not [e for e in log.events if e[1] == "ssh.retry"]
     time.sleep(0.2)  # sshd's child logs the connection once it runs
     assert _connections(lab.jump_log()[seen:]) == (1, 0)
+
+
+class DropFirst:
+    """A TCP relay on 127.0.0.1 to the jump host's sshd that closes the first connection it accepts
+    before any byte, as sshd does past MaxStartups (which drops at random: this one always does)."""
+
+    def __init__(self, address: str):
+        self.address, self.accepted = address, 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.accepted == 1:
+                client.close()
+                continue
+            upstream = socket.create_connection((self.address, 22))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:  # the other direction closed both
+            pass
+        finally:
+            src.close()
+            dst.close()
+
+    def close(self):
+        self.server.close()
+
+
+def test_a_connection_dropped_before_the_banner_is_retried(lab, tmp_path):
+    gateway = lab.hosts.hosts[0]
+    relay = DropFirst(gateway.address)
+    try:
+        known = tmp_path / "known_hosts"
+        key = next(ln.split(" ", 1)[1] for ln in lab.hosts.known_hosts.read_text().splitlines()
+                   if ln.startswith(f"{gateway.address} "))
+        known.write_text(lab.hosts.known_hosts.read_text() + f"[127.0.0.1]:{relay.port} {key}\n")
+        config = tmp_path / "ssh_config"
+        config.write_text(lab.hosts.ssh_config.read_text().replace(str(lab.hosts.known_hosts), str(known))
+                          + f"Host relayed\n  HostName 127.0.0.1\n  Port {relay.port}\n  User {USER}\n"
+                          f"  IdentityFile {lab.hosts.client_key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n")
+        node = lab.nodes[0]
+        log = Log()
+        with remote.through_jump_host(config, "relayed", config, [node.name], log) as nodes:
+            assert nodes[node.name].run("hostname").exited == 0
+            conn = nodes[node.name].conn
+        assert not conn.is_connected and not conn.gateway.is_connected  # both closed on the way out
+        retries = [kw for _, event, kw in log.events if event == "ssh.retry"]
+        assert relay.accepted == 2 and len(retries) == 1, log.events
+        assert retries[0]["attempt"] == 1 and "Error reading SSH protocol banner" in retries[0]["error"]
+    finally:
+        relay.close()
