@@ -82,7 +82,43 @@ def _patch_file(name: str) -> str:
     return name
 
 
+def _remote_path(value: str) -> str:
+    """An absolute path that lands in remote shell commands and in local.conf (sourced by bash):
+    only characters that mean nothing to a shell."""
+    if not re.fullmatch(r"/[A-Za-z0-9._/+-]*", value) or "/../" in f"{value}/" or "//" in value:
+        raise ValueError("must be an absolute path of letters, digits and . _ - + / (no '..', no spaces, "
+                         "quotes, $ or newlines: it lands in shell commands and in local.conf)")
+    return value
+
+
+def _git_ref(value: str) -> str:
+    """A branch name as git accepts it, never an option: no leading '-', no '..', no spaces."""
+    if not re.fullmatch(r"[A-Za-z0-9._/+-]+", value) or value.startswith(("-", "/")) or ".." in value \
+            or value.endswith((".", "/", ".lock")):
+        raise ValueError("must be a git branch name: letters, digits and . _ - + /, not starting with '-' or '/', "
+                         "no '..'")
+    return value
+
+
+def _one_line(value: str) -> str:
+    """A name that goes into config files (cloud.conf, ssh_config): one line, no quotes or
+    control characters, not an option."""
+    if not value or re.search(r'[\x00-\x1f\x7f"\\]', value) or value.startswith("-") or value != value.strip():
+        raise ValueError("must be one line without quotes, backslashes or control characters, not starting with "
+                         "'-' or a space (it is written into cloud.conf and ssh_config)")
+    return value
+
+
+def _user_name(value: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value):
+        raise ValueError("must be a POSIX user name: lower-case letters, digits, '_' and '-' (it is written into ssh_config)")
+    return value
+
+
 Label = Annotated[str, AfterValidator(_dns_label)]
+RemotePath = Annotated[str, AfterValidator(_remote_path)]
+GitRef = Annotated[str, AfterValidator(_git_ref)]
+OneLine = Annotated[str, AfterValidator(_one_line)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 PosInt = Annotated[int, Field(gt=0)]
 
@@ -105,6 +141,8 @@ class Versions(Section):
     openstack_branch: Annotated[str, Field(pattern=r"^(master|(stable|unmaintained)/\d{4}\.\d)$")]
     cloud_provider_openstack: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
     calico: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
+    calico_manifest_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    kubernetes_apt_key_fingerprint: Annotated[str, Field(pattern=r"^[0-9A-F]{40}$")]
     csi_attacher: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
     csi_provisioner: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
     csi_resizer: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
@@ -163,12 +201,12 @@ class Watchdog(Section):
 class Devstack(Section):
     ssh_target: str | None
     ssh_config: str | None
-    repo: Annotated[str, Field(min_length=1)]
-    branch: Annotated[str, Field(min_length=1)]
-    dest: Annotated[str, Field(pattern=r"^/")]
+    repo: Annotated[str, Field(pattern=r"^(https://|file:///|ssh://|git://)[^\s'\"$`\\]+$")]
+    branch: GitRef
+    dest: RemotePath
     packages: Annotated[list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+-]*$")]], BeforeValidator(_yaml_string)]
     octavia_provider: Literal["amphora", "ovn"]
-    amphora_image: str | None
+    amphora_image: RemotePath | None
     cinder_lvm_size: Annotated[str, Field(pattern=r"^\d+[MG]$")]
     enable_barbican: bool
     patches: Annotated[list[Annotated[str, AfterValidator(_patch_file)]], BeforeValidator(_yaml_string)]
@@ -197,6 +235,9 @@ class Image(Section):
     def _one_source(self) -> Image:
         if self.url and self.file:
             raise ValueError("give image.url or image.file, not both")
+        if self.url and not self.url.startswith("https://") and not self.checksum:
+            raise ValueError(f"image.url {self.url!r} is not https and has no checksum: anything on the way could "
+                             "replace the node image. Use an https URL, or set image.checksum (e.g. sha256:...)")
         return self
 
 
@@ -208,11 +249,12 @@ class Openstack(Section):
     image: Image
     keypair: str | None
     security_group: str | None
-    network: str
-    subnet: str
-    router: str
-    external_network: str
+    network: OneLine
+    subnet: OneLine
+    router: OneLine
+    external_network: OneLine
     nodeport_range: Annotated[str, Field(pattern=r"^\d{1,5}-\d{1,5}$")]
+    allowed_cidrs: Annotated[list[Cidr], BeforeValidator(_yaml_string), Field(min_length=1)] | None
     app_credential: bool
     server_timeout: PosInt
     boot_concurrency: Annotated[int, Field(ge=1, le=32)]
@@ -226,7 +268,7 @@ class Node(Section):
 
 class Cluster(Section):
     nodes: Annotated[list[Node], BeforeValidator(_yaml_string), Field(min_length=1)]
-    ssh_user: Annotated[str, Field(min_length=1)]
+    ssh_user: Annotated[str, AfterValidator(_user_name)]
     ssh_config: str | None
     api_server: Annotated[str, Field(pattern=r"^https?://")] | None
     pod_subnet: Cidr

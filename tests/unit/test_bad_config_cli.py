@@ -31,31 +31,71 @@ CASES = {
                         "cluster", "unique"),
     "unknown verify check": ({"INVOKE_VERIFY_CHECKS": "[lb, dns]"}, [], "verify.checks.1", "Fix:"),
     "missing -f file": ({}, ["-f", "does-not-exist.yaml"], "-f does-not-exist.yaml", "Fix:"),
+    # hostile values: each would reach a shell, local.conf, cloud.conf or ssh_config ({tmp}/pwned
+    # must never appear: nothing ran)
+    "dest with a command": ({"INVOKE_DEVSTACK_DEST": "/opt/$(touch {tmp}/pwned)"}, [], "devstack.dest", "shell"),
+    "dest with ..": ({"INVOKE_DEVSTACK_DEST": "/opt/../etc"}, [], "devstack.dest", ".."),
+    "branch as an option": ({"INVOKE_DEVSTACK_BRANCH": "--upload-pack=touch {tmp}/pwned"}, [], "devstack.branch", "'-'"),
+    "branch with a newline": ({"INVOKE_DEVSTACK_BRANCH": "master\nADMIN_PASSWORD=x"}, [], "devstack.branch", "git branch"),
+    "amphora image with a command": ({"INVOKE_DEVSTACK_AMPHORA_IMAGE": "/opt/a.qcow2;touch {tmp}/pwned"}, [],
+                                     "devstack.amphora_image", "shell"),
+    "repo with a command": ({"INVOKE_DEVSTACK_REPO": "https://x/$(touch {tmp}/pwned)"}, [], "devstack.repo", "Fix:"),
+    "ssh user with a directive": ({"INVOKE_CLUSTER_SSH_USER": "ubuntu\n  ProxyCommand touch {tmp}/pwned"}, [],
+                                  "cluster.ssh_user", "ssh_config"),
+    "network with a section": ({"INVOKE_OPENSTACK_NETWORK": "private\n[Global]\nauth-url = http://evil"}, [],
+                               "openstack.network", "cloud.conf"),
+    "external network with a key": ({"INVOKE_OPENSTACK_EXTERNAL_NETWORK": "public\nlb-provider = x"}, [],
+                                    "openstack.external_network", "cloud.conf"),
+    "admin password with a command": ({"OSK8S_ADMIN_PASSWORD": "Pw$(touch {tmp}/pwned)"}, [], "OSK8S_ADMIN_PASSWORD",
+                                      "value not shown"),
+    "image over http without checksum": ({"INVOKE_OPENSTACK_IMAGE_URL": "http://example.invalid/n.img"}, [],
+                                         "openstack.image", "https"),
+    "allowed cidr not a network": ({"INVOKE_OPENSTACK_ALLOWED_CIDRS": "[0.0.0.0/33]"}, [], "openstack.allowed_cidrs.0",
+                                   "CIDR"),
 }
 
 
+@pytest.fixture(scope="module")
+def offline():
+    """A network namespace with nothing but loopback: should validation ever let a case through,
+    the task it runs still cannot reach the network (vagrant box add, git fetch, a cloud)."""
+    import subprocess
+
+    ns = "o8offline"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+    yield ns
+    subprocess.run(["ip", "netns", "del", ns], check=True)
+
+
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_config_is_one_line_with_fix_and_no_side_effect(name, inv, tmp_path):
+def test_bad_config_is_one_line_with_fix_and_no_side_effect(name, inv, tmp_path, offline):
     env, extra, key, words = CASES[name]
     state = tmp_path / "state"
+    env = {k: v.replace("{tmp}", str(tmp_path)) for k, v in env.items()}
     env = {**env, "INVOKE_LAB_STATE_DIR": str(state)}
-    args = ["host.up"]
+    task = "devstack.configure" if "DEVSTACK" in "".join(env) or "OSK8S_ADMIN" in "".join(env) else "host.up"
+    args = [task, "--dry-run"]
     if extra and extra[0].startswith("--"):
         args += extra
     elif extra and extra[0] == "-f":
-        args = ["-f", str(tmp_path / extra[1]), "host.up"]
+        args = ["-f", str(tmp_path / extra[1]), *args]
         key = f"-f {tmp_path / extra[1]}"
     elif extra:
         cfg = tmp_path / "bad.yaml"
         cfg.write_text(extra[0])
-        args = ["-f", str(cfg), "host.up"]
-    result = inv(args, env=env, timeout=60)
+        args = ["-f", str(cfg), *args]
+    result = inv(args, env=env, timeout=60, netns=offline)
     assert result.returncode != 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, result.stderr
     assert key in lines[0] and words in lines[0], lines[0]
     assert not state.exists(), "config errors must not create any file"
+    assert not (tmp_path / "pwned").exists(), "a hostile value ran"
+    if "OSK8S_ADMIN_PASSWORD" in env:
+        assert env["OSK8S_ADMIN_PASSWORD"] not in result.stdout + result.stderr
 
 
 def test_at_least_fifteen_cases():
