@@ -197,7 +197,7 @@ def local_conf(s, ip: str, secrets: dict) -> str:
 
 
 def configure_step(s, r: Remote) -> Step:
-    from . import labsecrets, render
+    from . import labsecrets, log, render
 
     path = f"{_dir(s)}/local.conf"
 
@@ -206,18 +206,21 @@ def configure_step(s, r: Remote) -> Step:
 
     def check():
         text = wanted()
-        out = r.run(f"sha256sum {path} 2>/dev/null; stat -c %a {path} 2>/dev/null", warn=True).stdout.split()
+        out = r.run(f"sha256sum {shlex.quote(path)} 2>/dev/null; stat -c %a {shlex.quote(path)} 2>/dev/null", warn=True).stdout.split()
         if len(out) >= 3 and out[0] == render.digest(text) and out[2] == "600":
             return Status(True, f"local.conf is current (sha256 {out[0][:12]}, mode 600)")
         if len(out) < 3:
             return Status(False, "no local.conf yet", f"write {path} (mode 600):\n" + text)
-        current = r.run(f"cat {path}").stdout
-        diff = "".join(difflib.unified_diff(current.splitlines(True), text.splitlines(True), "local.conf (VM)", "local.conf (wanted)"))
+        current = r.run(f"cat {shlex.quote(path)}").stdout
+        for value in facts.secret_values(current):  # the VM's passwords may not be this run's
+            log.secret(value)
+        old, new = facts.mask_secret_lines(current, text)
+        diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "local.conf (VM)", "local.conf (wanted)"))
         return Status(False, "local.conf differs", diff or f"mode {out[2]} -> 600")
 
     def apply():
         r.put_text(f"{path}.tmp", wanted())
-        r.run(f"mv {path}.tmp {path}")
+        r.run(f"mv {shlex.quote(path + '.tmp')} {shlex.quote(path)}")
 
     return Step("local.conf", check, apply, node=r.conn.host)
 

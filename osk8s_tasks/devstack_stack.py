@@ -4,13 +4,15 @@ unit is down or whose API stops answering (the write-up restarted g-api and q-sv
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 
 import yaml
 
-from . import labsecrets
+from . import labsecrets, log
 from .facts import devstack as facts
+from .files import open_private
 from .remote import write_private
 from .steps import Status, Step, StepFailed
 
@@ -19,8 +21,17 @@ def stack_state(s, r) -> facts.StackState:
     return facts.parse_stack_probe(r.run(facts.stack_probe(s.settings.devstack.dest)).stdout)
 
 
+def register_vm_secrets(s, r) -> None:
+    """The passwords in the VM's local.conf, masked from here on: they may predate this lab's
+    secrets.yaml (lost, or changed), and stack.sh's trace prints them (mysql -p<password>)."""
+    conf = shlex.quote(f"{s.settings.devstack.dest}/devstack/local.conf")
+    for value in facts.secret_values(r.run(f"cat {conf} 2>/dev/null", warn=True).stdout):
+        log.secret(value)
+
+
 def _failure(s, r, st: facts.StackState) -> str:
-    d = s.settings.devstack.dest
+    register_vm_secrets(s, r)
+    d = shlex.quote(s.settings.devstack.dest)
     tail = r.run(f"tail -n 12 {d}/{facts.LOG} 2>/dev/null || tail -n 12 {d}/{facts.OUT} 2>/dev/null", warn=True).stdout
     lines = "\n    ".join(x for x in tail.splitlines() if x.strip())
     return (f"stack.sh failed (exit {st.rc if st.rc is not None else '?'}) in phase {st.phase!r}; last log lines:\n    "
@@ -210,9 +221,13 @@ def collect_logs(s, r, out) -> str:
         "  else echo 'no journalctl on this host' > $t/journal/$u.log; fi; done; "
         f"cp -L {dest}/{facts.LOG} {dest}/{facts.SUMMARY} {dest}/{facts.OUT} $t/ 2>/dev/null; "
         f"tar czf {remote_tgz} -C $t . && rm -rf $t", sudo=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
     r.run(f"chown {r.user} {remote_tgz}", sudo=True)
-    r.conn.get(remote_tgz, str(out))
-    out.chmod(0o600)
-    r.run(f"rm -f {remote_tgz}")
+    part = out.with_name(f".{out.name}.part")
+    try:
+        with open_private(part, "wb") as fh:  # 0600 from the first byte: the journals may hold passwords
+            r.conn.get(remote_tgz, fh)
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
+        r.run(f"rm -f {remote_tgz}", warn=True)
     return f"{out} ({out.stat().st_size} bytes; may hold passwords: mode 600)"

@@ -12,6 +12,7 @@ import time
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
+from .files import private_dir
 from .steps import COMMON_HELP, Status, Step, StepFailed, session
 
 UP_HELP = {
@@ -85,7 +86,7 @@ def settings_step(lab) -> Step:
         return Status(False, "the Vagrantfile settings differ from the configuration", diff)
 
     def apply():
-        lab.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(lab.dir)
         lab.settings_file.write_text(lab.rendered_settings())
 
     return Step("vagrant settings", check, apply)

@@ -8,7 +8,6 @@ registered with :func:`secret` is masked wherever it appears in any string.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import threading
@@ -55,10 +54,9 @@ class _JsonSinks:
         self.files: list = []
 
     def open(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.chmod(path, 0o600)
-        self.files.append(os.fdopen(fd, "a", buffering=1))
+        from .files import open_private
+
+        self.files.append(open_private(path, "a"))
 
     def __call__(self, _logger, _name, event: dict) -> dict:
         line = json.dumps(event, default=str)

@@ -43,10 +43,16 @@ def connect(ssh_config: Path, host: str, gateway=None, connect_timeout: int = 15
     if not known or known == "/dev/null":
         raise StepFailed(f"{ssh_config}: host {host} has no UserKnownHostsFile; host keys must be recorded. "
                          "Fix: regenerate it (inv host.ssh-config)")
-    conn.client.set_missing_host_key_policy(RejectPolicy())
-    path = os.path.expanduser(known.split()[0])
-    if os.path.exists(path):
-        conn.client.load_host_keys(path)
+    hop = conn
+    while hop is not None:
+        # Fabric builds a ProxyJump hop's Connection itself, with paramiko's AutoAddPolicy: every
+        # hop gets the same strict check, against its own UserKnownHostsFile or the target's.
+        own = hop.ssh_config.get("userknownhostsfile")
+        hop.client.set_missing_host_key_policy(RejectPolicy())
+        path = os.path.expanduser((own if own and own != "/dev/null" else known).split()[0])
+        if os.path.exists(path):
+            hop.client.load_host_keys(path)
+        hop = hop.gateway if isinstance(hop.gateway, Connection) and hop.gateway is not gateway else None
     return conn
 
 
@@ -146,14 +152,10 @@ def read_ssh_config(path: Path) -> dict[str, str]:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    """Write a file readable by its owner only (0600), atomically (files.write_private)."""
+    from .files import write_private as write
+
+    write(path, text)
 
 
 @contextmanager

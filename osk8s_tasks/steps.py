@@ -13,6 +13,7 @@ code.
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 import time
 import traceback
@@ -246,6 +247,13 @@ def session(
         yield child
         return
 
+    from . import labsecrets
+
+    try:
+        labsecrets.register_known(settings)  # before anything can print: stack.sh's trace holds passwords
+    except config.ConfigError as exc:
+        raise Exit(str(exc), code=2) from None
+    old_umask = os.umask(0o077)  # whatever this run writes locally is private from creation
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_path = settings.lab_dir / "logs" / f"{stamp}-{task}.jsonl"
     log.setup(log_path, log_json or settings.log.json_)
@@ -266,6 +274,7 @@ def session(
         error = f"internal error: {exc!r} (traceback in {log_path})"
     finally:
         _current.reset(token)
+        os.umask(old_umask)
     if error and not s.failed:
         s.results.append(Result(task, "(task)", "local", "failed", 0.0, error))
     s.log.info("task.end", failed=s.failed)
@@ -273,4 +282,4 @@ def session(
     if not quiet or s.failed:
         print(summary(s), flush=True)
     if s.failed:
-        raise Exit(f"{task} failed: {error or 'see the summary above'}", code=1)
+        raise Exit(log.redact(f"{task} failed: {error or 'see the summary above'}"), code=1)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import open_private
 from .steps import StepFailed
 
 STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed", 7: "pmsuspended"}
@@ -90,11 +91,9 @@ class Lab:
         """python-vagrant bound to this lab; its commands' output goes to logs/vagrant.log."""
         import vagrant
 
-        self.vagrant_log.parent.mkdir(parents=True, exist_ok=True)
-
         @contextmanager
         def to_log():
-            with open(self.vagrant_log, "a") as fh:
+            with open_private(self.vagrant_log, "a") as fh:
                 yield fh
 
         return vagrant.Vagrant(root=str(Path(self.host.vagrantfile).parent), env=self.env(), out_cm=to_log, err_cm=to_log)
@@ -108,12 +107,11 @@ class Lab:
         A failure raises StepFailed with the output's last lines."""
         if shutil.which("vagrant") is None:
             raise StepFailed("vagrant is not installed. Fix: apt-get install vagrant vagrant-libvirt")
-        self.vagrant_log.parent.mkdir(parents=True, exist_ok=True)
         cmd = ["vagrant", *args]
         t0 = time.monotonic()
         log.info("vagrant.run", command=" ".join(cmd))
         tail: list[str] = []
-        with open(self.vagrant_log, "a") as fh:
+        with open_private(self.vagrant_log, "a") as fh:
             fh.write(f"\n$ {' '.join(cmd)}\n")
             proc = subprocess.Popen(
                 cmd,

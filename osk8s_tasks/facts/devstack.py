@@ -132,3 +132,39 @@ def parse_host_ip(text: str) -> str | None:
         if m and (dev is None or m.group(1) == dev) and not m.group(2).startswith("127."):
             return m.group(2)
     return None
+
+
+_SECRET_ASSIGNMENT = re.compile(r"^(\s*[A-Za-z_][A-Za-z0-9_]*(?:PASSWORD|SECRET|TOKEN|_KEY)[A-Za-z0-9_]*\s*=)(.*)$", re.I)
+
+
+def secret_values(local_conf: str) -> list[str]:
+    """The values of local.conf's password-like assignments (ADMIN_PASSWORD=...): a VM's old
+    local.conf holds passwords this run may not know, and stack.sh's trace prints them."""
+    out = []
+    for line in local_conf.splitlines():
+        m = _SECRET_ASSIGNMENT.match(line)
+        if m and m.group(2).strip():
+            out.append(m.group(2).strip().strip("'\""))
+    return out
+
+
+def mask_secret_lines(old: str, new: str) -> tuple[str, str]:
+    """Both sides of a local.conf diff with every password-like value masked: the old side shows
+    `KEY=***`, the new side `KEY=*** (changed)` where the value differs, so a diff says which
+    password changes and never what either value is."""
+    def values(text):
+        return {m.group(1).strip(): m.group(2) for m in map(_SECRET_ASSIGNMENT.match, text.splitlines()) if m}
+
+    before = values(old)
+
+    def mask(text, mark_changes):
+        lines = []
+        for line in text.splitlines(True):
+            m = _SECRET_ASSIGNMENT.match(line.rstrip("\n"))
+            if m:
+                changed = mark_changes and before.get(m.group(1).strip()) != m.group(2)
+                line = f"{m.group(1)}***{' (changed)' if changed else ''}" + ("\n" if line.endswith("\n") else "")
+            lines.append(line)
+        return "".join(lines)
+
+    return mask(old, False), mask(new, True)

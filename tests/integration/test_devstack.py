@@ -174,6 +174,32 @@ def test_failed_stack_names_the_phase_then_force_restacks(lab):
     assert lab.stack_count(h) == 2 and "stack.sh completed in" in lab.file(h, "logs/stack.sh.log.summary").read_text()
 
 
+def test_passwords_the_run_did_not_make_are_never_printed(lab):
+    """The VM's local.conf holds passwords this lab no longer knows (secrets.yaml lost): a failed
+    stack's log tail (DevStack's xtrace: mysql -p<password>) and configure's diff print neither
+    the old nor the new ones, on the console, in the run logs or in the final error."""
+    h = lab.hosts.hosts[3]
+    conf = lab.file(h, "devstack/local.conf")
+    old = re.sub(r"(?m)^ADMIN_PASSWORD=.*$", "ADMIN_PASSWORD=OldAdminPw123", conf.read_text())
+    conf.write_text(re.sub(r"(?m)^DATABASE_PASSWORD=.*$", "DATABASE_PASSWORD=LiveDbPw789", old))
+    (lab.state / h.name / "secrets.yaml").unlink()
+    lab.file(h, ".standin-fail-at").write_text("Starting Keystone")
+    try:
+        failed = lab.inv(h, "devstack.stack", "--force")
+    finally:
+        lab.file(h, ".standin-fail-at").unlink()
+    assert failed.returncode == 1 and "mysql -uroot -p***" in failed.stdout + failed.stderr, failed.stdout + failed.stderr
+    assert "LiveDbPw789" in lab.file(h, "logs/stack.sh.log").read_text()  # the trace really held it
+    configured = lab.inv(h, "devstack.configure")
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    assert "ADMIN_PASSWORD=*** (changed)" in configured.stdout + configured.stderr
+    new = yaml.safe_load((lab.state / h.name / "secrets.yaml").read_text()).values()
+    texts = [failed.stdout, failed.stderr, configured.stdout, configured.stderr]
+    texts += [p.read_text() for p in (lab.state / h.name / "logs").glob("*.jsonl")]
+    for secret in ["OldAdminPw123", "LiveDbPw789", *new]:
+        assert not any(secret in t for t in texts), secret
+
+
 def test_status_logs_and_unstack(lab):
     h = lab.hosts.hosts[0]
     st = lab.inv(h, "devstack.status")

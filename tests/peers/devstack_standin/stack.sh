@@ -23,6 +23,8 @@ summary() { echo "$(ts) | $*" >>"$SUM"; log "$*"; echo "$*"; }
 phase() {
   summary "$1"
   if [[ "$(cat "$DEST/.standin-fail-at" 2>/dev/null)" == "$1" ]]; then
+    # DevStack runs under xtrace: its log carries commands with their passwords (lib/databases/mysql)
+    log "+ lib/databases/mysql:recreate_database_mysql:60 mysql -uroot -p${DATABASE_PASSWORD:-} -h127.0.0.1 -e 'DROP DATABASE IF EXISTS keystone;'"
     log "ERROR: stand-in told to fail at: $1"; exit 1
   fi
   sleep "$PHASE_SECONDS"
