@@ -82,7 +82,7 @@ def one(n: int) -> Run:
     try:
         cfg, log_json = hosts.workdir / "lab.yaml", hosts.workdir / "run.jsonl"
         nodes = [{"name": "master", "role": "control-plane"}] + [{"name": f"worker-{i}", "role": "worker"} for i in range(1, n)]
-        cfg.write_text(yaml.safe_dump({"lab": {"name": lab, "state_dir": str(hosts.workdir / "state")},
+        cfg.write_text(yaml.safe_dump({"lab": {"name": lab, "state_dir": str(hosts.workdir / "state")}, "versions": hosts.pins,
                                        "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
                                        "cluster": {"ssh_config": str(hosts.ssh_config), "nodes": nodes}}))
         sshd_log = hosts.workdir / f"{hosts.hosts[0].netns}_sshd.log"

@@ -105,7 +105,14 @@ def node_steps(s, r) -> list[Step]:
 
     def apply_kube():
         repo = f"https://pkgs.k8s.io/core:/stable:/v{minor}/deb/"
-        r.run(f"mkdir -p /etc/apt/keyrings && curl -fsSL {repo}Release.key -o {K8S_KEY} && "
+        fpr = s.settings.versions.kubernetes_apt_key_fingerprint
+        # The repository key is trusted only with the pinned fingerprint (a key swapped on the way
+        # would sign whatever packages it likes).
+        r.run(f"mkdir -p /etc/apt/keyrings && k=$(mktemp) && curl -fsSL {repo}Release.key -o $k && "
+              "have=$(GNUPGHOME=$(mktemp -d) gpg --batch --show-keys --with-colons $k | awk -F: '/^fpr:/{print $10; exit}') && "
+              f"if [ \"$have\" != {fpr} ]; then echo \"{repo}Release.key has fingerprint ${{have:-none}}, "
+              f"not the pinned {fpr} (versions.kubernetes_apt_key_fingerprint): refused\" >&2; rm -f $k; exit 1; fi && "
+              f"install -m 644 $k {K8S_KEY} && rm -f $k && "
               f"echo 'deb [signed-by={K8S_KEY}] {repo} /' > {K8S_REPO} && apt-get update -q && "
               "apt-mark unhold kubelet kubeadm kubectl >/dev/null 2>&1; "
               f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-change-held-packages "
@@ -170,7 +177,9 @@ def kubeconfig_step(s, r, name: str) -> Step:
     local = s.settings.lab_dir / "admin.conf"
 
     def remote_text():
-        return r.run("cat /etc/kubernetes/admin.conf", sudo=True).stdout
+        from .kube import admin_kubeconfig
+
+        return admin_kubeconfig(r.run("cat /etc/kubernetes/admin.conf", sudo=True).stdout, f"{name}:/etc/kubernetes/admin.conf")
 
     def check():
         if not local.exists():
@@ -199,13 +208,19 @@ def cni_step(s, master, name: str) -> Step:
         out = master.run(f"{KUBECTL} -n kube-system get {probe} -o jsonpath='{{.spec.template.spec.containers[0].image}}'",
                          sudo=True, warn=True)
         if out.exited:
-            return Status(False, f"no {probe}", f"kubectl apply --server-side -f {url}")
+            return Status(False, f"no {probe}", f"kubectl apply --server-side -f {url} (sha256 {v.calico_manifest_sha256[:12]}...)")
         have = out.stdout.strip()
         return Status(have.endswith(image), f"{probe} runs {have}", f"apply {url} ({have} -> {image})")
 
-    return Step(f"CNI {c.cni} {v.calico}", check,
-                lambda: master.run(f"{KUBECTL} apply --server-side --field-manager=osk8s -f {url}", sudo=True, timeout=600),
-                node=name)
+    def apply():
+        # applied with admin rights, so only the manifest with the pinned sha256 is
+        master.run(f"t=$(mktemp) && curl -fsSL {url} -o $t && have=$(sha256sum $t | cut -d' ' -f1) && "
+                   f"if [ \"$have\" != {v.calico_manifest_sha256} ]; then echo \"{url}: sha256 $have is not the pinned "
+                   f"{v.calico_manifest_sha256} (versions.calico_manifest_sha256): refused, nothing applied\" >&2; "
+                   f"rm -f $t; exit 1; fi && {KUBECTL} apply --server-side --field-manager=osk8s -f $t; rc=$?; rm -f $t; "
+                   "exit $rc", sudo=True, timeout=600)
+
+    return Step(f"CNI {c.cni} {v.calico}", check, apply, node=name)
 
 
 def join_step(s, master, r, name: str) -> Step:

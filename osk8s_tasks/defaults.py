@@ -15,6 +15,11 @@ VERSIONS = {
     "openstack_branch": "stable/2026.1",
     "cloud_provider_openstack": "v1.36.0",
     "calico": "v3.31.0",
+    # What the tool applies or trusts from the network is checked before use: sha256 of Calico's
+    # manifests/calico.yaml at that tag, and the fingerprint of pkgs.k8s.io's Release.key
+    # ("isv:kubernetes OBS Project", the key of every core:/stable:/v1.x repository).
+    "calico_manifest_sha256": "1990b1cec14002790718bb960b1b8445eb7b896cd16c32e952309f35a9026981",
+    "kubernetes_apt_key_fingerprint": "DE15B14486CD377B9E876E1A234654DA9A296436",
     # CSI sidecars, as cloud-provider-openstack v1.36.0's manifests pin them
     "csi_attacher": "v4.10.0",
     "csi_provisioner": "v5.3.0",
@@ -101,6 +106,9 @@ DEFAULTS = {
         "router": "router1",
         "external_network": "public",
         "nodeport_range": "30000-32767",
+        # who may reach the nodes' SSH, API and NodePorts: None = the external network's subnets
+        # and the nodes' subnet (never 0.0.0.0/0 unless listed here)
+        "allowed_cidrs": None,
         "app_credential": True,  # an application credential for the cloud provider (not a password)
         "server_timeout": 600,
         "boot_concurrency": 4,  # servers created at once (checks always run concurrently)

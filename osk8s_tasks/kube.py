@@ -136,17 +136,62 @@ def apply_step(api: Api, obj: dict) -> Step:
     return Step(label_, check, lambda: api.apply(obj))
 
 
+_CLUSTER_KEYS = {"server", "certificate-authority-data", "tls-server-name"}
+_USER_KEYS = {"client-certificate-data", "client-key-data", "token"}
+
+
+def admin_kubeconfig(text: str, source: str) -> str:
+    """The control plane's admin.conf reduced to what kubeadm writes there: one cluster (server,
+    CA data), one user (client certificate and key; a static token is accepted too), one context.
+    Loading a kubeconfig runs its `exec` plugin and `auth-provider` on this machine, so a node that
+    was taken over could run code here through them: any of those, a file reference, TLS checks
+    switched off, or extra users or contexts is refused, naming what was found."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise StepFailed(f"{source} is not YAML ({exc.__class__.__name__})") from None
+    if not isinstance(doc, dict):
+        raise StepFailed(f"{source} is not a kubeconfig")
+    problems = []
+    for kind in ("clusters", "users", "contexts"):
+        if len(doc.get(kind) or []) != 1:
+            problems.append(f"{len(doc.get(kind) or [])} {kind} (kubeadm writes 1)")
+    if problems:
+        raise StepFailed(f"{source}: {', '.join(problems)}. Refused: it is not what kubeadm writes. "
+                         "Fix: check the control plane, then run kubeadm init phase kubeconfig admin there")
+    cluster, user = doc["clusters"][0].get("cluster") or {}, doc["users"][0].get("user") or {}
+    extra = sorted(set(cluster) - _CLUSTER_KEYS) + sorted(set(user) - _USER_KEYS)
+    if extra:
+        raise StepFailed(f"{source}: refused, it carries {', '.join(extra)} (kubeadm writes none of them; an exec "
+                         "plugin or auth-provider would run code on this machine). Fix: check the control plane, "
+                         "then run kubeadm init phase kubeconfig admin there")
+    if not cluster.get("server") or (cluster["server"].startswith("https:") and not cluster.get("certificate-authority-data")):
+        raise StepFailed(f"{source}: no server, or no cluster CA to check it against. Fix: check the control plane's admin.conf")
+    context = doc["contexts"][0]
+    clean = {"apiVersion": "v1", "kind": "Config",
+             "clusters": [{"name": doc["clusters"][0]["name"], "cluster": {k: cluster[k] for k in sorted(cluster)}}],
+             "users": [{"name": doc["users"][0]["name"], "user": {k: user[k] for k in sorted(user)}}],
+             "contexts": [{"name": context["name"], "context": {"cluster": doc["clusters"][0]["name"],
+                                                                "user": doc["users"][0]["name"]}}],
+             "current-context": context["name"]}
+    return yaml.safe_dump(clean, sort_keys=False)
+
+
 @contextmanager
 def connect(settings, master_remote=None):
     """An Api for the lab's cluster. `cluster.api_server` (tests) is used as given; otherwise an
     SSH forward to the control plane's 6443 through the jump host, TLS checked against the
     cluster CA from the admin kubeconfig (127.0.0.1 is in the apiserver's certificate SANs)."""
+    import yaml
     from kubernetes import client, config
 
     kubeconfig = settings.lab_dir / "admin.conf"
     if not kubeconfig.exists():
         raise StepFailed(f"no admin kubeconfig ({kubeconfig}). Fix: inv cluster.deploy")
-    api_client = config.new_client_from_config(config_file=str(kubeconfig))
+    clean = yaml.safe_load(admin_kubeconfig(kubeconfig.read_text(), str(kubeconfig)))
+    api_client = config.new_client_from_config_dict(clean)
     # For token users the client re-applies the kubeconfig (server included) before every call,
     # which would undo the address set below; the token is already in place.
     api_client.configuration.refresh_api_key_hook = None

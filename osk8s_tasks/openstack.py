@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 import subprocess
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from invoke import Collection, task
 
 from . import cloud
 from .remote import write_private
+from .files import private_dir
 from .steps import COMMON_HELP, Status, Step, StepFailed, session
 
 PROTOCOL_NUMBERS = {"icmp": "1", "tcp": "6", "udp": "17", "ipip": "4"}
@@ -88,7 +90,7 @@ def preflight_steps(s, clouds) -> list[Step]:
         if o.image.url:
             try:
                 req = urllib.request.Request(o.image.url, method="HEAD")
-                with urllib.request.urlopen(req, timeout=15) as r:
+                with _open_url(req, timeout=15) as r:
                     size = r.headers.get("Content-Length", "?")
             except (OSError, ValueError) as exc:
                 raise StepFailed(f"openstack.image.url {o.image.url!r} is unreachable ({exc}). "
@@ -153,7 +155,7 @@ def keypair_step(s, clouds) -> Step:
 
     def act(d):
         if not key.exists():
-            key.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(key.parent)
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"osk8s {s.settings.lab.name}", "-f", str(key)], check=True)
         key.chmod(0o600)
         if d.action == "replace":
@@ -163,21 +165,41 @@ def keypair_step(s, clouds) -> Step:
     return resource_step(clouds, f"keypair {name}", decide, act)
 
 
-def wanted_rules(settings) -> list[dict]:
-    """Rules the nodes need; the NodePort range is open, as Magnum does (the 2018 write-up's
-    LoadBalancer Service was unreachable for want of it)."""
+def wanted_rules(settings, cidrs: list[str]) -> list[dict]:
+    """Rules the nodes need. What is reached from outside the cluster (ping, SSH, the API, the
+    NodePort range: the 2018 write-up's LoadBalancer Service was unreachable for want of it) is
+    open to `cidrs` only, one rule each; the nodes' own traffic to the group itself."""
     lo, hi = (int(x) for x in settings.openstack.nodeport_range.split("-"))
-    anywhere, group = "0.0.0.0/0", "self"
-    rules = [("icmp", None, None, anywhere, "ping"), ("tcp", 22, 22, anywhere, "ssh"),
-             ("tcp", 6443, 6443, anywhere, "kubernetes API"), ("tcp", 10250, 10250, group, "kubelet"),
-             ("tcp", 2379, 2380, group, "etcd"), ("tcp", lo, hi, anywhere, "NodePort services"),
-             ("udp", lo, hi, anywhere, "NodePort services (udp)")]
+    group = "self"
+    outside = [("icmp", None, None, "ping"), ("tcp", 22, 22, "ssh"), ("tcp", 6443, 6443, "kubernetes API"),
+               ("tcp", lo, hi, "NodePort services"), ("udp", lo, hi, "NodePort services (udp)")]
+    rules = [(p, a, b, cidr, w) for p, a, b, w in outside for cidr in cidrs]
+    rules += [("tcp", 10250, 10250, group, "kubelet"), ("tcp", 2379, 2380, group, "etcd")]
     if settings.cluster.cni == "calico":
         rules += [("tcp", 179, 179, group, "calico BGP"), ("ipip", None, None, group, "calico IP-in-IP"),
                   ("udp", 4789, 4789, group, "calico VXLAN")]
     else:
         rules += [("udp", 8472, 8472, group, "cilium VXLAN"), ("tcp", 4240, 4240, group, "cilium health")]
     return [{"protocol": p, "port_range_min": a, "port_range_max": b, "remote": r, "why": w} for p, a, b, r, w in rules]
+
+
+def allowed_cidrs(settings, clouds) -> list[str]:
+    """openstack.allowed_cidrs, or by default the external network's subnets (where floating-IP
+    clients, the devstack host included, come from) and the nodes' own subnet (Octavia amphorae
+    reach the NodePorts from it): never 0.0.0.0/0 unless the user says so."""
+    o = settings.openstack
+    if o.allowed_cidrs is not None:
+        return list(o.allowed_cidrs)
+    net = clouds.main.network
+    ext = cloud.by_name(net.networks(name=o.external_network))
+    own = cloud.by_name(net.subnets(name=o.subnet))
+    cidrs = [sn.cidr for sn in net.subnets(network_id=ext.id) if sn.ip_version == 4] if ext else []
+    if own is not None and own.ip_version == 4:
+        cidrs.append(own.cidr)
+    if not cidrs:
+        raise StepFailed(f"no IPv4 subnet on external network {o.external_network!r} or subnet {o.subnet!r} to open the "
+                         "nodes to. Fix: set openstack.allowed_cidrs (e.g. [203.0.113.0/24])")
+    return sorted(dict.fromkeys(cidrs))
 
 
 def _rule_key(protocol, lo, hi, remote) -> tuple:
@@ -190,18 +212,30 @@ def secgroup_step(s, clouds) -> Step:
     def decide():
         net = clouds.main.network
         sg = cloud.by_name(net.security_groups(name=name))
-        wanted = wanted_rules(s.settings)
+        cidrs = allowed_cidrs(s.settings, clouds)
+        wanted = wanted_rules(s.settings, cidrs)
         if sg is None:
             return Decision("create", f"no security group {name}",
-                            f"create {name} with {len(wanted)} rules: " + ", ".join(w["why"] for w in wanted))
-        have = {_rule_key(r.protocol, r.port_range_min, r.port_range_max, "self" if r.remote_group_id == sg.id else r.remote_ip_prefix)
+                            f"create {name} with {len(wanted)} rules (from outside: {', '.join(cidrs)}): "
+                            + ", ".join(dict.fromkeys(w["why"] for w in wanted)))
+        have = {_rule_key(r.protocol, r.port_range_min, r.port_range_max, "self" if r.remote_group_id == sg.id else r.remote_ip_prefix): r
                 for r in net.security_group_rules(security_group_id=sg.id, direction="ingress")}
+        keys = {_rule_key(w["protocol"], w["port_range_min"], w["port_range_max"], w["remote"]) for w in wanted}
         missing = [w for w in wanted if _rule_key(w["protocol"], w["port_range_min"], w["port_range_max"], w["remote"]) not in have]
-        if missing:
-            desc = ", ".join(f"{w['why']} ({w['protocol']} {w['port_range_min'] or ''}-{w['port_range_max'] or ''})".replace(" -)", ")")
-                             for w in missing)
-            return Decision("update", f"{len(missing)} rule(s) missing from {name}", f"add: {desc}", sg, {"missing": missing})
-        return Decision("none", f"security group {name}: all {len(wanted)} rules present")
+        extra = [r for k, r in have.items() if k not in keys and (r.description or "").startswith("osk8s:")]
+        if missing or extra:
+            def show(proto, lo, hi, remote, why):
+                ports = f" {lo or ''}-{hi or ''}".replace(" -", "") if lo or hi else ""
+                return f"{why} ({proto}{ports} from {remote})"
+
+            desc = "; ".join(filter(None, [
+                "add: " + ", ".join(show(w["protocol"], w["port_range_min"], w["port_range_max"], w["remote"], w["why"])
+                                    for w in missing) if missing else "",
+                "remove: " + ", ".join(show(r.protocol, r.port_range_min, r.port_range_max, r.remote_ip_prefix or "group",
+                                            (r.description or "")[len("osk8s: "):]) for r in extra) if extra else ""]))
+            return Decision("update", f"{len(missing)} rule(s) missing from {name}, {len(extra)} no longer wanted",
+                            desc, sg, {"missing": missing, "extra": extra})
+        return Decision("none", f"security group {name}: all {len(wanted)} rules present, from outside {', '.join(cidrs)}")
 
     def act(d):
         net = clouds.main.network
@@ -209,7 +243,9 @@ def secgroup_step(s, clouds) -> Step:
         if d.action == "create":
             sg = net.create_security_group(name=name, description=f"osk8s lab {s.settings.lab.name}: Kubernetes nodes")
             net.set_tags(sg, [lab_tag])
-            d.data["missing"] = wanted_rules(s.settings)
+            d.data.update(missing=wanted_rules(s.settings, allowed_cidrs(s.settings, clouds)), extra=[])
+        for r in d.data["extra"]:
+            net.delete_security_group_rule(r)
         for w in d.data["missing"]:
             remote = {"remote_group_id": sg.id} if w["remote"] == "self" else {"remote_ip_prefix": w["remote"]}
             net.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
@@ -238,7 +274,7 @@ def _file_hash(path: Path, algo: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     known[key] = h.hexdigest()
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(cache.parent)
     cache.write_text(json.dumps(known))
     return known[key]
 
@@ -250,10 +286,10 @@ def _image_file(s) -> Path:
         return Path(o.file)
     target = s.settings.state_dir / "cache" / Path(o.url.split("?")[0]).name
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         s.log.info("image.download", url=o.url, to=str(target))
         part = target.with_suffix(target.suffix + ".part")
-        with urllib.request.urlopen(o.url, timeout=60) as r, open(part, "wb") as fh:
+        with _open_url(o.url, timeout=60) as r, open(part, "wb") as fh:
             while chunk := r.read(1 << 20):
                 fh.write(chunk)
         part.rename(target)
@@ -262,6 +298,19 @@ def _image_file(s) -> Path:
         if _file_hash(target, algo) != want:
             raise StepFailed(f"{target}: {algo} does not match openstack.image.checksum. Fix: correct the checksum or the source")
     return target
+
+
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to https: a redirect to http would let anything on the way swap the image."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not newurl.startswith("https://"):
+            raise urllib.error.HTTPError(newurl, code, f"refused redirect to {newurl} (not https)", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open_url(req, timeout: float):
+    return urllib.request.build_opener(_HttpsOnlyRedirects).open(req, timeout=timeout)
 
 
 def _find_image(s, clouds):
@@ -277,7 +326,9 @@ def image_step(s, clouds) -> Step:
     def decide():
         have = _find_image(s, clouds)
         if not (o.url or o.file):
-            return Decision("none", f"using existing image {have.name} ({have.id[:8]})")
+            s.log.warning("image.trusted_by_name", image=have.name, id=have.id,
+                          fix="set openstack.image.url (https) or file, with a checksum")
+            return Decision("none", f"image {have.name} ({have.id[:8]}) TRUSTED BY NAME ONLY: no image url/file/checksum")
         local = _image_file(s) if (o.file or not s.dry_run) else None
         if have is not None and local is not None:
             if have.hash_value == _file_hash(local, have.hash_algo or "sha512") and have.status == "active":

@@ -35,7 +35,7 @@ def lab(loopback_cloud):
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
         cfg = hosts.workdir / "lab.yaml"
         cfg.write_text(yaml.safe_dump({
-            "lab": {"name": LAB, "state_dir": str(state)},
+            "lab": {"name": LAB, "state_dir": str(state)}, "versions": hosts.pins,
             "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
             "openstack": {"clouds_yaml": str(loopback_cloud), "cloud": "demo", "admin_cloud": "admin",
                           "image": {"name": "node", "file": str(image)}},
@@ -87,7 +87,8 @@ def test_deploy_then_second_deploy_installs_inits_and_joins_nothing(lab):
     assert _count(lab.hosts, r"apt-get .*install") == {h.name: 2 for h in (master, w1, w2)}  # containerd, k8s
     assert _count(lab.hosts, r"kubeadm init") == {master.name: 1, w1.name: 0, w2.name: 0}
     assert _count(lab.hosts, r"kubeadm join") == {master.name: 0, w1.name: 1, w2.name: 1}
-    assert _count(lab.hosts, r"kubectl .* apply .*calico/v3.31.0/manifests/calico.yaml") == {master.name: 1, w1.name: 0, w2.name: 0}
+    assert _count(lab.hosts, r"curl .*calico/v3.31.0/manifests/calico.yaml") == {master.name: 1, w1.name: 0, w2.name: 0}
+    assert _count(lab.hosts, r"kubectl .* apply .*-f /tmp/") == {master.name: 1, w1.name: 0, w2.name: 0}  # the checked copy
     tokens = (lab.hosts.private(master, "/var/lib/osk8s-standin") / "tokens").read_text().split()
     for w in (w1, w2):
         assert (lab.hosts.private(w, "/var/lib/osk8s-standin") / "joined-with").read_text().strip() in tokens

@@ -42,7 +42,7 @@ def lab():
         assert "maxstartups" not in sshd_config.lower()  # the jump host keeps OpenSSH's default 10:30:100
         cfg = hosts.workdir / "lab.yaml"
         cfg.write_text(yaml.safe_dump({
-            "lab": {"name": LAB, "state_dir": str(hosts.workdir / "state")},
+            "lab": {"name": LAB, "state_dir": str(hosts.workdir / "state")}, "versions": hosts.pins,
             "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
             "cluster": {"ssh_config": str(hosts.ssh_config),
                         "nodes": [{"name": "master", "role": "control-plane"}]

@@ -77,7 +77,7 @@ def _owned(conn):
 @pytest.mark.parametrize("case, args, expect", [
     ("unknown cloud", {"cloud": "nosuchcloud"}, "cloud 'nosuchcloud' is not in clouds.yaml"),
     ("missing external network", {"external_network": "nosuchnet"}, "external network 'nosuchnet' not found"),
-    ("unreachable image URL", {"image": {"name": "node", "url": "http://127.0.0.1:9/node.qcow2"}}, "is unreachable"),
+    ("unreachable image URL", {"image": {"name": "node", "url": "https://127.0.0.1:9/node.qcow2"}}, "is unreachable"),
 ])
 def test_bad_input_fails_before_any_write(cloud, case, args, expect):
     r = cloud.inv("openstack.deploy", **args)
@@ -154,10 +154,30 @@ def test_deleted_rule_is_recreated_and_reported(cloud):
     conn.network.delete_security_group_rule(rule)
     r = cloud.inv("openstack.prepare")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert re.search(r"security group .*changed.*NodePort services \(tcp 30000-32767\)", r.stdout), r.stdout
+    assert re.search(r"security group .*changed.*NodePort services \(tcp 30000-32767 from [0-9./]+\)", r.stdout), r.stdout
     assert r.writes == 1  # exactly that rule
     again = cloud.inv("openstack.prepare")
     assert again.writes == 0 and not re.search(r"\schanged\s", again.stdout)
+
+
+def test_nodes_are_open_only_to_the_allowed_cidrs_and_a_change_is_drift(cloud):
+    conn = cloud.sdk()
+    sg = next(conn.network.security_groups(name=f"{LAB}-k8s"))
+
+    def outside():
+        return {(r.protocol, r.port_range_min, r.remote_ip_prefix) for r in conn.network.security_group_rules(
+            security_group_id=sg.id, direction="ingress") if r.remote_group_id is None}
+
+    public = next(conn.network.subnets(network_id=next(conn.network.networks(name="public")).id)).cidr
+    private = next(conn.network.subnets(name="private-subnet")).cidr
+    assert {cidr for _, _, cidr in outside()} == {public, private}  # the default: never 0.0.0.0/0
+    assert ("tcp", 22, public) in outside() and ("tcp", 30000, private) in outside()
+    narrowed = cloud.inv("openstack.prepare", allowed_cidrs=["203.0.113.0/24"])
+    assert narrowed.returncode == 0 and re.search(r"security group .*changed", narrowed.stdout), narrowed.stdout
+    assert {cidr for _, _, cidr in outside()} == {"203.0.113.0/24"}
+    assert cloud.inv("openstack.prepare", allowed_cidrs=["203.0.113.0/24"]).writes == 0
+    back = cloud.inv("openstack.prepare")
+    assert back.returncode == 0 and {cidr for _, _, cidr in outside()} == {public, private}
 
 
 def test_a_server_without_config_drive_is_drift_with_the_fix_never_replaced(cloud):

@@ -72,3 +72,24 @@ def test_a_second_host_set_alive_at_once_gets_its_own_addresses(hosts):
             assert ok, detail
     finally:
         other.stop()
+
+
+def test_a_proxyjump_hop_is_host_key_checked_too(tmp_path):
+    """devstack.ssh_target behind a ProxyJump: Fabric builds the hop's connection itself, with
+    AutoAddPolicy; osk8s checks the hop's key against the same known_hosts."""
+    pair = SshHosts(Path(f"/run/osk8s-sshd-{uuid.uuid4().hex[:6]}"), count=2, prefix="o8j", gateway=True).start()
+    try:
+        jump, target = pair.hosts
+        cfg = tmp_path / "ssh_config"
+        cfg.write_text(pair.ssh_config.read_text() + f"Host via-jump\n  HostName {target.address}\n  User osk8s\n"
+                       f"  IdentityFile {pair.client_key}\n  UserKnownHostsFile {pair.known_hosts}\n  ProxyJump {jump.name}\n")
+        ok, detail = remote.probe(cfg, "via-jump")
+        assert ok, detail
+        only_target = tmp_path / "known_hosts"  # the jump host's key is missing
+        only_target.write_text("".join(ln + "\n" for ln in pair.known_hosts.read_text().splitlines()
+                                       if not ln.startswith(f"{jump.address} ")))
+        cfg.write_text(cfg.read_text().replace(str(pair.known_hosts), str(only_target)))
+        ok, detail = remote.probe(cfg, "via-jump")
+        assert not ok and "not recorded" in detail, detail
+    finally:
+        pair.stop()
