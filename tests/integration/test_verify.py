@@ -23,7 +23,7 @@ import pytest
 import yaml
 from openstack import exceptions
 
-from tests.conftest import require_root_tools, run_inv
+from tests.conftest import SDK_WARNINGS_AS_ERRORS, require_root_tools, run_inv
 from tests.peers.cloud_controllers import Controllers
 from tests.peers.fake_kube_cluster import FakeCluster
 from tests.peers.k8s_nodes import node_hosts
@@ -91,7 +91,8 @@ def lab(loopback_cloud):
         cfg.write_text(yaml.safe_dump(settings))
 
         def inv(*args, env=None):
-            return run_inv(["-f", str(cfg), *args], env=env, timeout=600)
+            return run_inv(["-f", str(cfg), *args], env={"PYTHONWARNINGS": SDK_WARNINGS_AS_ERRORS, **(env or {})},
+                           timeout=600)
 
         cleanup.callback(inv, "openstack.teardown")
         prepared = inv("openstack.prepare")  # flavor, image, security group with the NodePort range, app credential
