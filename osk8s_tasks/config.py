@@ -341,7 +341,7 @@ FIXES = {
     "host.memory": "give the lab VM at least 512 MiB (DevStack with Octavia wants 12288 or more)",
     "host.box": "name a Vagrant box with a libvirt flavour, e.g. cloud-image/ubuntu-24.04",
     "versions.box": "name a Vagrant box with a libvirt flavour, e.g. cloud-image/ubuntu-24.04",
-    "versions.kubernetes": "pin a 1.30+ release as MAJOR.MINOR.PATCH, e.g. 1.37.0",
+    "versions.kubernetes": "pin a 1.30+ release as MAJOR.MINOR.PATCH, e.g. 1.37.2",
     "versions.openstack_branch": "use 'master' or a branch such as stable/2026.1",
     "devstack.octavia_provider": "use 'amphora' (VMs, slower) or 'ovn' (no VMs)",
     "cluster.lb_provider": "use 'amphora' or 'ovn', matching devstack.octavia_provider",

@@ -11,7 +11,7 @@ model that validates these values lives in :mod:`osk8s_tasks.config`.
 # Each is the newest release seen to exist (devstack's stable/2026.1 branch and
 # cloud-provider-openstack v1.36.0, whose OCCM supports the next Kubernetes minor).
 VERSIONS = {
-    "kubernetes": "1.37.0",
+    "kubernetes": "1.37.2",  # the newest 1.37 patch (also what the test peers build from k8s.io/kubernetes)
     "openstack_branch": "stable/2026.1",
     "cloud_provider_openstack": "v1.36.0",
     "calico": "v3.31.0",

@@ -22,7 +22,7 @@ CASES = {
     "nested not a bool": ({"INVOKE_HOST_NESTED": "maybe"}, [], "host.nested", "Fix:"),
     "bad management network": ({"INVOKE_HOST_MANAGEMENT_NETWORK_ADDRESS": "192.168.121.0/33"}, [],
                                "host.management_network.address", "CIDR"),
-    "2018 kubernetes": ({"INVOKE_VERSIONS_KUBERNETES": "1.9.3"}, [], "versions.kubernetes", "1.37.0"),
+    "2018 kubernetes": ({"INVOKE_VERSIONS_KUBERNETES": "1.9.3"}, [], "versions.kubernetes", "1.37.2"),
     "2018 openstack branch": ({"INVOKE_VERSIONS_OPENSTACK_BRANCH": "queens"}, [], "versions.openstack_branch", "stable/"),
     "unknown octavia provider": ({"INVOKE_DEVSTACK_OCTAVIA_PROVIDER": "haproxy"}, [], "devstack.octavia_provider", "ovn"),
     "overlapping subnets": ({"INVOKE_CLUSTER_POD_SUBNET": "10.96.0.0/16"}, [], "cluster", "overlap"),

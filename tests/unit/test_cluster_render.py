@@ -36,7 +36,7 @@ def test_kubeadm_init_v1beta4():
     assert init["apiVersion"] == cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
     assert {"name": "cloud-provider", "value": "external"} in init["nodeRegistration"]["kubeletExtraArgs"]
     assert {"name": "cloud-provider", "value": "external"} in cluster["controllerManager"]["extraArgs"]
-    assert "172.24.4.10" in cluster["apiServer"]["certSANs"] and cluster["kubernetesVersion"] == "v1.37.0"
+    assert "172.24.4.10" in cluster["apiServer"]["certSANs"] and cluster["kubernetesVersion"] == "v1.37.2"
     assert kubelet["cgroupDriver"] == "systemd"
 
 
