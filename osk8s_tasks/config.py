@@ -38,6 +38,15 @@ DNS1123_WHY = (
 )
 
 
+class KeyedError(ValueError):
+    """A model-level check's failure that knows the exact key, the value and the fix (a plain
+    ValueError there would be reported at the section: "Fix: set cluster to a valid value")."""
+
+    def __init__(self, key: str, value, message: str, fix: str):
+        self.key, self.value, self.message, self.fix = key, value, message, fix
+        super().__init__(message)
+
+
 class ConfigError(Exception):
     """Bad configuration; ``str()`` is one line per problem, each naming key, value and fix."""
 
@@ -115,6 +124,14 @@ def _user_name(value: str) -> str:
     return value
 
 
+def _port_range(value: str) -> str:
+    m = re.fullmatch(r"(\d{1,5})-(\d{1,5})", value)
+    if not m or not 1 <= int(m[1]) <= int(m[2]) <= 65535:
+        raise ValueError("must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535 (kube-apiserver's "
+                         "--service-node-port-range, e.g. 30000-32767)")
+    return value
+
+
 Label = Annotated[str, AfterValidator(_dns_label)]
 RemotePath = Annotated[str, AfterValidator(_remote_path)]
 GitRef = Annotated[str, AfterValidator(_git_ref)]
@@ -137,7 +154,7 @@ class Log(Section):
 
 
 class Versions(Section):
-    kubernetes: Annotated[str, Field(pattern=r"^1\.(3[0-9]|[4-9][0-9])\.\d+$")]
+    kubernetes: Annotated[str, Field(pattern=r"^1\.(3[0-9]|[4-9][0-9])\.(0|[1-9][0-9]{0,2})$")]
     openstack_branch: Annotated[str, Field(pattern=r"^(master|(stable|unmaintained)/\d{4}\.\d)$")]
     cloud_provider_openstack: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
     calico: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+$")]
@@ -180,10 +197,8 @@ class Host(Section):
     @model_validator(mode="after")
     def _cpu_mode_fits_driver(self) -> Host:
         if self.driver == "qemu" and self.cpu_mode != "maximum":
-            raise ValueError(
-                f"cpu_mode {self.cpu_mode!r} does not work with driver 'qemu' (TCG); "
-                "use 'maximum' or leave host.cpu_mode unset"
-            )
+            raise KeyedError("host.cpu_mode", self.cpu_mode, "does not work with driver 'qemu' (TCG)",
+                             "use 'maximum' or leave host.cpu_mode unset")
         return self
 
 
@@ -234,10 +249,12 @@ class Image(Section):
     @model_validator(mode="after")
     def _one_source(self) -> Image:
         if self.url and self.file:
-            raise ValueError("give image.url or image.file, not both")
+            raise KeyedError("openstack.image.url", self.url, "given together with openstack.image.file",
+                             "give image.url or image.file, not both")
         if self.url and not self.url.startswith("https://") and not self.checksum:
-            raise ValueError(f"image.url {self.url!r} is not https and has no checksum: anything on the way could "
-                             "replace the node image. Use an https URL, or set image.checksum (e.g. sha256:...)")
+            raise KeyedError("openstack.image.url", self.url, "is not https and has no checksum: anything on the way "
+                             "could replace the node image", "use an https URL, or set openstack.image.checksum "
+                             "(e.g. sha256:...)")
         return self
 
 
@@ -253,7 +270,7 @@ class Openstack(Section):
     subnet: OneLine
     router: OneLine
     external_network: OneLine
-    nodeport_range: Annotated[str, Field(pattern=r"^\d{1,5}-\d{1,5}$")]
+    nodeport_range: Annotated[str, AfterValidator(_port_range)]
     allowed_cidrs: Annotated[list[Cidr], BeforeValidator(_yaml_string), Field(min_length=1)] | None
     app_credential: bool
     server_timeout: PosInt
@@ -283,11 +300,15 @@ class Cluster(Section):
         names = [n.name for n in self.nodes]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"node names must be unique; repeated: {', '.join(dupes)}")
+            raise KeyedError("cluster.nodes", ", ".join(dupes), "node names must be unique; repeated",
+                             "give each node its own name")
         if not any(n.role == "control-plane" for n in self.nodes):
-            raise ValueError("at least one node needs role 'control-plane'")
+            raise KeyedError("cluster.nodes", f"{len(self.nodes)} node(s), all workers",
+                             "at least one node needs role control-plane",
+                             "give one node role: control-plane, e.g. {name: master, role: control-plane}")
         if ipaddress.ip_network(self.pod_subnet).overlaps(ipaddress.ip_network(self.service_subnet)):
-            raise ValueError("pod_subnet and service_subnet overlap")
+            raise KeyedError("cluster.pod_subnet", self.pod_subnet, f"overlaps cluster.service_subnet {self.service_subnet}",
+                             "choose two disjoint networks, e.g. 10.244.0.0/16 and 10.96.0.0/12")
         return self
 
 
@@ -314,10 +335,11 @@ class Settings(Section):
 
     @model_validator(mode="after")
     def _server_names_fit(self) -> Settings:
-        for node in self.cluster.nodes:
+        for n, node in enumerate(self.cluster.nodes):
             full = f"{self.lab.name}-{node.name}"
             if len(full) > 63:
-                raise ValueError(f"server name {full!r} is longer than 63 characters: {DNS1123_WHY}")
+                raise KeyedError(f"cluster.nodes.{n}.name", node.name, f"server name {full!r} is longer than 63 "
+                                 f"characters: {DNS1123_WHY}", "shorten lab.name or the node name")
         return self
 
     @property
@@ -372,7 +394,10 @@ def _known_keys(tree: dict, prefix: str = "") -> list[str]:
 
 
 def _describe(error: dict) -> str:
-    # Model-level validators report at their section; list items keep their index.
+    # Model-level validators name their key through KeyedError; list items keep their index.
+    keyed = (error.get("ctx") or {}).get("error")
+    if isinstance(keyed, KeyedError):
+        return f"config: {keyed.key} = {keyed.value!r}: {keyed.message}. Fix: {keyed.fix}"
     key = ".".join(str(p).rstrip("_") for p in error["loc"]) or "config"
     value = error.get("input")
     message = error["msg"].removeprefix("Value error, ")

@@ -80,10 +80,19 @@ def test_errors_name_key_value_and_fix(values, key, words):
     assert "Fix:" in line or "did you mean" in line
 
 
-def test_model_level_problems_are_reported_at_their_section():
+@pytest.mark.parametrize("values, start, fix", [
+    ({"host": {"driver": "qemu", "cpu_mode": "host-passthrough"}}, "config: host.cpu_mode = 'host-passthrough'", "maximum"),
+    ({"cluster": {"nodes": [{"name": "m", "role": "control-plane"}, {"name": "m", "role": "worker"}]}},
+     "config: cluster.nodes = 'm': node names must be unique", "own name"),
+    ({"cluster": {"nodes": [{"name": "w", "role": "worker"}]}}, "config: cluster.nodes = ", "role: control-plane"),
+    ({"cluster": {"pod_subnet": "10.96.0.0/16"}}, "config: cluster.pod_subnet = '10.96.0.0/16': overlaps", "disjoint"),
+    ({"openstack": {"image": {"name": "n", "url": "http://x/n.img"}}}, "config: openstack.image.url = ", "https"),
+])
+def test_model_level_problems_name_the_exact_key_and_fix(values, start, fix):
     with pytest.raises(config.ConfigError) as err:
-        config.validate({"host": {"driver": "qemu", "cpu_mode": "host-passthrough"}})
-    assert str(err.value).startswith("config: host = ") and "maximum" in str(err.value)
+        config.validate(values)
+    assert str(err.value).startswith(start) and fix in str(err.value), str(err.value)
+    assert "Fix: set " not in str(err.value)  # never the generic "set <section> to a valid value"
 
 
 def test_several_problems_give_one_line_each():
