@@ -117,4 +117,7 @@ def connect(settings, name: str):
     except (ksa.ConnectFailure, ksa.DiscoveryFailure, ksa.ConnectTimeout) as exc:
         raise StepFailed(f"cloud {name!r}: cannot reach {auth_url} ({exc.__class__.__name__}). "
                          "Fix: is the cloud up (inv devstack.status) and auth_url right?") from None
+    from . import faults
+
+    faults.catalog(conn)  # a service that dies later is then named with its endpoint
     return conn

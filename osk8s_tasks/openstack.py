@@ -343,8 +343,10 @@ def image_step(s, clouds) -> Step:
         img = clouds.main.image
         if d.action == "replace":
             img.delete_image(d.obj)
+        # allow_duplicates: the decision above already looked; the SDK's own look-up is a deprecated find_image
         created = img.create_image(name=name, filename=str(_image_file(s)), disk_format=o.disk_format,
-                                   container_format="bare", tags=[cloud.tag(s.settings)], wait=True)
+                                   container_format="bare", tags=[cloud.tag(s.settings)], wait=True,
+                                   allow_duplicates=True)
         img.wait_for_status(created, "active", wait=600)
 
     return resource_step(clouds, f"image {name}", decide, act)

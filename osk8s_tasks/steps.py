@@ -138,7 +138,13 @@ def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
             return r
 
         try:
-            status = step.check()
+            try:
+                status = step.check()
+            except Exception as exc:
+                fault = _as_peer_fault(exc)
+                if fault is exc:
+                    raise
+                raise fault from exc
         except Exception as exc:
             if not isinstance(exc, StepFailed):  # a bug: the row names the step, the log keeps the traceback
                 record("failed", f"internal error in check: {exc!r}")
@@ -176,6 +182,11 @@ def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
             record("failed", str(exc))
             raise
         except Exception as exc:
+            fault = _as_peer_fault(exc)
+            if isinstance(fault, StepFailed):
+                log.error("step.failed", reason=str(fault))
+                record("failed", str(fault))
+                raise fault from exc
             record("failed", f"internal error in apply: {exc!r}")
             raise
         if not after.ok:
@@ -186,6 +197,17 @@ def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
         log.info("step.applied", reason=after.reason)
         record("changed", status.diff or status.reason)
     return done
+
+
+def _as_peer_fault(exc: Exception) -> Exception:
+    """A peer's fault (a cloud API down, timing out, answering 5xx) as a StepFailed naming the
+    service and the fix; anything else unchanged (a bug of the tool stays an internal error)."""
+    from . import faults
+
+    if isinstance(exc, StepFailed):
+        return exc
+    message = faults.describe(exc)
+    return StepFailed(message) if message else exc
 
 
 def summary(s: Session) -> str:
@@ -271,7 +293,8 @@ def session(
         raise
     except Exception as exc:  # a bug, not a user mistake: keep the traceback in the log file
         s.log.debug("task.traceback", traceback=traceback.format_exc())
-        error = f"internal error: {exc!r} (traceback in {log_path})"
+        fault = _as_peer_fault(exc)
+        error = str(fault) if isinstance(fault, StepFailed) else f"internal error: {exc!r} (traceback in {log_path})"
     finally:
         _current.reset(token)
         os.umask(old_umask)

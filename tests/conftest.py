@@ -11,14 +11,8 @@ INV = str(Path(sys.executable).parent / "inv")
 
 
 # openstacksdk deprecations the tool's own calls could raise become errors (the test then fails
-# with the traceback); only the two the SDK raises on its own, for every caller, stay ignored.
-SDK_WARNINGS_AS_ERRORS = ",".join([
-    "error::openstack.warnings.OpenStackDeprecationWarning",
-    "error::openstack.warnings.RemovedInSDK50Warning",
-    "error::openstack.warnings.RemovedInSDK60Warning",
-    "ignore:The _compute_attributes method is deprecated:openstack.warnings.RemovedInSDK50Warning",
-    "ignore:The 'service_type' parameter is unnecesary:openstack.warnings.RemovedInSDK50Warning",
-])
+# with the traceback): tests/peers/strict_warnings/sitecustomize.py, imported by `inv` at start-up.
+SDK_WARNINGS_AS_ERRORS = {"PYTHONPATH": str(ROOT / "tests" / "peers" / "strict_warnings")}
 
 
 def run_inv(args, cwd=ROOT, env=None, netns=None, timeout=900):

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -51,7 +52,7 @@ def cloud(tmp_path_factory, loopback_cloud):
         def inv(self, *args, **openstack):
             log = work / f"log-{uuid.uuid4().hex[:6]}.jsonl"
             r = run_inv(["-f", str(self.config(**openstack)), *args, "--log-json", str(log)], timeout=600,
-                        env={"PYTHONWARNINGS": SDK_WARNINGS_AS_ERRORS})
+                        env=SDK_WARNINGS_AS_ERRORS)
             r.events = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
             r.writes = sum(e["writes"] for e in r.events if e["event"] == "openstack.api")
             m = re.search(r": .* in ([\d.]+) s", r.stdout)
@@ -202,6 +203,37 @@ def test_a_server_without_config_drive_is_drift_with_the_fix_never_replaced(clou
     finally:
         conn.compute.delete_server(srv)
         conn.compute.wait_for_delete(srv, wait=120)
+
+
+def test_a_service_that_dies_mid_run_is_named_and_the_rerun_converges_without_duplicates(cloud):
+    """glance stopped (the loopback cloud keeps its data): openstack.prepare creates the flavor,
+    keypair and security group, then fails at the image naming glance and its endpoint, with the
+    fix; glance started again, the re-run converges and every object exists once."""
+    lab = f"gl{uuid.uuid4().hex[:4]}"
+    path = cloud.config()
+    cfg = yaml.safe_load(path.read_text())
+    cfg["lab"]["name"] = lab
+    path.write_text(yaml.safe_dump(cfg))
+    loopback = [sys.executable, str(Path(__file__).resolve().parents[1] / "peers" / "openstack" / "loopback.py")]
+    env = SDK_WARNINGS_AS_ERRORS
+    subprocess.run([*loopback, "stop-service", "glance"], check=True, capture_output=True)
+    try:
+        failed = run_inv(["-f", str(path), "openstack.prepare"], env=env)
+    finally:
+        subprocess.run([*loopback, "start-service", "glance"], check=True, capture_output=True)
+    out = failed.stdout + failed.stderr
+    try:
+        assert failed.returncode == 1 and "Traceback" not in out and "internal error" not in out, out
+        assert "glance (image) at http://127.0.0.1:9292 does not answer" in out and "devstack.status" in out, out
+        assert re.search(rf"security group {lab}-k8s\s.*changed", failed.stdout), failed.stdout  # done before glance died
+        again = run_inv(["-f", str(path), "openstack.prepare"], env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        conn, admin = cloud.sdk(), cloud.sdk("admin")
+        assert len([f for f in admin.compute.flavors() if f.name == f"{lab}-k8s"]) == 1
+        assert len(list(conn.network.security_groups(name=f"{lab}-k8s"))) == 1
+        assert len(list(conn.image.images(name=f"{lab}-node"))) == 1
+    finally:
+        run_inv(["-f", str(path), "openstack.teardown"])
 
 
 def test_secrets_never_reach_logs(cloud):

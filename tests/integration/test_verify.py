@@ -91,7 +91,7 @@ def lab(loopback_cloud):
         cfg.write_text(yaml.safe_dump(settings))
 
         def inv(*args, env=None):
-            return run_inv(["-f", str(cfg), *args], env={"PYTHONWARNINGS": SDK_WARNINGS_AS_ERRORS, **(env or {})},
+            return run_inv(["-f", str(cfg), *args], env={**SDK_WARNINGS_AS_ERRORS, **(env or {})},
                            timeout=600)
 
         cleanup.callback(inv, "openstack.teardown")

@@ -128,3 +128,33 @@ def test_failed_check_in_dry_run_after_a_change_is_would_change(ctx):
     with steps.session(ctx, "t.up", dry_run=True) as s:
         s.plan([Box(0, 1).step("vm"), Step("ssh", needs_vm)])
     assert [r.outcome for r in s.results] == ["would-change", "would-change"]
+
+
+def test_a_cloud_api_that_does_not_answer_is_named_with_the_fix_not_an_internal_error():
+    """keystoneauth's ConnectFailure (nova-api killed mid-run) and an SDK 503: a failed row naming
+    the service and its endpoint, and the fix; any other exception stays an internal error."""
+    import keystoneauth1.exceptions as ksa
+    from openstack import exceptions as sdk
+
+    from osk8s_tasks import faults
+
+    down = ksa.ConnectFailure("Unable to establish connection to http://127.0.0.1:8774/v2.1/servers/detail: "
+                              "Connection refused")
+    msg = faults.describe(down)
+    assert msg.startswith("nova (compute) at http://127.0.0.1:8774/v2.1 does not answer") and "devstack.status" in msg
+    busy = sdk.HttpException("boom")
+    busy.status_code, busy.url = 503, "http://192.168.121.10/load-balancer/v2/lbaas/loadbalancers"
+    assert faults.describe(busy).startswith("octavia (load balancer) at http://192.168.121.10/load-balancer answered 503")
+    missing = sdk.HttpException("nope")
+    missing.status_code = 404
+    assert faults.describe(missing) is None
+    assert faults.describe(KeyError("x")) is None
+
+    s = steps.Session("t", False, None)
+    with pytest.raises(StepFailed):
+        steps.run_plan(s, [Step("servers", lambda: (_ for _ in ()).throw(down))])
+    row = s.results[-1]
+    assert row.outcome == "failed" and row.detail.startswith("nova (compute)") and "internal error" not in row.detail
+    with pytest.raises(KeyError):  # a bug of the tool stays one
+        steps.run_plan(s, [Step("bug", lambda: {}["x"])])
+    assert s.results[-1].detail.startswith("internal error in check")

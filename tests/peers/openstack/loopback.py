@@ -3,6 +3,7 @@ Placement, Nova (fake virt driver), Neutron (ML2, no agents), Cinder (fake drive
 (noop amphora/compute/network drivers), with RabbitMQ, sqlite everywhere.
 
     python tests/peers/openstack/loopback.py start|stop|status|errors
+    python tests/peers/openstack/loopback.py stop-service|start-service NAME   # e.g. nova (its API)
 
 Nothing here is faked at the API: openstacksdk talks to the real services. Below the APIs, what
 this machine cannot run is replaced by each project's own test drivers: nova's FakeDriver (no
@@ -140,6 +141,37 @@ def stop() -> None:
     log("stopped")
 
 
+def stop_service(name: str) -> None:
+    """End one service (its process group), leaving the cloud's data in place: what a crash of
+    that service looks like to a client in the middle of a run."""
+    pid = pids().get(name)
+    if pid is None or not (BASE / "run" / f"{name}.cmd").exists():
+        raise SystemExit(f"no service {name!r} (known: {', '.join(sorted(pids()))})")
+    if alive(pid):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    log(f"{name} stopped")
+
+
+def start_service(name: str) -> None:
+    """Start one stopped service again with the command line it was first started with."""
+    import json
+
+    if alive(pids().get(name, 0)):
+        log(f"{name} already running")
+        return
+    spec = json.loads((BASE / "run" / f"{name}.cmd").read_text())
+    spawn(name, spec["cmd"], spec["env"])
+    port = PORTS.get(name)
+    if port:
+        wait_http(f"http://127.0.0.1:{port}/")
+    log(f"{name} started again")
+
+
 def errors(limit: int = 15) -> None:
     """The exceptions the services logged, most frequent first: what a failed CI run shows, since
     the logs themselves go with the machine."""
@@ -175,6 +207,8 @@ if __name__ == "__main__":
         errors()
     elif cmd == "status":
         sys.exit(status())
+    elif cmd in ("stop-service", "start-service") and len(sys.argv) == 3:
+        (stop_service if cmd == "stop-service" else start_service)(sys.argv[2])
     else:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         sys.exit(2)

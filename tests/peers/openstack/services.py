@@ -71,10 +71,14 @@ def wrapper(svc: str, env: dict, argv: list[str], module: str) -> None:
 
 
 def spawn(name: str, cmd: list, env=None) -> None:
+    """Start one service in its own process group; its command line is kept beside its PID file,
+    so `loopback.py restart NAME` can start it again without rebuilding the cloud."""
     logf = open(BASE / "log" / f"{name}.out", "a")
     immediate = "" if name.startswith("octavia") else "1"  # octavia: see sqlite_immediate.py
+    env = {"OSK8S_SQLITE_IMMEDIATE": immediate, **(env or {})}
     p = subprocess.Popen([str(c) for c in cmd], stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         env={**os.environ, "OSK8S_SQLITE_IMMEDIATE": immediate, **(env or {})}, start_new_session=True, cwd=BASE)
+                         env={**os.environ, **env}, start_new_session=True, cwd=BASE)
+    (BASE / "run" / f"{name}.cmd").write_text(json.dumps({"cmd": [str(c) for c in cmd], "env": env}))
     (BASE / "run" / f"{name}.pid").write_text(str(p.pid))
 
 
