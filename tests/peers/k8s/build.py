@@ -42,6 +42,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("OSK8S_PEERS_CACHE") or "/var/cache/osk8s-peers")
+GO = shutil.which("go") or "/usr/local/go/bin/go"  # where the Go tarball installs it
 
 # Every go command runs with exactly these settings (the user's GOFLAGS, GOCACHE... do not leak in).
 # -modcacherw: the module cache is writable, so the cache directory can be removed with rm -rf.
@@ -69,7 +70,7 @@ def kubernetes_ldflags(version: str, date: str) -> list[str]:
 
 
 def cpo_ldflags(version: str, date: str) -> list[str]:
-    """cloud-provider-openstack's Makefile: LDFLAGS := -X ...gitVersion=$(VERSION) -X ...Version=$(VERSION)."""
+    """cloud-provider-openstack's Makefile: LDFLAGS := -X ...gitVersion=$(VERSION) -X ...Version=..."""
     return [
         f"-X k8s.io/component-base/version.gitVersion={version}",
         f"-X k8s.io/cloud-provider-openstack/pkg/version.Version={version}",
@@ -102,8 +103,10 @@ MODULES = (
     Module("etcd"),
     Module("cloud-provider-openstack", "k8s.io/cloud-provider-openstack", cpo_ldflags),
     Module("kwok"),
-    Module("csi-sidecars/external-provisioner", "github.com/kubernetes-csi/external-provisioner/v5", csi_ldflags),
-    Module("csi-sidecars/external-attacher", "github.com/kubernetes-csi/external-attacher/v4", csi_ldflags),
+    Module("csi-sidecars/external-provisioner", "github.com/kubernetes-csi/external-provisioner/v5",
+           csi_ldflags),
+    Module("csi-sidecars/external-attacher", "github.com/kubernetes-csi/external-attacher/v4",
+           csi_ldflags),
 )
 
 
@@ -122,7 +125,7 @@ def go_env() -> dict[str, str]:
 
 
 def go(*args: str, cwd: Path, capture: bool = True) -> str:
-    proc = subprocess.run(["go", *args], cwd=cwd, env=go_env(), text=True,
+    proc = subprocess.run([GO, *args], cwd=cwd, env=go_env(), text=True,
                           stdout=subprocess.PIPE if capture else None,
                           stderr=subprocess.PIPE if capture else None)
     if proc.returncode:
@@ -136,10 +139,14 @@ def go_version() -> str:
     return go("env", "GOVERSION", cwd=HERE).strip()
 
 
-@cache
 def gomod(module: Module) -> dict:
     """go.mod as `go mod edit -json` parses it (reads the file only; no network, no module cache)."""
-    return json.loads(go("mod", "edit", "-json", cwd=module.path))
+    return parse_gomod(module.path, (module.path / "go.mod").read_bytes())
+
+
+@cache
+def parse_gomod(path: Path, content: bytes) -> dict:  # cached per content: go.mod may change
+    return json.loads(go("mod", "edit", "-json", cwd=path))
 
 
 def tools(module: Module) -> dict[str, str]:
@@ -198,9 +205,13 @@ def status() -> dict[str, dict[str, Path | None]]:
     return out
 
 
+def all_binaries() -> dict[str, Module]:
+    return {b: m for m in MODULES for b in tools(m)}
+
+
 def resolve(names: Iterable[str] | None) -> dict[Module, list[str]]:
     """Module and binary names → {module: [binaries]}; None means all."""
-    index = {b: m for m in MODULES for b in tools(m)}
+    index = all_binaries()
     wanted: dict[Module, list[str]] = {}
     for name in names if names is not None else [m.name for m in MODULES]:
         modules = [m for m in MODULES if name in (m.name, m.dir)]
@@ -209,17 +220,20 @@ def resolve(names: Iterable[str] | None) -> dict[Module, list[str]]:
         elif name in index:
             wanted.setdefault(index[name], []).append(name)
         else:
-            known = sorted([m.name for m in MODULES] + list(index))
+            known = sorted({m.name for m in MODULES} | set(index))
             raise LookupError(f"unknown peer binary or module {name!r}; known: {', '.join(known)}")
     return {m: sorted(set(bs)) for m, bs in wanted.items()}
 
 
 def binary(name: str) -> Path:
     """Path of a built binary; never builds (call ensure() first)."""
-    (module, _), = resolve([name]).items()
-    path = bin_dir(module) / name
+    modules = [m for m in MODULES if name in tools(m)]
+    if not modules:
+        raise LookupError(f"unknown peer binary {name!r}; known: {', '.join(sorted(all_binaries()))}")
+    path = bin_dir(modules[0]) / name
     if not path.is_file():
-        raise FileNotFoundError(f"{name} is not built at {path}; run: python -m tests.peers.k8s.build {name}")
+        raise FileNotFoundError(
+            f"{name} is not built at {path}; run: python -m tests.peers.k8s.build {name}")
     return path
 
 
@@ -286,8 +300,10 @@ def ensure(names: Iterable[str] | None = None) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.peers.k8s.build", description=__doc__.split("\n")[0])
-    parser.add_argument("--status", action="store_true", help="say what is built and where; build nothing")
+    parser = argparse.ArgumentParser(prog="python -m tests.peers.k8s.build",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--status", action="store_true",
+                        help="say what is built and where; build nothing")
     parser.add_argument("names", nargs="*", help="binaries or modules (default: all)")
     args = parser.parse_args(argv)
     if args.status:
