@@ -692,7 +692,10 @@ class PodRunner:
                     why = self.explain(pod)
                     if why:
                         continue
-                    if pod.get("status", {}).get("phase") in ("Succeeded", "Failed") or pod["metadata"].get("deletionTimestamp"):
+                    if pod["metadata"].get("deletionTimestamp"):
+                        self.delete_unstarted(pod)  # nothing of it ran here: deleted at once, as kubelet does
+                        continue
+                    if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                         continue
                     worker = self.workers[uid] = PodWorker(self, pod)
                     worker.start()
@@ -703,6 +706,16 @@ class PodRunner:
                     worker.terminate(gone=True)
                 if not worker.is_alive() and worker.finished:
                     del self.workers[uid]
+
+    def delete_unstarted(self, pod: dict) -> None:
+        md = pod["metadata"]
+        try:
+            self.api.request("DELETE", f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}",
+                             {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+                              "preconditions": {"uid": md["uid"]}})
+        except ApiError as e:
+            if e.status not in (404, 409):
+                log.warning("pod %s/%s: delete: %s", md["namespace"], md["name"], e)
 
     def stop(self) -> None:
         with self.lock:
