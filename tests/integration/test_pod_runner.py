@@ -95,7 +95,7 @@ class ControlPlane:
         for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{self.ip}/24", "dev", f"{NS}n"],
                     ["ip", "link", "set", f"{NS}n", "up"], ["ip", "route", "add", "default", "via", f"{net}.1"]):
             sh("ip", "netns", "exec", NS, *cmd)
-        self.etc.mkdir(parents=True)
+        self.etc.mkdir(parents=True, exist_ok=True)
         # the kubeadm config osk8s renders, etcd's data directory moved into the work directory
         docs = list(yaml.safe_load_all(cluster_render.init_config(config.validate({"lab": {"name": "o8r"}}),
                                                                    self.ip, NODE, None)))
@@ -118,6 +118,8 @@ class ControlPlane:
             "subjects": [{"kind": "Group", "name": "kubeadm:cluster-admins", "apiGroup": "rbac.authorization.k8s.io"}]}))
         wait("the kubernetes Service", lambda: self.admin.get("/api/v1/namespaces/default/services/kubernetes"))
         self.kubeadm("init", "phase", "addon", "kube-proxy", "--config", str(self.kubeadm_config))
+        wait("the controller-manager's default ServiceAccount",  # pods are refused before it exists
+             lambda: self.admin.get("/api/v1/namespaces/default/serviceaccounts/default"), timeout=60)
         return self
 
     def in_etc(self, argv: list[str]) -> list[str]:
@@ -135,12 +137,12 @@ class ControlPlane:
                                             stdin=subprocess.DEVNULL, start_new_session=True)
 
     def stop(self) -> None:
-        for name in reversed(CONTROL_PLANE):
+        for name in reversed(CONTROL_PLANE):  # each by its PID (session leader: ip netns exec, unshare, sh exec)
             p = self.procs.get(name)
             if p and p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
                 try:
-                    p.wait(timeout=20)
+                    p.wait(timeout=15)  # kube-apiserver shuts down gracefully for a while
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
@@ -224,7 +226,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("o8r")
-    cp = ControlPlane(workdir)
+    cp = ControlPlane(workdir)  # stopped in the finally below even when start() fails half-way
     keystone = ThreadingHTTPServer(("127.0.0.1", free_port()), Keystone)
     threading.Thread(target=keystone.serve_forever, daemon=True).start()
     fwd = netfwd.Forwarder()
@@ -255,13 +257,13 @@ def lab(tmp_path_factory):
         threading.Thread(target=kubelet_loop, daemon=True).start()
         yield {"cp": cp, "node": node, "runner": runner, "workdir": workdir, "keystone": keystone, "fwd": fwd,
                "seen": seen, "images": images}
-    finally:
+    finally:  # each part stopped even when another fails to
         stop.set()
-        if runner:
-            runner.stop()
-        fwd.stop()
-        keystone.shutdown()
-        cp.stop()
+        for part in ([runner.stop] if runner else []) + [fwd.stop, keystone.shutdown, cp.stop]:
+            try:
+                part()
+            except Exception as e:  # noqa: BLE001
+                print(f"teardown: {part}: {e!r}")
 
 
 def get_pod(lab, ns: str, selector: str) -> dict:
@@ -629,3 +631,77 @@ def test_netfwd_reaches_the_root_loopback_from_a_namespace(tmp_path):
         server.terminate()
         server.wait()
         sh("ip", "netns", "del", ns, check=False)
+
+
+# pure parts of the runner, against upstream's own test tables (no cluster needed)
+
+EXPANSION = [  # third_party/forked/golang/expansion/expand_test.go TestMapping (k8s.io/kubernetes v1.37.2)
+    ("$(VAR_A)", "A"), ("$(VAR_A)-$(VAR_A)", "A-A"), ("$(VAR_A)-1", "A-1"), ("___$(VAR_B)___", "___B___"),
+    ("___$(VAR_C)", "___C"), ("$(VAR_A)_$(VAR_B)_$(VAR_C)", "A_B_C"), ("$$(VAR_B)_$(VAR_A)", "$(VAR_B)_A"),
+    ("$$(VAR_A)_$$(VAR_B)", "$(VAR_A)_$(VAR_B)"), ("f000-$$VAR_A", "f000-$VAR_A"), ("foo\\$(VAR_C)bar", "foo\\Cbar"),
+    ("foo\\\\$(VAR_C)bar", "foo\\\\Cbar"), ("foo\\\\\\\\$(VAR_A)bar", "foo\\\\\\\\Abar"),
+    ("$(VAR_A$(VAR_B))", "$(VAR_A$(VAR_B))"), ("$(VAR_A$(VAR_B)", "$(VAR_A$(VAR_B)"), ("$(VAR_REF)", "$(VAR_A)"),
+    ("%%$(VAR_REF)--$(VAR_REF)%%", "%%$(VAR_A)--$(VAR_A)%%"), ("foo$(VAR_EMPTY)bar", "foobar"),
+    ("foo$(VAR_Awhoops!", "foo$(VAR_Awhoops!"), ("f00__(VAR_A)__", "f00__(VAR_A)__"), ("$?_boo_$!", "$?_boo_$!"),
+    ("$VAR_A", "$VAR_A"), ("$(VAR_DNE)", "$(VAR_DNE)"), ("$$$$$$(BIG_MONEY)", "$$$(BIG_MONEY)"),
+    ("$$$$$$(VAR_A)", "$$$(VAR_A)"), ("$$$$$$$(GOOD_ODDS)", "$$$$(GOOD_ODDS)"), ("$$$$$$$(VAR_A)", "$$$A"),
+    ("$VAR_A)", "$VAR_A)"), ("${VAR_A}", "${VAR_A}"), ("$(VAR_B)_______$(A", "B_______$(A"),
+    ("$(VAR_C)_______$(", "C_______$("), ("$", "$"), ("$)", "$)"),
+]
+
+
+@pytest.mark.parametrize("text,want", EXPANSION)
+def test_expansion_as_upstream(text, want):
+    from tests.peers.k8s.pods import expand
+
+    env = {"VAR_A": "A", "VAR_B": "B", "VAR_C": "C", "VAR_REF": "$(VAR_A)", "VAR_EMPTY": ""}
+    assert expand(text, env) == want
+    assert expand(text, {"VAR_A": "A", "VAR_EMPTY": ""}, {"VAR_B": "B", "VAR_C": "C", "VAR_REF": "$(VAR_A)"}) == want
+
+
+def test_backoff_as_kubelet_configures_flowcontrol():
+    """10 s, doubling to 300 s; a container that ran 10 minutes since the last restart starts over."""
+    from tests.peers.k8s.pods import Backoff
+
+    b, key, now = Backoff(), "p_ns_uid_c", 1000.0
+    assert not b.in_backoff_since(key, now, now)  # first exit: restarted at once
+    b.next(key, now, now)
+    seq = []
+    for _ in range(7):
+        finished = now + 1
+        assert b.in_backoff_since(key, finished, finished + 0.5)
+        seq.append(b.get(key))
+        now = finished + b.get(key)
+        assert not b.in_backoff_since(key, finished, now)
+        b.next(key, finished, now)
+    assert seq == [10, 20, 40, 80, 160, 300, 300]
+    assert not b.in_backoff_since(key, now + 601, now + 601)  # stable for 10 minutes: reset
+    b.next(key, now + 601, now + 601)
+    assert b.get(key) == 10
+
+
+@pytest.mark.parametrize("ref,want", [
+    ("registry.k8s.io/provider-os/k8s-keystone-auth:v1.36.0", ("registry.k8s.io/provider-os/k8s-keystone-auth", "v1.36.0")),
+    ("registry.k8s.io/kube-proxy:v1.37.2@sha256:ab", ("registry.k8s.io/kube-proxy", "v1.37.2")),
+    ("localhost:5000/x/y", ("localhost:5000/x/y", None)), ("busybox", ("busybox", None)),
+])
+def test_split_image(ref, want):
+    from tests.peers.k8s.pods import split_image
+
+    assert split_image(ref) == want
+
+
+def test_service_links_as_envvars_go():
+    from tests.peers.k8s.pods import service_env
+
+    env = service_env([{"metadata": {"name": "k8s-keystone-auth-service"}, "spec": {
+        "clusterIP": "10.96.0.50", "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}]}},
+        {"metadata": {"name": "headless"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}])
+    assert env == {"K8S_KEYSTONE_AUTH_SERVICE_SERVICE_HOST": "10.96.0.50",
+                   "K8S_KEYSTONE_AUTH_SERVICE_SERVICE_PORT": "8443",
+                   "K8S_KEYSTONE_AUTH_SERVICE_SERVICE_PORT_HTTPS": "8443",
+                   "K8S_KEYSTONE_AUTH_SERVICE_PORT": "tcp://10.96.0.50:8443",
+                   "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP": "tcp://10.96.0.50:8443",
+                   "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP_PROTO": "tcp",
+                   "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP_PORT": "8443",
+                   "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP_ADDR": "10.96.0.50"}

@@ -697,8 +697,9 @@ class PodRunner:
                         continue
                     if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                         continue
-                    worker = self.workers[uid] = PodWorker(self, pod)
+                    worker = PodWorker(self, pod)
                     worker.start()
+                    self.workers[uid] = worker
                 seen.add(uid)
                 worker.update(pod)
             for uid, worker in list(self.workers.items()):
