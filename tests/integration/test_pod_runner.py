@@ -46,6 +46,7 @@ NS = "o8r0"  # this test's network namespaces: o8r*
 NODE = "o8r-node"
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 CRASHER = "osk8s.test/crasher"
+WRITER, READER = "osk8s.test/writer", "osk8s.test/reader"
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -238,7 +239,10 @@ def lab(tmp_path_factory):
         fwd.start(NS, [keystone.server_port])
         images = {"registry.k8s.io/provider-os/k8s-keystone-auth": cp.bins["k8s-keystone-auth"],
                   "registry.k8s.io/kube-proxy": proxy.ARGV,
-                  CRASHER: [sys.executable, "-I", "-c", "import sys; print('crasher: exiting 3', flush=True); sys.exit(3)"]}
+                  CRASHER: [sys.executable, "-I", "-c", "import sys; print('crasher: exiting 3', flush=True); sys.exit(3)"],
+                  WRITER: [sys.executable, "-I", "-c", "import sys, time; open(sys.argv[1], 'w').write(sys.argv[2]); time.sleep(1)"],
+                  READER: [sys.executable, "-I", "-c", "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.1)\n"
+                           "print(open(sys.argv[1]).read(), *sys.argv[2:], os.getuid(), oct(os.stat(os.path.dirname(sys.argv[1])).st_mode & 0o7777), flush=True)"]}
         runner = PodRunner(NODE, cp.ip, cp.etc / "kubelet.conf", images, workdir / "pods-state", workdir / "pod-logs")
         seen: dict[str, float] = {}
 
@@ -538,6 +542,35 @@ def test_crashing_container_restarts_with_backoff(lab):
     assert stream == "stdout" and tag == "F" and content == "crasher: exiting 3" and stamp.endswith("Z")
     events = api.get("/api/v1/namespaces/default/events", fieldSelector=f"involvedObject.uid={uid}")["items"]
     assert {"Started", "BackOff"} <= {e["reason"] for e in events}
+
+
+def test_emptydir_shared_env_expansion_and_a_pod_that_completes(lab):
+    """Two containers share an emptyDir (as cinder-csi's controller shares its socket directory with the
+    sidecars); env from fieldRef, $(VAR) expanded in args, runAsUser; restartPolicy Never: Succeeded."""
+    api = lab["cp"].admin
+    mount = [{"name": "shared", "mountPath": "/shared"}]
+    env = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+           {"name": "GREETING", "value": "node=$(NODE)"}]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shared", "namespace": "default", "labels": {"app": "shared"}},
+           "spec": {"nodeName": NODE, "restartPolicy": "Never", "securityContext": {"runAsUser": 4242},
+                    "volumes": [{"name": "shared", "emptyDir": {}}],
+                    "containers": [
+                        {"name": "writer", "image": f"{WRITER}:v1", "command": ["/w", "/shared/note", "from the writer"],
+                         "volumeMounts": mount},
+                        {"name": "reader", "image": f"{READER}:v1", "command": ["/r", "/shared/note", "$(GREETING)", "$$(NODE)"],
+                         "env": env, "volumeMounts": mount}]}}
+    apply(api, pod)
+    p = wait("the pod Succeeded", lambda: (p := get_pod(lab, "default", "app=shared"))
+             and p.get("status", {}).get("phase") == "Succeeded" and p, timeout=60)
+    for name in ("writer", "reader"):
+        term = status_of(p, name)["state"]["terminated"]
+        assert term["exitCode"] == 0 and term["reason"] == "Completed", term
+    conds = {c["type"]: (c["status"], c.get("reason")) for c in p["status"]["conditions"]}
+    assert conds["Ready"] == ("False", "PodCompleted") and conds["ContainersReady"] == ("False", "PodCompleted")
+    log = lab["workdir"] / "pod-logs" / f"default_shared_{p['metadata']['uid']}" / "reader" / "0.log"
+    assert log.read_text().split(" stdout F ", 1)[1].strip() == f"from the writer node={NODE} $(NODE) 4242 0o777"
+    api.request("DELETE", "/api/v1/namespaces/default/pods/shared")
+    wait("the completed pod deleted", lambda: not get_pod(lab, "default", "app=shared"), timeout=30)
 
 
 def test_deleted_pod_stopped_then_removed_and_stop_leaves_nothing(lab):

@@ -1896,6 +1896,8 @@ def enter(spec: dict) -> None:
         if m.get("ro"):
             _mount(libc, None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
         _mount(libc, None, target, None, MS_REC | PROPAGATION.get(m.get("propagation") or "None", MS_PRIVATE))
+    if any(Path(m["target"]).is_relative_to("/root") for m in mounts):
+        os.chmod(f"{root}/root", 0o755)  # a stand-in's interpreter installed under /root (pyenv): traversable
     if spec.get("privileged"):
         _mount(libc, "/dev", f"{root}/dev", None, MS_BIND | MS_REC)
     else:
