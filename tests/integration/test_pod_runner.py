@@ -19,7 +19,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -47,6 +46,19 @@ NODE = "o8r-node"
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 CRASHER = "osk8s.test/crasher"
 WRITER, READER = "osk8s.test/writer", "osk8s.test/reader"
+PROBED = "osk8s.test/probed"
+PROBED_PROGRAM = """
+import http.server, os, sys, threading, time
+open("/tmp/alive", "w").close()
+server = http.server.HTTPServer(("0.0.0.0", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print("serving", flush=True)
+if not os.path.exists("/data/died"):  # the first run stops being alive after 4 s; the second lives on
+    open("/data/died", "w").close()
+    time.sleep(4)
+    os.unlink("/tmp/alive")
+time.sleep(3600)
+"""
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -240,6 +252,7 @@ def lab(tmp_path_factory):
         images = {"registry.k8s.io/provider-os/k8s-keystone-auth": cp.bins["k8s-keystone-auth"],
                   "registry.k8s.io/kube-proxy": proxy.ARGV,
                   CRASHER: [sys.executable, "-I", "-c", "import sys; print('crasher: exiting 3', flush=True); sys.exit(3)"],
+                  PROBED: [sys.executable, "-I", "-c", PROBED_PROGRAM],
                   WRITER: [sys.executable, "-I", "-c", "import sys, time; open(sys.argv[1], 'w').write(sys.argv[2]); time.sleep(1)"],
                   READER: [sys.executable, "-I", "-c", "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.1)\n"
                            "print(open(sys.argv[1]).read(), *sys.argv[2:], os.getuid(), oct(os.stat(os.path.dirname(sys.argv[1])).st_mode & 0o7777), flush=True)"]}
@@ -353,7 +366,7 @@ def test_kube_proxy_daemonset_runs_the_stand_in(lab):
     assert out.stdout.strip() == "ok"
     log = (lab["workdir"] / "pod-logs").glob(f"kube-system_{pod['metadata']['name']}_*/kube-proxy/0.log")
     text = next(log).read_text()
-    assert f" stderr F " in text and f"{svc}:443 -> {lab['cp'].ip}:6443" in text
+    assert " stderr F " in text and f"{svc}:443 -> {lab['cp'].ip}:6443" in text
 
 
 def keystone_docs(lab, role_instead_of_clusterrole: bool) -> tuple[list[dict], Path]:
@@ -571,6 +584,35 @@ def test_emptydir_shared_env_expansion_and_a_pod_that_completes(lab):
     assert log.read_text().split(" stdout F ", 1)[1].strip() == f"from the writer node={NODE} $(NODE) 4242 0o777"
     api.request("DELETE", "/api/v1/namespaces/default/pods/shared")
     wait("the completed pod deleted", lambda: not get_pod(lab, "default", "app=shared"), timeout=30)
+
+
+def test_probes_http_readiness_and_exec_liveness(lab):
+    """httpGet readiness makes the pod Ready; an exec liveness probe (run inside the container's root)
+    that starts failing gets the container killed and restarted, with Unhealthy events."""
+    api = lab["cp"].admin
+    port = free_port()
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed", "namespace": "default", "labels": {"app": "probed"}},
+           "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1, "volumes": [{"name": "data", "emptyDir": {}}],
+                    "containers": [{
+                        "name": "probed", "image": f"{PROBED}:v1", "command": ["/probed", str(port)],
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1},
+                        "livenessProbe": {"exec": {"command": ["/bin/sh", "-c", "test -e /tmp/alive"]},
+                                          "periodSeconds": 1, "failureThreshold": 2}}]}}
+    apply(api, pod)
+    p = wait("Ready through the httpGet probe", lambda: ready(p := get_pod(lab, "default", "app=probed")) and p, timeout=60)
+    assert status_of(p, "probed")["restartCount"] == 0
+    p = wait("restarted by the liveness probe", lambda: (p := get_pod(lab, "default", "app=probed"))
+             and status_of(p, "probed").get("restartCount") == 1 and p, timeout=60)
+    last = status_of(p, "probed")["lastState"]["terminated"]
+    assert last["reason"] == "Error" and last["exitCode"] == 143  # SIGTERM
+    uid = p["metadata"]["uid"]
+    events = api.get("/api/v1/namespaces/default/events", fieldSelector=f"involvedObject.uid={uid}")["items"]
+    assert any(e["reason"] == "Unhealthy" and e["message"].startswith("Liveness probe failed") for e in events)
+    assert any(e["reason"] == "Killing" and "failed liveness probe" in e["message"] for e in events)
+    wait("Ready again", lambda: ready(get_pod(lab, "default", "app=probed")), timeout=60)
+    api.request("DELETE", "/api/v1/namespaces/default/pods/probed")
+    wait("the pod deleted", lambda: not get_pod(lab, "default", "app=probed"), timeout=30)
 
 
 def test_deleted_pod_stopped_then_removed_and_stop_leaves_nothing(lab):
