@@ -20,8 +20,10 @@ VERSIONS = {
     # ("isv:kubernetes OBS Project", the key of every core:/stable:/v1.x repository).
     "calico_manifest_sha256": "1990b1cec14002790718bb960b1b8445eb7b896cd16c32e952309f35a9026981",
     "kubernetes_apt_key_fingerprint": "DE15B14486CD377B9E876E1A234654DA9A296436",
-    # CSI sidecars, as cloud-provider-openstack v1.36.0's manifests pin them
-    "csi_attacher": "v4.10.0",
+    # CSI sidecars, as cloud-provider-openstack v1.36.0's manifests pin them, but the attacher:
+    # v4.10.0's source is not served on the Go module proxy, so the tests could not run the
+    # program the lab would; v4.12.0 is the nearest release that is
+    "csi_attacher": "v4.12.0",
     "csi_provisioner": "v5.3.0",
     "csi_resizer": "v1.14.0",
     "csi_snapshotter": "v8.4.0",

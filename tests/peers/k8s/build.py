@@ -107,6 +107,7 @@ MODULES = (
            csi_ldflags),
     Module("csi-sidecars/external-attacher", "github.com/kubernetes-csi/external-attacher/v4",
            csi_ldflags),
+    Module("csi-sidecars/external-resizer", "github.com/kubernetes-csi/external-resizer", csi_ldflags),
 )
 
 
