@@ -20,6 +20,7 @@ import io
 import os
 import random
 import shlex
+import socket
 import subprocess
 import threading
 import time
@@ -201,13 +202,27 @@ class Remote:
             if not self.conn.is_connected:
                 open_connection(self.conn, self.log)
 
-    def forward_local(self, local_port: int, remote_port: int, remote_host: str):
-        """Fabric's forward_local (a context manager) on this connection, opened first."""
+    @contextmanager
+    def forward_local(self, local_port: int, remote_port: int, remote_host: str, ready_timeout: float = 5):
+        """Fabric's forward_local on this connection, opened first, entered once the local port
+        accepts connections: Fabric binds its listener in a thread after the context is entered
+        (fabric/tunnels.py TunnelManager._run), so a request made at once was refused."""
         try:
             self.open()
         except Exception as exc:
             raise StepFailed(describe_ssh_error(exc, self.conn.host)) from None
-        return self.conn.forward_local(local_port, remote_port, remote_host)
+        with self.conn.forward_local(local_port, remote_port, remote_host):
+            deadline = time.monotonic() + ready_timeout
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", local_port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise StepFailed(f"the SSH forward 127.0.0.1:{local_port} -> {remote_host}:{remote_port} "
+                                         f"via {self.conn.host} did not start listening") from None
+                    time.sleep(0.01)
+            yield
 
     def run(self, cmd: str, sudo: bool = False, warn: bool = False, timeout: int | None = None):
         full = f"sudo -n sh -c {shlex.quote(cmd)}" if sudo else cmd
