@@ -41,9 +41,9 @@ def _failure(s, r, st: facts.StackState) -> str:
 class Watchdog:
     """Restarts a devstack@ unit that has been unhealthy for `unhealthy_seconds`."""
 
-    def __init__(self, s, r, ip: str):
+    def __init__(self, s, r, ip: str, clock=time.monotonic):
         w = s.settings.devstack.watchdog
-        self.s, self.r, self.limit = s, r, w.unhealthy_seconds
+        self.s, self.r, self.limit, self.clock = s, r, w.unhealthy_seconds, clock
         self.services = [(x.unit, x.url.format(host_ip=ip)) for x in w.services]
         self.since: dict[str, float] = {}
         self.restarts: dict[str, int] = {}
@@ -52,7 +52,7 @@ class Watchdog:
         if not self.services:
             return
         seen = facts.parse_watchdog_probe(self.r.run(facts.watchdog_probe(self.services), warn=True).stdout)
-        now = time.monotonic()
+        now = self.clock()
         for unit, (state, code) in seen.items():
             if state == "absent" or facts.healthy(state, code):
                 self.since.pop(unit, None)

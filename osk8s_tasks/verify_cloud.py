@@ -19,11 +19,24 @@ def occm_lb_name(lab: str, namespace: str, service: str) -> str:
     return f"kube_service_{lab}_{namespace}_{service}"
 
 
-def _rule_allows(rule, port: int) -> bool:
-    if rule.direction != "ingress" or rule.protocol not in ("tcp", "6", None):
+def rule_allows(rule, port: int, source: str) -> bool:
+    """Whether one Neutron security-group rule lets TCP traffic from `source` (an IPv4 address)
+    reach `port`: ingress, IPv4, tcp (or any protocol), the port in its range (or no range), and a
+    remote prefix holding the source (or none). A rule with a remote group admits only that group's
+    ports, never a load balancer. Every new group's egress rules admit nothing inbound."""
+    import ipaddress
+
+    if rule.direction != "ingress" or (rule.ether_type or "IPv4") != "IPv4":
+        return False
+    if rule.protocol not in ("tcp", "6", None, "any"):
         return False
     lo, hi = rule.port_range_min, rule.port_range_max
-    return (lo is None and hi is None) or (lo is not None and hi is not None and lo <= port <= hi)
+    if not ((lo is None and hi is None) or (lo is not None and hi is not None and lo <= port <= hi)):
+        return False
+    if rule.remote_group_id or getattr(rule, "remote_address_group_id", None):
+        return False
+    prefix = rule.remote_ip_prefix
+    return prefix is None or ipaddress.ip_address(source) in ipaddress.ip_network(prefix, strict=False)
 
 
 def check_load_balancer(conn, name: str, port: int, node_port: int, nodes: dict[str, str], secgroup: str) -> list[Finding]:
@@ -54,11 +67,20 @@ def check_load_balancer(conn, name: str, port: int, node_port: int, nodes: dict[
     fip = next(iter(conn.network.ips(fixed_ip_address=lb.vip_address)), None)  # OCCM binds it to the VIP
     out.append(Finding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
                        else f"no floating IP bound to the VIP {lb.vip_address} (floating-network-id in cloud.conf?)"))
-    sg = next(iter(conn.network.security_groups(name=secgroup)), None)
-    allowed = sg is not None and any(_rule_allows(r, node_port) for r in conn.network.security_group_rules(security_group_id=sg.id))
-    out.append(Finding(allowed, "NodePort rule", f"{secgroup} allows tcp {node_port}" if allowed else
-                       f"security group {secgroup} has no ingress rule for tcp {node_port} (the NodePort): the load balancer "
-                       "cannot reach the nodes. Fix: inv openstack.prepare (opens 30000-32767) or manage-security-groups = true"))
+    # what decides is every group on each node's port (OCCM adds its own with manage-security-groups);
+    # the amphora (or OVN's distributed LB) reaches the members from the VIP's subnet
+    closed, names = [], set()
+    for node, address in nodes.items():
+        port_ = next(iter(conn.network.ports(fixed_ips=f"ip_address={address}")), None)
+        groups = list(port_.security_group_ids or []) if port_ else []
+        rules = [r for g in groups for r in conn.network.security_group_rules(security_group_id=g)]
+        if not any(rule_allows(r, node_port, lb.vip_address) for r in rules):
+            closed.append(node)
+            names |= {conn.network.get_security_group(g).name for g in groups} or {f"(no port with {address})"}
+    out.append(Finding(not closed, "NodePort rule", f"the nodes' security groups allow tcp {node_port} from {lb.vip_address}"
+                       if not closed else f"{', '.join(sorted(names))} has no ingress rule for tcp {node_port} (the "
+                       f"NodePort) from {lb.vip_address}, on {', '.join(closed)}: the load balancer cannot reach the "
+                       f"nodes. Fix: inv openstack.prepare (opens 30000-32767 in {secgroup}) or manage-security-groups = true"))
     return out
 
 

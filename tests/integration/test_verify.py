@@ -191,8 +191,8 @@ def test_lb_passes_end_to_end_and_writes_reports(lab, tmp_path):
 def test_lb_failure_names_the_missing_nodeport_rule(lab, tmp_path):
     net = lab.conn.network
     sg = next(net.security_groups(name=f"{LAB}-k8s"))
-    rule = next(x for x in net.security_group_rules(security_group_id=sg.id) if x.port_range_min == 30000 and x.protocol == "tcp")
-    lab.controllers.retry(net.delete_security_group_rule, rule)  # the write-up's failure: the LB cannot reach the NodePort
+    for rule in [x for x in net.security_group_rules(security_group_id=sg.id) if x.port_range_min == 30000 and x.protocol == "tcp"]:
+        lab.controllers.retry(net.delete_security_group_rule, rule)  # the write-up's failure: the LB cannot reach the NodePort
     lab.controllers.data_plane = False
     try:
         r = lab.inv("verify.lb", "--json", str(tmp_path / "r.json"))

@@ -38,6 +38,8 @@ def env(loopback_cloud, tmp_path_factory):
                                           listener_id=listener.id)
     conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
     nodes = {f"{LAB}-worker-1": "10.0.0.10", f"{LAB}-worker-2": "10.0.0.11"}
+    ports = [conn.network.create_port(network_id=net.id, name=f"{LAB}-{n}", security_group_ids=[sg.id],
+                                      fixed_ips=[{"subnet_id": subnet.id, "ip_address": a}]) for n, a in nodes.items()]
     for address in nodes.values():
         conn.load_balancer.create_member(pool, address=address, protocol_port=NODE_PORT, subnet_id=subnet.id)
         conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
@@ -58,7 +60,8 @@ def env(loopback_cloud, tmp_path_factory):
         if v.name.startswith(f"pvc-{LAB}"):
             conn.block_storage.delete_volume(v)
     conn.network.delete_ip(fip)
-    conn.network.delete_port(vip)
+    for p in (vip, *ports):
+        conn.network.delete_port(p)
     conn.network.delete_security_group(sg)
     conn.image.delete_image(image)
     admin.compute.delete_flavor(flavor)
@@ -78,20 +81,26 @@ def test_a_load_balancer_built_like_occm_builds_it_passes(env):
     assert {f.check for f in findings} == {"load balancer", "listener", "pool members", "floating IP", "NodePort rule"}
 
 
-def test_member_on_the_wrong_port_is_named(env):
+@pytest.mark.parametrize("wrong", [31000, 80])  # another NodePort; the Service's own port (a common mistake)
+def test_member_on_the_wrong_port_is_named(env, wrong):
     conn, lb = env["conn"], env["lb"]
     member = next(m for m in conn.load_balancer.members(env["pool"]) if m.address == "10.0.0.11")
     conn.load_balancer.delete_member(member, env["pool"])
     conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
-    conn.load_balancer.create_member(env["pool"], address="10.0.0.11", protocol_port=31000, subnet_id=env["subnet"].id)
+    conn.load_balancer.create_member(env["pool"], address="10.0.0.11", protocol_port=wrong, subnet_id=env["subnet"].id)
     conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
-    assert "member 10.0.0.11 on port 31000, the Service's NodePort is 31320" in failed(check(env))["pool members"]
+    assert f"member 10.0.0.11 on port {wrong}, the Service's NodePort is 31320" in failed(check(env))["pool members"]
 
 
 def test_missing_nodeport_rule_is_named(env):
-    env["conn"].network.delete_security_group_rule(env["rule"])
+    """Real Neutron gives the group egress rules (the loopback creates its default rule templates):
+    they admit nothing inbound, so the diagnosis must still fire."""
+    conn = env["conn"]
+    assert {r.direction for r in conn.network.security_group_rules(security_group_id=env["sg"].id)} == {"ingress", "egress"}
+    conn.network.delete_security_group_rule(env["rule"])
     detail = failed(check(env))["NodePort rule"]
     assert f"{env['sg'].name} has no ingress rule for tcp {NODE_PORT}" in detail and "openstack.prepare" in detail
+    assert f"{LAB}-worker-1" in detail and f"{LAB}-worker-2" in detail
 
 
 def test_load_balancer_in_error_is_named(env):

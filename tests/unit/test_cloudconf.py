@@ -64,3 +64,13 @@ def test_lb_version_is_still_read_and_only_v2_is_accepted():
     assert [(f.kind, f.key) for f in v2] == [("advice", "LB-Version")] and "only value it accepts" in v2[0].fix
     assert not [f for f in cloudconf.lint(MODERN.replace("[LoadBalancer]\n", "[LoadBalancer]\nlb-version = v1\n"))
                 if f.kind == "removed"]
+
+
+def test_keys_and_sections_match_whatever_their_case_as_gcfg_reads_them():
+    """gcfg matches names case-insensitively: `Use-Octavia = yes` is the removed key, silently
+    ignored upstream, so it is named with its fix, not as an unknown key."""
+    text = "[LOADBALANCER]\nUse-Octavia = yes\nSubnet-ID = 1\n[blockstorage]\nBS-Version = v2\n"
+    found = {(f.key, f.kind): f.fix for f in cloudconf.lint(text, "occm")}
+    assert "lb-provider" in found[("Use-Octavia", "removed")]
+    assert "Block Storage v3" in found[("BS-Version", "removed")]
+    assert not [k for k in found if k[1] == "unknown"]

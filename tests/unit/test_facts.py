@@ -1,5 +1,8 @@
 """Pure fact parsers and the host.check verdicts, on recorded inputs."""
 
+import pytest
+
+from osk8s_tasks.facts import devstack as devstack_facts
 from osk8s_tasks.facts import host as facts
 from osk8s_tasks.host_check import virtualization_rows
 
@@ -53,3 +56,42 @@ def test_vmx_without_nested_warns_with_the_modprobe_fix():
 def test_this_machine_reads():
     v = facts.read_virtualization()
     assert isinstance(v.cpu_flags, frozenset)
+
+
+@pytest.mark.parametrize("state, code, ok", [("active", 200, True), ("active", 300, True), ("active", 401, True),
+                                              ("active", 404, True), ("active", 0, False), ("active", 503, False),
+                                              ("active", 500, False), ("inactive", 200, False), ("failed", 200, False)])
+def test_a_unit_is_healthy_when_active_and_its_api_answers_below_500(state, code, ok):
+    """401/404 are answers (keystone wants a token): a watchdog restarting on them would loop."""
+    assert devstack_facts.healthy(state, code) is ok
+
+
+def test_one_watchdog_tick_restarts_only_what_was_unhealthy_long_enough():
+    from types import SimpleNamespace
+
+    from osk8s_tasks import config
+    from osk8s_tasks.devstack_stack import Watchdog
+
+    settings = config.validate({"devstack": {"watchdog": {"unhealthy_seconds": 60, "interval": 5, "services": [
+        {"unit": "keystone", "url": "http://{host_ip}/identity"}, {"unit": "g-api", "url": "http://{host_ip}/image"},
+        {"unit": "c-api", "url": "http://{host_ip}/volume"}]}}})
+    answers = {"keystone": "active 401", "g-api": "active 000", "c-api": "absent 000"}
+    ran = []
+
+    class Remote:
+        def run(self, cmd, sudo=False, warn=False):
+            ran.append(cmd)
+            return SimpleNamespace(stdout="\n".join(f"{u} {a}" for u, a in answers.items()))
+
+    now = [1000.0]
+    s = SimpleNamespace(settings=settings, log=SimpleNamespace(warning=lambda *a, **k: None))
+    dog = Watchdog(s, Remote(), "10.0.0.5", clock=lambda: now[0])
+    dog.tick()
+    now[0] += 59
+    dog.tick()
+    assert not [c for c in ran if "restart" in c]  # g-api not answering for 59 s: not yet
+    now[0] += 1
+    dog.tick()
+    assert [c for c in ran if "restart" in c] == ["systemctl restart devstack@g-api.service"]
+    assert dog.restarts == {"g-api": 1}
+    assert "http://10.0.0.5/image" in ran[0]

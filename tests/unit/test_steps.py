@@ -158,3 +158,22 @@ def test_a_cloud_api_that_does_not_answer_is_named_with_the_fix_not_an_internal_
     with pytest.raises(KeyError):  # a bug of the tool stays one
         steps.run_plan(s, [Step("bug", lambda: {}["x"])])
     assert s.results[-1].detail.startswith("internal error in check")
+
+
+def test_failed_check_in_dry_run_with_no_change_pending_is_failed(ctx):
+    """A dry run turns a failing check into would-change only after a pending change it depends
+    on; on its own it is failed, and the run exits non-zero."""
+    def bad_cloud():
+        raise StepFailed("cloud 'nosuchcloud' is not in clouds.yaml")
+
+    with pytest.raises(Exit) as exit_:
+        with steps.session(ctx, "t.deploy", dry_run=True) as s:
+            s.plan([Box(1, 1).step("flavor"), Step("cloud", bad_cloud), Box(0, 1).step("later")])
+    assert exit_.value.code == 1
+    assert [r.outcome for r in s.results] == ["ok", "failed"]
+
+
+@pytest.mark.parametrize("key", ["OS_PASSWORD", "Password", "password", "APPLICATION_CREDENTIAL_SECRET",
+                                 "application_credential_secret", "Token", "X-Auth-Token", "private_key"])
+def test_secret_keys_are_redacted_whatever_their_case(key):
+    assert log.redact({key: "v4lue", "user": "demo"}) == {key: "***", "user": "demo"}

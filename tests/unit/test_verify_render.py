@@ -255,3 +255,23 @@ def test_keystone_policy_model_accepts_only_what_upstream_reads_the_same_way():
     ):
         with pytest.raises(keystone_auth.PolicyError, match=why):
             keystone_auth.authorize(bad, user, "list", "pods", "default")
+
+
+@pytest.mark.parametrize("rule, allowed", [
+    ({}, True),                                                        # tcp 30000-32767 from anywhere
+    ({"direction": "egress"}, False),                                  # every new group's default rules
+    ({"ether_type": "IPv6"}, False),
+    ({"protocol": "udp"}, False),
+    ({"protocol": None, "port_range_min": None, "port_range_max": None}, True),  # any protocol, any port
+    ({"port_range_min": 30000, "port_range_max": 31000}, False),       # 31320 outside
+    ({"port_range_min": 31320, "port_range_max": 31320}, True),
+    ({"remote_ip_prefix": "10.0.0.0/26"}, True),                       # the VIP's subnet
+    ({"remote_ip_prefix": "172.24.4.0/24"}, False),                    # another source
+    ({"remote_group_id": "a-group"}, False),                           # only that group's ports
+])
+def test_nodeport_rule_matching(rule, allowed):
+    from osk8s_tasks.verify_cloud import rule_allows
+
+    base = {"direction": "ingress", "ether_type": "IPv4", "protocol": "tcp", "port_range_min": 30000,
+            "port_range_max": 32767, "remote_ip_prefix": None, "remote_group_id": None}
+    assert rule_allows(SimpleNamespace(**{**base, **rule}), 31320, "10.0.0.5") is allowed

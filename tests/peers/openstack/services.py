@@ -431,6 +431,19 @@ def networks() -> None:
     os.environ["OS_CLIENT_CONFIG_FILE"] = str(BASE / "clouds.yaml")
     admin, demo = openstack.connect(cloud="admin"), openstack.connect(cloud="demo")
     net = admin.network
+    # The default security-group rule templates a real Neutron has: its 2023.2 migration
+    # c33da356b165_security_group_default_rules inserts them (egress IPv4/IPv6 in every group,
+    # ingress from the group itself in the default group); the schema built here with create_all
+    # skips migrations, so they are created as the migration does. Without them a new group had no
+    # rules at all, which no real cloud shows (a direction-blind rule check passed on it).
+    if not list(net.default_security_group_rules()):
+        for ethertype in ("IPv4", "IPv6"):
+            net.create_default_security_group_rule(direction="egress", ethertype=ethertype, used_in_default_sg=True,
+                                                   used_in_non_default_sg=True,
+                                                   description="Legacy default SG rule for egress traffic")
+            net.create_default_security_group_rule(direction="ingress", ethertype=ethertype, remote_group_id="PARENT",
+                                                   used_in_default_sg=True, used_in_non_default_sg=False,
+                                                   description="Legacy default SG rule for ingress traffic")
     public = net.find_network("public") or net.create_network(
         name="public", is_router_external=True, provider_network_type="flat", provider_physical_network="public")
     if not net.find_subnet("public-subnet"):
