@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import select
 import shlex
 import socket
 import subprocess
@@ -203,26 +204,73 @@ class Remote:
                 open_connection(self.conn, self.log)
 
     @contextmanager
-    def forward_local(self, local_port: int, remote_port: int, remote_host: str, ready_timeout: float = 5):
-        """Fabric's forward_local on this connection, opened first, entered once the local port
-        accepts connections: Fabric binds its listener in a thread after the context is entered
-        (fabric/tunnels.py TunnelManager._run), so a request made at once was refused."""
+    def forward_local(self, local_port: int, remote_port: int, remote_host: str):
+        """127.0.0.1:local_port forwarded to remote_host:remote_port through this connection (a
+        direct-tcpip channel per accepted connection), listening before the context is entered.
+
+        Not Fabric's Connection.forward_local: it binds its listener in a thread after the context
+        is entered (a request made at once was refused), and when the remote port refuses a channel
+        (an API server restarting) its TunnelManager thread dies with the accepted socket open, so
+        that request, and every later one through the forward, hangs (fabric/tunnels.py). Here a
+        refused channel closes that one local connection; the forward keeps serving."""
         try:
             self.open()
         except Exception as exc:
             raise StepFailed(describe_ssh_error(exc, self.conn.host)) from None
-        with self.conn.forward_local(local_port, remote_port, remote_host):
-            deadline = time.monotonic() + ready_timeout
-            while True:
+        transport = self.conn.transport
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", local_port))
+        listener.listen(16)
+        listener.settimeout(0.2)
+        stop = threading.Event()
+        log = self.log.bind(forward=f"127.0.0.1:{local_port}->{remote_host}:{remote_port}")
+
+        def pump(sock: socket.socket, peer) -> None:
+            try:
+                chan = transport.open_channel("direct-tcpip", (remote_host, remote_port), peer, timeout=15)
+            except Exception as exc:  # refused or unreachable over there: this connection only
+                log.debug("ssh.forward_refused", error=f"{exc.__class__.__name__}: {exc}")
+                sock.close()
+                return
+            try:
+                while not stop.is_set():
+                    ready, _, _ = select.select([sock, chan], [], [], 0.5)
+                    if sock in ready:
+                        data = sock.recv(65536)
+                        if not data:
+                            break
+                        chan.sendall(data)
+                    if chan in ready:
+                        data = chan.recv(65536)
+                        if not data:
+                            break
+                        sock.sendall(data)
+            except Exception:  # noqa: BLE001 (either end went away: this connection ends)
+                pass
+            finally:
+                chan.close()
+                sock.close()
+
+        def serve() -> None:
+            while not stop.is_set():
                 try:
-                    socket.create_connection(("127.0.0.1", local_port), timeout=1).close()
-                    break
+                    sock, peer = listener.accept()
+                except TimeoutError:
+                    continue
                 except OSError:
-                    if time.monotonic() > deadline:
-                        raise StepFailed(f"the SSH forward 127.0.0.1:{local_port} -> {remote_host}:{remote_port} "
-                                         f"via {self.conn.host} did not start listening") from None
-                    time.sleep(0.01)
+                    return
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                threading.Thread(target=pump, args=(sock, peer), name="ssh-forward", daemon=True).start()
+
+        server = threading.Thread(target=serve, name="ssh-forward-listener", daemon=True)
+        server.start()
+        try:
             yield
+        finally:
+            stop.set()
+            server.join()
+            listener.close()
 
     def run(self, cmd: str, sudo: bool = False, warn: bool = False, timeout: int | None = None):
         full = f"sudo -n sh -c {shlex.quote(cmd)}" if sudo else cmd
