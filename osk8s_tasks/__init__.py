@@ -6,8 +6,8 @@ task runs, so `inv --list` stays fast.
 
 from invoke import Collection
 
-from . import cluster, devstack, host, openstack, verify
+from . import cluster, devstack, host, lab, openstack, verify
 from .defaults import namespace_defaults
 
-ns = Collection(host.ns, devstack.ns, openstack.ns, cluster.ns, verify.ns)
+ns = Collection(host.ns, devstack.ns, openstack.ns, cluster.ns, verify.ns, lab.ns)
 ns.configure(namespace_defaults())

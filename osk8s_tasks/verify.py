@@ -57,7 +57,7 @@ def plan_of(ctx, check: str) -> tuple[list[dict], list[str]]:
     return keystone_deploy.manifests(ctx.settings, "", "") + rbac, verify_keystone.ASSERTIONS
 
 
-def run_checks(c, task: str, checks, keep, junit, json_, dry_run, log_json) -> None:
+def run_checks(c, task: str, checks, keep, junit, json_, dry_run, log_json, collect_on_failure=False) -> None:
     from . import verify_run
 
     with session(c, task, dry_run, log_json) as s:
@@ -73,6 +73,10 @@ def run_checks(c, task: str, checks, keep, junit, json_, dry_run, log_json) -> N
         if not s.dry_run:
             print(f"{task}: {len(failed)} of {sum(r.outcome in ('ok', 'failed') for r in s.results)} results failed"
                   + (f" ({', '.join(r.step for r in failed)})" if failed else ""), flush=True)
+        if failed and collect_on_failure and not s.dry_run:
+            from . import lab_collect
+
+            print(f"{task}: diagnostics bundle {lab_collect.collect(s)}", flush=True)
 
 
 def _run(s, checks: list[str], keep: bool) -> None:
@@ -137,8 +141,9 @@ keystone = _task("keystone", """Keystone users on the cluster: k8s-keystone-auth
     the project group, the Keystone viewer-role policy, revoked and garbage tokens rejected.""")
 
 
-@task(name="all", help={**HELP, "checks": "Comma-separated subset, e.g. lb,pv (default: verify.checks)."})
-def all_(c, checks=None, keep=False, junit=None, json=None, dry_run=False, log_json=None):
+@task(name="all", help={**HELP, "checks": "Comma-separated subset, e.g. lb,pv (default: verify.checks).",
+                         "collect_on_failure": "When any assertion failed, write the lab.collect bundle and print its path."})
+def all_(c, checks=None, keep=False, junit=None, json=None, dry_run=False, log_json=None, collect_on_failure=False):
     """Every check in verify.checks (lb, pv, ingress, keystone), one table and report.
 
     Each check runs even when another failed; --junit / --json write one report for all."""
@@ -148,7 +153,7 @@ def all_(c, checks=None, keep=False, junit=None, json=None, dry_run=False, log_j
         from invoke.exceptions import Exit
 
         raise Exit(f"--checks {','.join(unknown)}: not a check. Fix: choose from {', '.join(CHECKS)}", code=2)
-    run_checks(c, "verify.all", chosen, keep, junit, json, dry_run, log_json)
+    run_checks(c, "verify.all", chosen, keep, junit, json, dry_run, log_json, collect_on_failure)
 
 
 @task(help={"log_json": COMMON_HELP["log_json"]})
