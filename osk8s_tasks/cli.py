@@ -11,7 +11,7 @@ import invoke
 import yaml
 from invoke.exceptions import Exit
 
-from .config import PROJECT_DIR
+from osk8s_tasks.core.config import PROJECT_DIR
 
 try:  # Invoke parses config files with its vendored PyYAML
     from invoke.vendor import yaml as _invoke_yaml

@@ -44,8 +44,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from osk8s_tasks import cluster_render, config, kube, remote
-from osk8s_tasks.steps import StepFailed
+from osk8s_tasks.cluster import render as cluster_render
+from osk8s_tasks.core import config
+from osk8s_tasks.core import kube
+from osk8s_tasks.core import ssh as remote
+from osk8s_tasks.core.engine import StepFailed
 from tests.conftest import ROOT, require_root_tools, run_inv
 from tests.peers.k8s import build
 from tests.peers.k8s.lab import NodesConfig, NodesLab
@@ -61,20 +64,20 @@ RUNNER_IMAGE = "registry.k8s.io/provider-os/k8s-keystone-auth:v0.0.0-osk8s-test"
 TEST_TASKS = '''
 from invoke import task
 from osk8s_tasks import ns
-from osk8s_tasks.steps import session
+from osk8s_tasks.core.engine import session
 
 
 @task(name="control-plane")
 def control_plane(c):
-    from osk8s_tasks.cluster import run_control_plane
+    from osk8s_tasks.cluster.tasks import run_control_plane
     with session(c, "cluster.control-plane") as s:
         run_control_plane(s)
 
 
 @task(name="reset-nodes")
 def reset_nodes(c):
-    from osk8s_tasks.cluster_destroy import drain_steps, reset_step
-    from osk8s_tasks.cluster_nodes import connections, node_names
+    from osk8s_tasks.cluster.destroy import drain_steps, reset_step
+    from osk8s_tasks.cluster.nodes import connections, node_names
     with session(c, "cluster.reset-nodes") as s:
         master = next(n for n, role in node_names(s.settings).items() if role == "control-plane")
         with connections(s) as remotes:

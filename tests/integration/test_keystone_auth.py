@@ -5,7 +5,7 @@ among them), revocation, garbage tokens, and the webhook's policy for role k8s-v
 import pytest
 import yaml
 
-from osk8s_tasks import keystone_auth as ka
+from osk8s_tasks.verify.keystone import model as ka
 
 pytestmark = pytest.mark.openstack
 AUTH = "http://127.0.0.1:5000/v3"

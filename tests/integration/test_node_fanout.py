@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from osk8s_tasks import remote
-from osk8s_tasks.steps import StepFailed
+from osk8s_tasks.core import ssh as remote
+from osk8s_tasks.core.engine import StepFailed
 from tests.conftest import require_root_tools, run_inv
 from tests.peers.k8s_nodes import calls, node_hosts
 from tests.peers.sshd import USER

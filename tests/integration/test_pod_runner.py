@@ -33,7 +33,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from osk8s_tasks import cluster_render, config, keystone_deploy, pki
+from osk8s_tasks.cluster import render as cluster_render
+from osk8s_tasks.core import config
+from osk8s_tasks.verify.keystone import deploy as keystone_deploy
+from osk8s_tasks.verify.keystone import pki
 from tests.conftest import require_root_tools
 from tests.peers import netfwd
 from tests.peers.k8s import build, proxy

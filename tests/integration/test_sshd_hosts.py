@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from osk8s_tasks import remote
-from osk8s_tasks.steps import StepFailed
+from osk8s_tasks.core import ssh as remote
+from osk8s_tasks.core.engine import StepFailed
 from tests.conftest import require_root_tools
 from tests.peers.sshd import SshHosts
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from osk8s_tasks import verify_cloud as vc
+from osk8s_tasks.verify import octavia as vc
 
 pytestmark = pytest.mark.openstack
 LAB = f"v{uuid.uuid4().hex[:4]}"

@@ -22,7 +22,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from osk8s_tasks import keystone_auth
+from osk8s_tasks.verify.keystone import model as keystone_auth
 from tests.peers.fake_kube_api import LocalHTTPServer
 
 SERVICE_ACCOUNT = "system:serviceaccount:kube-system:k8s-keystone"

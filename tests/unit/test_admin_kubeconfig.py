@@ -5,8 +5,8 @@ kubeconfig's exec plugin runs on the machine that loads it) are refused, and nev
 import pytest
 import yaml
 
-from osk8s_tasks import kube
-from osk8s_tasks.steps import StepFailed
+from osk8s_tasks.core import kube
+from osk8s_tasks.core.engine import StepFailed
 
 KUBEADM = {"apiVersion": "v1", "kind": "Config", "current-context": "kubernetes-admin@kubernetes", "preferences": {},
            "clusters": [{"name": "kubernetes", "cluster": {"server": "https://10.0.0.5:6443",

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from osk8s_tasks import cloudconf
+from osk8s_tasks.cluster import lint as cloudconf
 from tests.conftest import run_inv
 
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -9,7 +9,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from osk8s_tasks import cloudconf, cluster_render, config
+from osk8s_tasks.cluster import lint as cloudconf
+from osk8s_tasks.cluster import render as cluster_render
+from osk8s_tasks.core import config
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CLOUD = {"auth_url": "http://192.168.121.10/identity", "app_credential_id": "0a1b2c", "app_credential_secret": "s3cret",

@@ -5,8 +5,8 @@ import textwrap
 import invoke
 import pytest
 
-from osk8s_tasks import config
-from osk8s_tasks.defaults import DEFAULTS, namespace_defaults
+from osk8s_tasks.core import config
+from osk8s_tasks.core.defaults import DEFAULTS, namespace_defaults
 
 
 def test_defaults_validate_and_derive():
@@ -104,7 +104,7 @@ def test_several_problems_give_one_line_each():
 def test_example_files_validate():
     import yaml
 
-    from osk8s_tasks.config import PROJECT_DIR
+    from osk8s_tasks.core.config import PROJECT_DIR
 
     for path in [PROJECT_DIR / "invoke.yaml", *sorted((PROJECT_DIR / "examples").glob("*.yaml"))]:
         values = yaml.safe_load(textwrap.dedent(path.read_text())) or {}

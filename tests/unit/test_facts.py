@@ -2,9 +2,9 @@
 
 import pytest
 
-from osk8s_tasks.facts import devstack as devstack_facts
-from osk8s_tasks.facts import host as facts
-from osk8s_tasks.host_check import virtualization_rows
+from osk8s_tasks.devstack import facts as devstack_facts
+from osk8s_tasks.host import facts
+from osk8s_tasks.host.check import virtualization_rows
 
 CPUINFO_PVM = "processor\t: 0\nflags\t\t: fpu vme de pse sse2 hypervisor\n\nprocessor\t: 1\nflags\t\t: fpu vme sse2 hypervisor\n"
 CPUINFO_VMX = "processor\t: 0\nflags\t\t: fpu vmx sse2\n"
@@ -69,8 +69,8 @@ def test_a_unit_is_healthy_when_active_and_its_api_answers_below_500(state, code
 def test_one_watchdog_tick_restarts_only_what_was_unhealthy_long_enough():
     from types import SimpleNamespace
 
-    from osk8s_tasks import config
-    from osk8s_tasks.devstack_stack import Watchdog
+    from osk8s_tasks.core import config
+    from osk8s_tasks.devstack.stack import Watchdog
 
     settings = config.validate({"devstack": {"watchdog": {"unhealthy_seconds": 60, "interval": 5, "services": [
         {"unit": "keystone", "url": "http://{host_ip}/identity"}, {"unit": "g-api", "url": "http://{host_ip}/image"},

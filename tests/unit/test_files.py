@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from osk8s_tasks import files
+from osk8s_tasks.core import files
 
 
 def mode(path):

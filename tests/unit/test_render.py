@@ -1,7 +1,7 @@
 import pytest
 
-from osk8s_tasks import render
-from osk8s_tasks.steps import StepFailed
+from osk8s_tasks.core import render
+from osk8s_tasks.core.engine import StepFailed
 
 
 def test_missing_value_is_an_error(tmp_path, monkeypatch):

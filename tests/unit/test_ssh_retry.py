@@ -5,7 +5,7 @@ authentication failure. A fake connect function stands in for the network."""
 import paramiko
 import pytest
 
-from osk8s_tasks import remote
+from osk8s_tasks.core import ssh as remote
 
 BANNER = paramiko.SSHException("Error reading SSH protocol banner[Errno 104] Connection reset by peer")
 

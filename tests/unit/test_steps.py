@@ -6,9 +6,10 @@ import invoke
 import pytest
 from invoke.exceptions import Exit
 
-from osk8s_tasks import log, steps
-from osk8s_tasks.defaults import namespace_defaults
-from osk8s_tasks.steps import Status, Step, StepFailed
+from osk8s_tasks.core import log
+from osk8s_tasks.core import engine as steps
+from osk8s_tasks.core.defaults import namespace_defaults
+from osk8s_tasks.core.engine import Status, Step, StepFailed
 
 
 class Box:
@@ -136,7 +137,7 @@ def test_a_cloud_api_that_does_not_answer_is_named_with_the_fix_not_an_internal_
     import keystoneauth1.exceptions as ksa
     from openstack import exceptions as sdk
 
-    from osk8s_tasks import faults
+    from osk8s_tasks.core import faults
 
     down = ksa.ConnectFailure("Unable to establish connection to http://127.0.0.1:8774/v2.1/servers/detail: "
                               "Connection refused")

@@ -13,9 +13,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from osk8s_tasks import config, keystone_auth, keystone_deploy, pki, verify_lb, verify_pv
-from osk8s_tasks.render import render
-from osk8s_tasks.verify_run import Ctx
+from osk8s_tasks.core import config
+from osk8s_tasks.verify.keystone import model as keystone_auth
+from osk8s_tasks.verify.keystone import deploy as keystone_deploy
+from osk8s_tasks.verify.keystone import pki
+from osk8s_tasks.verify import lb as verify_lb
+from osk8s_tasks.verify import pv as verify_pv
+from osk8s_tasks.core.render import render
+from osk8s_tasks.verify.harness import Ctx
 from tests.unit.test_cluster_render import check
 
 CLOUD = {"auth_url": "http://192.168.121.10/identity", "app_credential_id": "0a1b2c", "app_credential_secret": "s3cret",
@@ -216,8 +221,8 @@ def test_kubectl_accepts_client_keystone_auth_only_with_the_kubeconfig_version_i
 def test_webhook_answers_are_read_as_k8s_keystone_auth_gives_them():
     """keystone.go: 200 with the review; a rejected token is HTTP 401 with the review saying
     authenticated false (a rejection, not an error); 400 is an error (e.g. a v1 review)."""
-    from osk8s_tasks.steps import StepFailed
-    from osk8s_tasks.verify_keystone import review_status
+    from osk8s_tasks.core.engine import StepFailed
+    from osk8s_tasks.verify.keystone.check import review_status
 
     ok = json.dumps({"status": {"authenticated": True, "user": {"username": "demo"}}})
     rejected = json.dumps({"apiVersion": "authentication.k8s.io/v1beta1", "status": {"authenticated": False}})
@@ -270,7 +275,7 @@ def test_keystone_policy_model_accepts_only_what_upstream_reads_the_same_way():
     ({"remote_group_id": "a-group"}, False),                           # only that group's ports
 ])
 def test_nodeport_rule_matching(rule, allowed):
-    from osk8s_tasks.verify_cloud import rule_allows
+    from osk8s_tasks.verify.octavia import rule_allows
 
     base = {"direction": "ingress", "ether_type": "IPv4", "protocol": "tcp", "port_range_min": 30000,
             "port_range_max": 32767, "remote_ip_prefix": None, "remote_group_id": None}

@@ -1,0 +1,209 @@
+"""`lab`: the whole pipeline as one converging task, its teardown, one status table, and one
+diagnostics bundle (lab_collect). Every stage stays its own namespace's task; `lab.*` calls them
+as plain functions in one session, so a stage whose facts say it is done passes in seconds and a
+re-run after a failure resumes where it stopped.
+
+    host -> devstack -> openstack -> cluster -> verify
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from osk8s_tasks.core.engine import COMMON_HELP, Result, StepFailed, session
+
+STAGES = ("host", "devstack", "openstack", "cluster", "verify")
+# what each stage runs, and what the stage before it must have done first (for a dry run on an
+# empty machine: "after host.up: ...", never a failure)
+PLAN = {
+    "host": ("host.up", "the lab VM (vagrant-libvirt), its ssh_config and SSH"),
+    "devstack": ("devstack.deploy", "prepare, fetch, patch, local.conf, stack.sh, clouds.yaml"),
+    "openstack": ("openstack.deploy", "flavor, keypair, security group, image, app credential, servers, FIPs"),
+    "cluster": ("cluster.deploy", "nodes' ssh_config, node packages, kubeadm init/join, CNI, add-ons"),
+    "verify": ("verify.all", "lb, pv, ingress, keystone checks"),
+}
+
+
+@dataclass
+class StageRow:
+    stage: str
+    outcome: str  # ok | changed | would-change | failed | not run
+    seconds: float
+    detail: str
+
+
+def selected(start: str | None, until: str | None) -> list[str]:
+    """The stages from `start` to `until` (both included), in pipeline order; bad names exit 2."""
+    for flag, value in (("--from", start), ("--until", until)):
+        if value is not None and value not in STAGES:
+            raise Exit(f"lab.up {flag} {value!r}: not a stage. Fix: one of {', '.join(STAGES)}", code=2)
+    first = STAGES.index(start) if start else 0
+    last = STAGES.index(until) if until else len(STAGES) - 1
+    if first > last:
+        raise Exit(f"lab.up --from {start} comes after --until {until}. Fix: --from an earlier stage", code=2)
+    return list(STAGES[first:last + 1])
+
+
+def _run(c, stage: str, dry_run: bool) -> None:
+    """One stage, through its own namespace's task functions (they join this session)."""
+    from osk8s_tasks.cluster import tasks as cluster
+    from osk8s_tasks.devstack import tasks as devstack
+    from osk8s_tasks.host import tasks as host
+    from osk8s_tasks.openstack import tasks as openstack
+    from osk8s_tasks.verify import tasks as verify
+
+    if stage == "host":
+        host.up(c, dry_run=dry_run)
+    elif stage == "devstack":
+        devstack.deploy(c, dry_run=dry_run)
+    elif stage == "openstack":
+        openstack.deploy(c, dry_run=dry_run)
+    elif stage == "cluster":
+        cluster.ssh_config(c, dry_run=dry_run)
+        cluster.deploy(c, dry_run=dry_run)
+    elif stage == "verify":
+        verify.all_(c, dry_run=dry_run)
+
+
+def _outcome(rows: list[Result]) -> str:
+    outcomes = {r.outcome for r in rows}
+    for o in ("failed", "would-change", "changed"):
+        if o in outcomes:
+            return o
+    return "ok"
+
+
+def stage_table(rows: list[StageRow], total: float, dry_run: bool) -> str:
+    lines = [("STAGE", "RESULT", "SECONDS", "DETAIL")] + [
+        (r.stage, r.outcome, f"{r.seconds:.1f}", r.detail if len(r.detail) <= 100 else r.detail[:97] + "...")
+        for r in rows]
+    w = [max(len(x[i]) for x in lines) for i in range(3)]
+    out = [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}  {d}".rstrip() for a, b, c, d in lines]
+    out.append(f"lab.up: {', '.join(f'{sum(r.outcome == o for r in rows)} {o}' for o in ('ok', 'changed', 'would-change', 'failed') if any(r.outcome == o for r in rows)) or 'nothing run'}"
+               f" in {total:.1f} s{' (dry run: nothing was changed)' if dry_run else ''}")
+    return "\n".join(out)
+
+
+def run_up(c, s, stages: list[str]) -> list[StageRow]:
+    rows: list[StageRow] = []
+    blocked = ""
+    for stage in stages:
+        task_name, what = PLAN[stage]
+        if blocked:
+            rows.append(StageRow(stage, "not run", 0.0, f"after {blocked} failed"))
+            continue
+        t0, before = time.monotonic(), len(s.results)
+        pending = any(r.outcome == "would-change" for r in s.results)
+        try:
+            _run(c, stage, s.dry_run)
+        except StepFailed as exc:
+            if s.dry_run and pending and rows:  # its prerequisites are what the stages above would make
+                prev = PLAN[rows[-1].stage][0]
+                s.results.append(Result("lab.up", task_name, "local", "would-change", 0.0, f"after {prev}: {what}"))
+                s.log.info("lab.after", stage=stage, after=prev, reason=str(exc))
+                rows.append(StageRow(stage, "would-change", time.monotonic() - t0, f"after {prev}: {what}"))
+                continue
+            rows.append(StageRow(stage, "failed", time.monotonic() - t0, str(exc)))
+            blocked = task_name
+            continue
+        mine = s.results[before:]
+        counts = {o: sum(r.outcome == o for r in mine) for o in ("ok", "changed", "would-change", "failed")}
+        detail = ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "nothing to do"
+        rows.append(StageRow(stage, _outcome(mine), time.monotonic() - t0, f"{task_name}: {detail}"))
+        if counts["failed"]:
+            blocked = task_name
+    return rows
+
+
+UP_HELP = {**COMMON_HELP,
+           "from_": f"First stage to run (one of {', '.join(STAGES)}; default host). Past stages are not checked.",
+           "until": "Last stage to run (e.g. cluster stops before verify)."}
+
+
+@task(help=UP_HELP, auto_shortflags=False)
+def up(c, from_=None, until=None, dry_run=False, log_json=None):
+    """The whole lab in one command: host -> devstack -> openstack -> cluster -> verify.
+
+    Each stage is its namespace's own task, in one session: a stage already done passes in
+    seconds, so a re-run after a failure resumes where it stopped. One row per stage at the end.
+    --dry-run on an empty machine lists every stage; one whose prerequisites a stage above would
+    make shows as "after <that task>"."""
+    stages = selected(from_, until)
+    t0 = time.monotonic()
+    rows: list[StageRow] = []
+    try:
+        with session(c, "lab.up", dry_run, log_json) as s:
+            rows = run_up(c, s, stages)
+            if any(r.outcome == "failed" for r in rows):
+                failed = next(r for r in rows if r.outcome == "failed")
+                raise StepFailed(f"stage {failed.stage}: {failed.detail}")
+    finally:
+        if rows:
+            from osk8s_tasks.core.log import redact
+
+            print(redact(stage_table(rows, time.monotonic() - t0, bool(dry_run))), flush=True)
+
+
+DOWN_HELP = {**COMMON_HELP, "keep_host": "Keep the lab VM (and DevStack on it): tear down only the cloud objects and the cluster."}
+
+
+@task(help=DOWN_HELP)
+def down(c, keep_host=False, dry_run=False, log_json=None):
+    """Take the lab apart: verify.destroy -> cluster.destroy -> openstack.teardown -> host.destroy.
+
+    Each part is its namespace's own task; a part with nothing left passes. openstack.teardown
+    ends with the orphan report: every service asked for objects that still carry the lab tag."""
+    from osk8s_tasks.cluster import tasks as cluster
+    from osk8s_tasks.host import tasks as host
+    from osk8s_tasks.openstack import tasks as openstack
+    from osk8s_tasks.verify import tasks as verify
+
+    with session(c, "lab.down", dry_run, log_json) as s:
+        parts = [("verify.destroy", verify.destroy), ("cluster.destroy", cluster.destroy),
+                 ("openstack.teardown", openstack.teardown)]
+        if not keep_host and not s.settings.devstack.ssh_target:
+            parts.append(("host.destroy", host.destroy))
+        for name, fn in parts:
+            try:
+                fn(c, dry_run=dry_run)
+            except StepFailed as exc:
+                if name in ("verify.destroy", "cluster.destroy") and _unreachable(exc):
+                    # no cluster left to ask: its cloud objects are still found by tag below
+                    s.results.append(Result("lab.down", name, "local", "ok", 0.0, f"no cluster to reach ({exc})"))
+                    continue
+                raise
+
+
+def _unreachable(exc: StepFailed) -> bool:
+    text = str(exc)
+    return any(w in text for w in ("no admin kubeconfig", "no ssh_config", "Kubernetes API unreachable"))
+
+
+@task(help={"log_json": COMMON_HELP["log_json"]})
+def status(c, log_json=None):
+    """One table across the namespaces: the VM, DevStack, the cloud objects, the cluster, verify's
+    leftovers (read-only; a part that cannot be reached says why)."""
+    from osk8s_tasks.lab import status as lab_status
+
+    with session(c, "lab.status", log_json=log_json, quiet=True) as s:
+        print(lab_status.table(lab_status.rows(s)))
+
+
+@task(help={"output": "Bundle to write (default .osk8s/<lab>/collect-<time>.tar.gz).",
+            "log_json": COMMON_HELP["log_json"]})
+def collect(c, output=None, log_json=None):
+    """One diagnostics bundle (tar.gz, 0600, secrets masked) with an index: DevStack journals and
+    logs, Octavia status trees, Cinder volumes, server consoles, cluster objects and events,
+    controller pod logs, node journals. A part that cannot be read is one line in the index."""
+    from osk8s_tasks.lab import collect as lab_collect
+
+    with session(c, "lab.collect", log_json=log_json, quiet=True) as s:
+        path = lab_collect.collect(s, output)
+    print(f"lab.collect: {path}")
+
+
+ns = Collection("lab", up, down, status, collect)
