@@ -7,10 +7,13 @@ naming the file, line and column, and exit code 2, instead of Invoke's traceback
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import invoke
 import yaml
 from invoke.exceptions import Exit
 
+from osk8s_tasks import ns
 from osk8s_tasks.core.config import PROJECT_DIR
 
 try:  # Invoke parses config files with its vendored PyYAML
@@ -43,7 +46,4 @@ class Program(invoke.Program):
 
 
 def main() -> None:
-    from . import ns
-    from importlib.metadata import version
-
     Program(namespace=ns, name="osk8s", binary="osk8s", version=version("osk8s")).run()

@@ -5,23 +5,22 @@ until every node has a providerID and the CSI driver is registered on it."""
 from __future__ import annotations
 
 import base64
-import time
 from contextlib import ExitStack, contextmanager
 
 import yaml
 
-from osk8s_tasks.openstack import clouds as cloud
 from osk8s_tasks.cluster import render as cluster_render
-from osk8s_tasks.core import kube
-from osk8s_tasks.core import log
-from osk8s_tasks.openstack.tasks import app_credential_path
+from osk8s_tasks.cluster.nodes import connections
+from osk8s_tasks.core import kube, lab, log
 from osk8s_tasks.core.engine import Status, Step, StepFailed
+from osk8s_tasks.core.wait import wait_step
+from osk8s_tasks.openstack import clouds as cloud
 
 CSI_DRIVER = "cinder.csi.openstack.org"
 
 
 def cloud_values(s, clouds) -> dict:
-    path = app_credential_path(s.settings)
+    path = lab.app_credential(s.settings)
     if not path.exists():
         raise StepFailed(f"no application credential ({path}). Fix: inv openstack.prepare")
     cred = yaml.safe_load(path.read_text())
@@ -34,38 +33,23 @@ def cloud_values(s, clouds) -> dict:
             "region": cred["region"], "subnet_id": subnet.id, "floating_network_id": ext.id}
 
 
-def secret(name: str, lab: str, text: str) -> dict:
+def secret(name: str, lab_name: str, text: str) -> dict:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": "kube-system", "labels": {"osk8s.io/lab": lab}},
+            "metadata": {"name": name, "namespace": "kube-system", "labels": {"osk8s.io/lab": lab_name}},
             "data": {"cloud.conf": base64.b64encode(text.encode()).decode()}}
 
 
 def documents(s, clouds) -> list[dict]:
-    values, lab = cloud_values(s, clouds), s.settings.lab.name
-    docs = [secret("occm-cloud-config", lab, cluster_render.cloud_conf(s.settings, values)),
-            secret("cinder-csi-cloud-config", lab, cluster_render.cinder_conf(s.settings, values))]
+    values, name = cloud_values(s, clouds), s.settings.lab.name
+    docs = [secret("occm-cloud-config", name, cluster_render.cloud_conf(s.settings, values)),
+            secret("cinder-csi-cloud-config", name, cluster_render.cinder_conf(s.settings, values))]
     for text in (cluster_render.occm_manifests(s.settings), cluster_render.cinder_csi_manifests(s.settings)):
         docs += [d for d in yaml.safe_load_all(text) if d]
     return docs
 
 
-def wait_step(name: str, check, timeout: int) -> Step:
-    """A condition the cluster reaches by itself; apply only waits for it (then re-checked)."""
-
-    def wait():
-        deadline = time.monotonic() + timeout
-        while not check().ok:
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{name}: not reached within {timeout} s: {check().reason}")
-            time.sleep(2)
-
-    return Step(name, check, wait)
-
-
 def readiness_steps(s, api) -> list[Step]:
-    from osk8s_tasks.cluster.nodes import node_names
-
-    names = list(node_names(s.settings))
+    names = list(lab.node_names(s.settings))
     timeout = s.settings.verify.timeout
 
     def provider_ids():
@@ -90,13 +74,11 @@ def readiness_steps(s, api) -> list[Step]:
 @contextmanager
 def api_of(s):
     """The cluster API: as configured (cluster.api_server), else forwarded through the jump host."""
-    from osk8s_tasks.cluster.nodes import connections, node_names
-
     if s.settings.cluster.api_server:
         with kube.connect(s.settings) as api:
             yield api
         return
-    master = next(n for n, role in node_names(s.settings).items() if role == "control-plane")
+    master = lab.control_plane(s.settings)
     with connections(s, only=master) as remotes, kube.connect(s.settings, remotes[master]) as api:
         yield api
 
@@ -110,9 +92,9 @@ def run_addons(s) -> None:
             if not s.dry_run:
                 raise
             # a dry run before the cluster exists: each object would be applied after the changes above
-            s.plan([Step(kube.label(d), _raise(exc)) for d in docs])
+            s.converge([Step(kube.label(d), _raise(exc)) for d in docs])
             return
-        s.plan([kube.apply_step(api, d) for d in docs] + readiness_steps(s, api))
+        s.converge([kube.apply_step(api, d) for d in docs] + readiness_steps(s, api))
 
 
 def _raise(exc):

@@ -3,14 +3,18 @@ so no load balancer or volume the cloud provider created is left behind."""
 
 from __future__ import annotations
 
-from osk8s_tasks.openstack import clouds as cloud
-from osk8s_tasks.core import kube
+from osk8s_tasks.cluster.addons import api_of, documents
+from osk8s_tasks.cluster.control_plane import KUBECTL
+from osk8s_tasks.cluster.nodes import connections
+from osk8s_tasks.core import kube, lab
 from osk8s_tasks.core.engine import Status, Step, StepFailed
+from osk8s_tasks.openstack import clouds as cloud
+from osk8s_tasks.openstack import teardown as openstack_teardown
+from osk8s_tasks.openstack.preflight import preflight_steps
+from osk8s_tasks.openstack.steps import report_api
 
 
 def api_steps(s, api) -> list[Step]:
-    from osk8s_tasks.cluster.addons import documents
-
     def delete_all(what: str, listing, prefix: str, who: str) -> Step:
         """Every object `listing()` returns, deleted so that `who` removes the load balancer behind it."""
         def check():
@@ -47,10 +51,8 @@ def api_steps(s, api) -> list[Step]:
 
 def drain_steps(s, master_remote) -> list[Step]:
     """One per worker, in sequence: they all talk through the control plane's one connection."""
-    from osk8s_tasks.cluster.nodes import KUBECTL, node_names
-
     m, steps = master_remote, []
-    for name in [n for n, role in node_names(s.settings).items() if role == "worker"]:
+    for name in [n for n, role in lab.node_names(s.settings).items() if role == "worker"]:
 
         def check(name=name):
             if m.run("test -f /etc/kubernetes/admin.conf", warn=True).exited:
@@ -75,24 +77,19 @@ def reset_step(r, name: str) -> Step:
 
 
 def run_destroy(s) -> None:
-    from osk8s_tasks.openstack import tasks as openstack
-    from osk8s_tasks.openstack import teardown as openstack_teardown
-    from osk8s_tasks.cluster.addons import api_of
-    from osk8s_tasks.cluster.nodes import connections, node_names
-
-    kubeconfig = s.settings.lab_dir / "admin.conf"
+    kubeconfig = lab.admin_conf(s.settings)
     if kubeconfig.exists():
         try:
             with api_of(s) as api:
-                s.plan(api_steps(s, api))
+                s.converge(api_steps(s, api))
         except StepFailed as exc:
             s.log.warning("cluster.api_unreachable", reason=str(exc), then="openstack.teardown removes the cloud objects")
-    master = next(n for n, role in node_names(s.settings).items() if role == "control-plane")
+    master = lab.control_plane(s.settings)
     try:
         with connections(s) as remotes:
-            s.plan(drain_steps(s, remotes[master]))
-            s.plan_nodes({n: [reset_step(r, n)] for n, r in remotes.items() if n != master})  # workers first
-            s.plan([reset_step(remotes[master], master)])
+            s.converge(drain_steps(s, remotes[master]))
+            s.converge_nodes({n: [reset_step(r, n)] for n, r in remotes.items() if n != master})  # workers first
+            s.converge([reset_step(remotes[master], master)])
     except StepFailed as exc:
         if "no ssh_config for the nodes" not in str(exc):
             raise
@@ -102,10 +99,10 @@ def run_destroy(s) -> None:
         return Status(not kubeconfig.exists(), "no local admin kubeconfig" if not kubeconfig.exists() else "local admin.conf",
                       f"remove {kubeconfig}")
 
-    s.plan([Step("local kubeconfig", check_local, lambda: kubeconfig.unlink(missing_ok=True))])
+    s.converge([Step("local kubeconfig", check_local, lambda: kubeconfig.unlink(missing_ok=True))])
     clouds = cloud.Clouds(s.settings)
     try:
-        s.plan(openstack.preflight_steps(s, clouds)[:2])
-        s.plan(openstack_teardown.teardown_steps(s, clouds))
+        s.converge(preflight_steps(s, clouds)[:2])
+        s.converge(openstack_teardown.teardown_steps(s, clouds))
     finally:
-        openstack.report_api(s, clouds)
+        report_api(s, clouds)

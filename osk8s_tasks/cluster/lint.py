@@ -59,7 +59,9 @@ SECTION_HINTS = {
 
 
 @dataclass(frozen=True)
-class Finding:
+class LintFinding:
+    """A cloud.conf key current cloud-provider-openstack reads differently, with its fix."""
+
     line: int
     section: str
     key: str
@@ -89,41 +91,41 @@ def _value(text: str, line: int) -> str:
     return raw[1].strip().strip('"') if len(raw) == 2 else ""
 
 
-def lint(text: str, component: str = "occm") -> list[Finding]:
+def lint(text: str, component: str = "occm") -> list[LintFinding]:
     known = KNOWN[component]
     findings, keys = [], parse(text)
     seen_sections = set()
     for n, section, key in keys:
         s, k = section.lower(), key.lower()
         if (component, s) in SECTION_HINTS and s not in seen_sections:
-            findings.append(Finding(n, section, "", "misplaced", SECTION_HINTS[(component, s)]))
+            findings.append(LintFinding(n, section, "", "misplaced", SECTION_HINTS[(component, s)]))
         if (s, k) in REMOVED:
-            findings.append(Finding(n, section, key, "removed", REMOVED[(s, k)]))
+            findings.append(LintFinding(n, section, key, "removed", REMOVED[(s, k)]))
         elif component == "occm" and (s, k) == ("loadbalancer", "lb-version"):
             v2 = _value(text, n) == "v2"
-            findings.append(Finding(n, section, key, "advice" if v2 else "fatal", LB_VERSION_V2 if v2 else LB_VERSION_FATAL))
+            findings.append(LintFinding(n, section, key, "advice" if v2 else "fatal", LB_VERSION_V2 if v2 else LB_VERSION_FATAL))
         elif (component, s) in SECTION_HINTS:
             pass
         elif s not in known:
             close = difflib.get_close_matches(s, known, n=1)
-            findings.append(Finding(n, section, key, "unknown", f"section [{section}] is not read by {component}"
+            findings.append(LintFinding(n, section, key, "unknown", f"section [{section}] is not read by {component}"
                                     + (f" (did you mean [{close[0]}]?)" if close else "")))
         elif k not in known[s]:
             close = difflib.get_close_matches(k, known[s], n=1)
-            findings.append(Finding(n, section, key, "unknown", f"not a [{section}] key of {component}; it is ignored"
+            findings.append(LintFinding(n, section, key, "unknown", f"not a [{section}] key of {component}; it is ignored"
                                     + (f" (did you mean {close[0]}?)" if close else "")))
         seen_sections.add(s)
     names = {k.lower() for _, s, k in keys if s.lower() == "global"}
     if "password" in names and "application-credential-secret" not in names:
         line = next(n for n, s, k in keys if s.lower() == "global" and k.lower() == "password")
-        findings.append(Finding(line, "Global", "password", "advice",
+        findings.append(LintFinding(line, "Global", "password", "advice",
                                 "a user's password in cloud.conf: use an application credential instead "
                                 "(application-credential-id + application-credential-secret; inv openstack.prepare "
                                 "creates one) so the cluster never holds the user's password"))
     return sorted(findings, key=lambda f: f.line)
 
 
-def report(path: str, findings: list[Finding]) -> str:
+def report(path: str, findings: list[LintFinding]) -> str:
     if not findings:
         return f"{path}: no problems: every key is read by current cloud-provider-openstack"
     lines = [f"{path}:"]

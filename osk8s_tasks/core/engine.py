@@ -1,9 +1,10 @@
 """The step engine: check -> (dry run: report) -> apply -> re-check, and a summary at the end.
 
-A :class:`Step` has a read-only ``check()`` returning :class:`Status` and an ``apply()``. Both come
-from one decision (the check computes the diff that apply acts on), so a dry run and a real run
-cannot disagree. One-shot actions (``vagrant snapshot restore``) give ``verify`` instead of relying
-on the re-check.
+A :class:`Step` has a read-only ``check()`` returning :class:`Status` and an ``apply()``. The general
+shape is :func:`decision_step`: ``read()`` does the I/O, ``decide(facts) -> Decision`` is pure (and
+table-tested), ``act(decision)`` changes things; check and apply share the one decision, so a dry
+run and a real run cannot disagree. One-shot actions (``vagrant snapshot restore``) give ``verify``
+instead of relying on the re-check. Only this engine knows about dry runs.
 
 Tasks open a :func:`session`; a task called from inside another task's session joins it (tasks
 compose as plain functions), and only the outermost session prints the summary and sets the exit
@@ -18,19 +19,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from invoke.exceptions import Exit
 
-COMMON_HELP = {
-    "dry_run": "Run every check for real, change nothing, and print what would change.",
-    "log_json": "Also write every log event as a JSON line to this file (mode 0600).",
-}
+from osk8s_tasks.core import config, faults, lab, log
 
-
-# Nodes converged at once by plan_nodes. Each thread mostly waits on its node; with 16, the
+# Nodes converged at once by converge_nodes. Each thread mostly waits on its node; with 16, the
 # nodes past the 16th waited for a whole node's run: t(24)/t(1) 1.96 against 1.77 with all 24 at
 # once (bench/node_fanout.py, 5 interleaved runs each).
 NODE_THREADS = 64
@@ -74,29 +72,32 @@ class Session:
     results: list[Result] = field(default_factory=list)
     log_path: Any = None
     started: float = field(default_factory=time.monotonic)
-    apply_slots: Any = None  # a Semaphore while plan_nodes limits concurrent applies
+    apply_slots: Any = None  # a Semaphore while converge_nodes limits concurrent applies
 
     @property
     def log(self):
-        from osk8s_tasks.core import log
-
         return log.get(task=self.task)
 
-    def plan(self, steps: Iterable[Step]) -> list[Result]:
-        return run_plan(self, steps)
+    def converge(self, steps: Iterable[Step]) -> list[Result]:
+        """Each step in order: check, then (unless a dry run) apply and check again."""
+        return converge_steps(self, steps)
 
-    def plan_nodes(self, groups: dict[str, list[Step]], apply_concurrency: int = 8) -> None:
+    def record(self, result: Result) -> Result:
+        """One row of the summary and the reports (threads of one run share the list)."""
+        with _results_lock:
+            self.results.append(result)
+        return result
+
+    def converge_nodes(self, groups: dict[str, list[Step]], apply_concurrency: int = 8) -> None:
         """Each node's steps in order, the nodes concurrently (a thread each, up to NODE_THREADS);
         per-node rows in the summary. Checks always run concurrently; at most `apply_concurrency`
         applies run at once. A node that fails stops only its own steps; the run fails after
         every node finished."""
-        from concurrent.futures import ThreadPoolExecutor
-
         self.apply_slots = threading.Semaphore(max(1, apply_concurrency))
 
         def one(steps):
             try:
-                run_plan(self, steps)
+                converge_steps(self, steps)
                 return None
             except StepFailed as exc:
                 return str(exc)
@@ -122,7 +123,7 @@ _results_lock = threading.Lock()
 _current: contextvars.ContextVar[Session | None] = contextvars.ContextVar("osk8s_session", default=None)
 
 
-def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
+def converge_steps(s: Session, steps: Iterable[Step]) -> list[Result]:
     """Converge each step in order; stop at the first failure (later steps build on it)."""
     done: list[Result] = []
     pending_change = any(r.outcome == "would-change" for r in s.results)  # earlier plans of this run too
@@ -131,9 +132,7 @@ def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
         t0 = time.monotonic()
 
         def record(outcome: str, detail: str) -> Result:
-            r = Result(s.task, step.name, step.node, outcome, time.monotonic() - t0, detail)
-            with _results_lock:
-                s.results.append(r)
+            r = s.record(Result(s.task, step.name, step.node, outcome, time.monotonic() - t0, detail))
             done.append(r)
             return r
 
@@ -202,8 +201,6 @@ def run_plan(s: Session, steps: Iterable[Step]) -> list[Result]:
 def _as_peer_fault(exc: Exception) -> Exception:
     """A peer's fault (a cloud API down, timing out, answering 5xx) as a StepFailed naming the
     service and the fix; anything else unchanged (a bug of the tool stays an internal error)."""
-    from osk8s_tasks.core import faults
-
     if isinstance(exc, StepFailed):
         return exc
     message = faults.describe(exc)
@@ -237,9 +234,7 @@ def summary(s: Session) -> str:
     lines.append(f"{s.task}: {tail} in {total:.1f} s{mode}")
     if s.log_path:
         lines.append(f"log: {s.log_path}")
-    from osk8s_tasks.core.log import redact
-
-    return redact("\n".join(lines))
+    return log.redact("\n".join(lines))
 
 
 @contextmanager
@@ -253,9 +248,6 @@ def session(
 ) -> Iterator[Session]:
     """Open (or join) a run: validate config before any side effect, set up logging, and at the
     end of the outermost run print the summary and exit non-zero on failure."""
-    from osk8s_tasks.core import config
-    from osk8s_tasks.core import log
-
     outer = _current.get()
     try:
         settings = config.load(c, overrides)
@@ -270,10 +262,8 @@ def session(
         yield child
         return
 
-    from osk8s_tasks.devstack import secrets as labsecrets
-
     try:
-        labsecrets.register_known(settings)  # before anything can print: stack.sh's trace holds passwords
+        lab.register_known_secrets(settings)  # before anything can print: stack.sh's trace holds passwords
     except config.ConfigError as exc:
         raise Exit(str(exc), code=2) from None
     old_umask = os.umask(0o077)  # whatever this run writes locally is private from creation
@@ -307,3 +297,34 @@ def session(
         print(summary(s), flush=True)
     if s.failed:
         raise Exit(log.redact(f"{task} failed: {error or 'see the summary above'}"), code=1)
+
+
+@dataclass
+class Decision:
+    """What a step would do to one object: `action` none | create | update | replace, why, the
+    diff shown in a dry run, the object found, and whatever `act` needs from the read."""
+
+    action: str
+    reason: str
+    diff: str = ""
+    obj: Any = None
+    data: dict = field(default_factory=dict)
+
+
+def decision_step(name: str, read: Callable[[], Any], decide: Callable[[Any], Decision],
+                  act: Callable[[Decision], None], node: str = "local",
+                  after_act: Callable[[], None] | None = None) -> Step:
+    """The general step: `read()` does the I/O and returns facts, `decide(facts)` is pure (no I/O:
+    table-tested), `act(decision)` changes things. The check is decide(read()); the apply acts on a
+    fresh decision (the world may have moved since the check); `after_act` drops caches."""
+
+    def check() -> Status:
+        d = decide(read())
+        return Status(d.action == "none", d.reason, d.diff)
+
+    def apply() -> None:
+        act(decide(read()))
+        if after_act is not None:
+            after_act()
+
+    return Step(name, check, apply, node=node)

@@ -6,9 +6,15 @@ needed; an unknown kind is a clear error, not a guess."""
 
 from __future__ import annotations
 
+import copy
 import json
 from contextlib import contextmanager
 
+import yaml
+from kubernetes import client
+from kubernetes import config as kube_config
+
+from osk8s_tasks.core import lab
 from osk8s_tasks.core.engine import Status, Step, StepFailed
 
 FIELD_MANAGER = "osk8s"
@@ -89,10 +95,6 @@ class Api:
 
     def as_bearer(self, token: str) -> Api:
         """The same API server and CA, authenticated only by `token` (no client certificate)."""
-        import copy
-
-        from kubernetes import client
-
         cfg = copy.copy(self.client.configuration)
         cfg.cert_file = cfg.key_file = None
         cfg.api_key, cfg.api_key_prefix = {"BearerToken": f"Bearer {token}"}, {}
@@ -146,8 +148,6 @@ def admin_kubeconfig(text: str, source: str) -> str:
     Loading a kubeconfig runs its `exec` plugin and `auth-provider` on this machine, so a node that
     was taken over could run code here through them: any of those, a file reference, TLS checks
     switched off, or extra users or contexts is refused, naming what was found."""
-    import yaml
-
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -184,14 +184,11 @@ def connect(settings, master_remote=None):
     """An Api for the lab's cluster. `cluster.api_server` (tests) is used as given; otherwise an
     SSH forward to the control plane's 6443 through the jump host, TLS checked against the
     cluster CA from the admin kubeconfig (127.0.0.1 is in the apiserver's certificate SANs)."""
-    import yaml
-    from kubernetes import client, config
-
-    kubeconfig = settings.lab_dir / "admin.conf"
+    kubeconfig = lab.admin_conf(settings)
     if not kubeconfig.exists():
         raise StepFailed(f"no admin kubeconfig ({kubeconfig}). Fix: inv cluster.deploy")
     clean = yaml.safe_load(admin_kubeconfig(kubeconfig.read_text(), str(kubeconfig)))
-    api_client = config.new_client_from_config_dict(clean)
+    api_client = kube_config.new_client_from_config_dict(clean)
     # For token users the client re-applies the kubeconfig (server included) before every call,
     # which would undo the address set below; the token is already in place.
     api_client.configuration.refresh_api_key_hook = None
@@ -201,11 +198,6 @@ def connect(settings, master_remote=None):
         return
     if master_remote is None:
         raise StepFailed("no connection to the control plane to forward the API through")
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with master_remote.forward_local(port, 6443, "127.0.0.1"):
+    with master_remote.forward("127.0.0.1", 6443) as port:
         api_client.configuration.host = f"https://127.0.0.1:{port}"
         yield Api(client.ApiClient(api_client.configuration))

@@ -17,6 +17,8 @@ from typing import Any
 
 import structlog
 
+from osk8s_tasks.core.files import open_private
+
 MASK = "***"
 _SECRET_KEYS = re.compile(r"pass(word|phrase)?|secret|token|private_key|credential", re.I)
 _secrets: set[str] = set()
@@ -54,8 +56,6 @@ class _JsonSinks:
         self.files: list = []
 
     def open(self, path: Path) -> None:
-        from osk8s_tasks.core.files import open_private
-
         self.files.append(open_private(path, "a"))
 
     def __call__(self, _logger, _name, event: dict) -> dict:

@@ -8,13 +8,15 @@ import functools
 import hashlib
 from pathlib import Path
 
+import jinja2
+
+from osk8s_tasks.core.engine import StepFailed
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 @functools.cache
 def environment(root: str = str(PROJECT_DIR)):
-    import jinja2
-
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(root),
         undefined=jinja2.StrictUndefined,
@@ -26,9 +28,6 @@ def environment(root: str = str(PROJECT_DIR)):
 
 def render(template: str, **values) -> str:
     """Render a template by its path relative to the project (e.g. 'devstack/local.conf.j2')."""
-    from osk8s_tasks.core.engine import StepFailed
-    import jinja2
-
     try:
         return environment().get_template(template).render(**values)
     except jinja2.UndefinedError as exc:

@@ -29,15 +29,15 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from osk8s_tasks.host.facts import parse_ssh_config
+import paramiko
+from fabric import Config, Connection
+from paramiko import RejectPolicy
+
 from osk8s_tasks.core.engine import StepFailed
 
 
 def connect(ssh_config: Path, host: str, gateway=None, connect_timeout: int = 15):
     """A Fabric Connection to `host` as described in `ssh_config`, host key checked."""
-    from fabric import Config, Connection
-    from paramiko import RejectPolicy
-
     cfg = Config(runtime_ssh_path=str(ssh_config))  # parses the file (a second load_ssh_config() appended it again)
     cfg.run.in_stream = False  # automation: remote commands never read our stdin
     conn = Connection(host, config=cfg, gateway=gateway, connect_timeout=connect_timeout)
@@ -66,8 +66,6 @@ def is_transient(exc: BaseException) -> bool:
     banner (MaxStartups, a restart) or the peer reset it. Never a host-key or authentication
     failure (those are SSHExceptions with other messages): trying again cannot fix them, and must
     not look as if it could."""
-    import paramiko
-
     if isinstance(exc, ConnectionResetError | ConnectionAbortedError):
         return True
     return isinstance(exc, paramiko.SSHException) and str(exc).startswith("Error reading SSH protocol banner")
@@ -101,8 +99,6 @@ def open_connection(conn, log, delays=RETRY_DELAYS) -> None:
 
 
 def describe_ssh_error(exc: Exception, host: str) -> str:
-    import paramiko
-
     if isinstance(exc, paramiko.BadHostKeyException):
         return (f"host key of {host} does not match the recorded one: the machine was replaced, or "
                 "something is in the way. Fix: if you recreated it, run inv host.ssh-config")
@@ -149,15 +145,21 @@ def has_known_host(known_hosts: Path, address: str, port: int) -> bool:
     return any(line.split(" ", 1)[0] == entry for line in known_hosts.read_text().splitlines())
 
 
+def parse_ssh_config(text: str) -> dict[str, str]:
+    """The first Host block of an ssh_config as {lower-case option: value}."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2 and not parts[0].startswith("#"):
+            key = parts[0].lower()
+            if key == "host" and out:
+                break
+            out.setdefault(key, parts[1].strip().strip('"'))
+    return out
+
+
 def read_ssh_config(path: Path) -> dict[str, str]:
     return parse_ssh_config(path.read_text()) if path.exists() else {}
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (0600), atomically (files.write_private)."""
-    from osk8s_tasks.core.files import write_private as write
-
-    write(path, text)
 
 
 @contextmanager
@@ -204,9 +206,10 @@ class Remote:
                 open_connection(self.conn, self.log)
 
     @contextmanager
-    def forward_local(self, local_port: int, remote_port: int, remote_host: str):
-        """127.0.0.1:local_port forwarded to remote_host:remote_port through this connection (a
-        direct-tcpip channel per accepted connection), listening before the context is entered.
+    def forward(self, remote_host: str, remote_port: int, local_port: int = 0) -> Iterator[int]:
+        """127.0.0.1:<port> forwarded to remote_host:remote_port through this connection (a
+        direct-tcpip channel per accepted connection), listening before the context is entered;
+        yields the local port (a free one unless `local_port` is given).
 
         Not Fabric's Connection.forward_local: it binds its listener in a thread after the context
         is entered (a request made at once was refused), and when the remote port refuses a channel
@@ -221,6 +224,7 @@ class Remote:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", local_port))
+        local_port = listener.getsockname()[1]
         listener.listen(16)
         listener.settimeout(0.2)
         stop = threading.Event()
@@ -266,7 +270,7 @@ class Remote:
         server = threading.Thread(target=serve, name="ssh-forward-listener", daemon=True)
         server.start()
         try:
-            yield
+            yield local_port
         finally:
             stop.set()
             server.join()

@@ -168,3 +168,24 @@ def mask_secret_lines(old: str, new: str) -> tuple[str, str]:
         return "".join(lines)
 
     return mask(old, False), mask(new, True)
+
+
+UNITS_PROBE = "systemctl list-units 'devstack@*' --all --no-legend --plain 2>/dev/null"
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    load: str
+    active: str
+    sub: str
+
+
+def parse_units(text: str) -> list[Unit]:
+    """The devstack@ units `systemctl list-units --plain --no-legend` prints (unit load active sub desc)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0].startswith("devstack@"):
+            out.append(Unit(*parts[:4]))
+    return out

@@ -10,12 +10,13 @@ import time
 
 import yaml
 
-from osk8s_tasks.devstack import secrets as labsecrets
-from osk8s_tasks.core import log
-from osk8s_tasks.devstack import facts
-from osk8s_tasks.core.files import open_private
-from osk8s_tasks.core.ssh import write_private
+from osk8s_tasks.core import lab, log
 from osk8s_tasks.core.engine import Status, Step, StepFailed
+from osk8s_tasks.core.files import open_private
+from osk8s_tasks.core.shapes import private_file_step
+from osk8s_tasks.devstack import facts
+from osk8s_tasks.devstack import secrets as labsecrets
+from osk8s_tasks.devstack.steps import configure_step, fetch_step, host_ip, patch_steps, prepare_steps
 
 
 def stack_state(s, r) -> facts.StackState:
@@ -72,8 +73,6 @@ class Watchdog:
 
 def follow(s, r) -> facts.StackState:
     """Wait for the running stack.sh, printing each new phase and running the watchdog."""
-    from osk8s_tasks.devstack.tasks import host_ip
-
     d = s.settings.devstack
     dog = Watchdog(s, r, host_ip(r))
     t0, shown = time.monotonic(), 0
@@ -150,33 +149,35 @@ def clouds_yaml(s, ip: str, secrets: dict) -> str:
 
 
 def clouds_step(s, r) -> Step:
-    from osk8s_tasks.devstack.tasks import host_ip
-
-    path = s.settings.lab_dir / "clouds.yaml"
-
     def wanted():
-        return clouds_yaml(s, host_ip(r), labsecrets.load(s.settings, create=not s.dry_run))
-
-    def check():
         if stack_state(s, r).state != "completed":
             raise StepFailed("DevStack is not stacked yet: no clouds to describe")
-        if path.exists() and path.read_text() == wanted() and path.stat().st_mode & 0o777 == 0o600:
-            return Status(True, f"{path.name} lists devstack-admin, devstack, devstack-alt (mode 600)")
-        return Status(False, f"{path.name} missing or out of date", f"write {path} (mode 600)")
+        stored = labsecrets.stored(s.settings)
+        if "admin" not in stored and not os.environ.get(lab.ENV_ADMIN):
+            raise StepFailed(f"the admin password is not in {lab.secrets_file(s.settings)}. Fix: inv devstack.configure")
+        return clouds_yaml(s, host_ip(r), labsecrets.load(s.settings))
 
-    return Step("clouds.yaml", check, lambda: write_private(path, wanted()), node="local")
+    return private_file_step("clouds.yaml", lab.clouds_yaml(s.settings), wanted)
 
 
 def run_stack(s, r, force: bool) -> None:
-    s.plan([stack_step(s, r, force), clouds_step(s, r)])
+    s.converge([stack_step(s, r, force), clouds_step(s, r)])
+
+
+def run_deploy(s, r, force: bool) -> None:
+    """prepare -> fetch -> patch -> configure -> stack, on one connection."""
+    s.converge(prepare_steps(s, r))
+    s.converge([fetch_step(s, r)])
+    s.converge(patch_steps(s, r))
+    s.converge([configure_step(s, r)])
+    run_stack(s, r, force)
 
 
 def unstack_step(s, r) -> Step:
     dest, where = shlex.quote(s.settings.devstack.dest), shlex.quote(f"{s.settings.devstack.dest}/devstack")
 
     def active_units() -> list[str]:
-        out = r.run("systemctl list-units 'devstack@*' --no-legend --plain 2>/dev/null", warn=True).stdout
-        return [ln.split()[0] for ln in out.splitlines() if " active " in f" {ln} "]
+        return [u.name for u in facts.parse_units(r.run(facts.UNITS_PROBE, warn=True).stdout) if u.active == "active"]
 
     def check():
         st = stack_state(s, r)
@@ -195,16 +196,14 @@ def unstack_step(s, r) -> Step:
 
 
 def status_text(s, r) -> str:
-    from osk8s_tasks.devstack.tasks import host_ip
-
     d = s.settings.devstack
     st = stack_state(s, r)
     head = r.run(f"git -C {shlex.quote(d.dest)}/devstack log -1 --format='%h %cs %s' 2>/dev/null || echo 'no checkout'", warn=True).stdout.strip()
     state = {"completed": f"completed in {st.seconds} s", "running": f"running, phase {st.phase!r}",
              "failed": f"FAILED in phase {st.phase!r} (exit {st.rc})", "never": "not stacked"}[st.state]
     rows = [("host", r.conn.host), ("devstack", head), ("stack.sh", state)]
-    units = r.run("systemctl list-units 'devstack@*' --no-legend --plain 2>/dev/null", warn=True).stdout.strip()
-    rows.append(("units", "\n".join(("" if i == 0 else " " * 10) + ln for i, ln in enumerate(units.splitlines())) or "none"))
+    units = [f"{u.name} {u.load} {u.active} {u.sub}" for u in facts.parse_units(r.run(facts.UNITS_PROBE, warn=True).stdout)]
+    rows.append(("units", "\n".join(("" if i == 0 else " " * 10) + ln for i, ln in enumerate(units)) or "none"))
     ip = host_ip(r)
     probe = facts.parse_watchdog_probe(r.run(facts.watchdog_probe([(x.unit, x.url.format(host_ip=ip)) for x in d.watchdog.services]), warn=True).stdout)
     for unit, (state_, code) in sorted(probe.items()):
@@ -215,9 +214,10 @@ def status_text(s, r) -> str:
 def collect_logs(s, r, out) -> str:
     dest = shlex.quote(s.settings.devstack.dest)
     remote_tgz = r.run("mktemp /tmp/osk8s-devstack-logs.XXXXXX").stdout.strip()
+    units = " ".join(shlex.quote(u.name) for u in facts.parse_units(r.run(facts.UNITS_PROBE, warn=True).stdout))
     r.run(
         f"t=$(mktemp -d) && mkdir -p $t/journal && "
-        "for u in $(systemctl list-units 'devstack@*' --all --no-legend --plain 2>/dev/null | awk '{print $1}'); do "
+        f"for u in {units}; do "
         "  if command -v journalctl >/dev/null; then journalctl -u $u --no-pager > $t/journal/$u.log 2>&1; "
         "  else echo 'no journalctl on this host' > $t/journal/$u.log; fi; done; "
         f"cp -L {dest}/{facts.LOG} {dest}/{facts.SUMMARY} {dest}/{facts.OUT} $t/ 2>/dev/null; "

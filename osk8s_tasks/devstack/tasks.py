@@ -1,325 +1,112 @@
 """`devstack`: prepare the VM, fetch and patch DevStack, render local.conf, run stack.sh with a
 watchdog, and write clouds.yaml. DevStack's own vocabulary: prepare / fetch / patch / configure /
-stack / unstack, composed by `devstack.deploy` as plain function calls."""
-
-from __future__ import annotations
-
-import difflib
-import os
-import re
-import shlex
-import time
-from contextlib import contextmanager
-from pathlib import Path
+stack / unstack, composed by `devstack.deploy` as plain function calls. What they converge is in
+devstack.steps and devstack.stack, imported in the task bodies (so `inv --list` stays fast)."""
 
 from invoke import Collection, task
 
-from osk8s_tasks.devstack import facts
-from osk8s_tasks.core.ssh import Remote
-from osk8s_tasks.core.engine import COMMON_HELP, Status, Step, StepFailed, session
-
-SYSCTL_FILE = "/etc/sysctl.d/60-osk8s-devstack.conf"
-SYSCTLS = {f"net.ipv6.conf.{i}.disable_ipv6": "0" for i in ("all", "default", "lo")}
-
-
-def target(settings) -> tuple[Path, str]:
-    d = settings.devstack
-    if d.ssh_target:
-        return Path(os.path.expanduser(d.ssh_config or "~/.ssh/config")), d.ssh_target
-    from osk8s_tasks.host.vagrant import Lab
-
-    lab = Lab(settings)
-    if not lab.ssh_config_path.exists():
-        raise StepFailed(f"no ssh_config for the lab VM ({lab.ssh_config_path}). Fix: inv host.up, "
-                         "or point devstack.ssh_target at another host")
-    return lab.ssh_config_path, lab.name
-
-
-@contextmanager
-def connected(s):
-    from osk8s_tasks.core import ssh as remote
-
-    path, alias = target(s.settings)
-    conn = remote.connect(path, alias)
-    try:
-        yield Remote(conn, s.log)
-    finally:
-        conn.close()
-
-
-def _dir(s) -> str:
-    return f"{s.settings.devstack.dest}/devstack"
-
-
-# --- prepare ---------------------------------------------------------------------------------------
-
-
-def prepare_steps(s, r: Remote) -> list[Step]:
-    d = s.settings.devstack
-    want_file = "".join(f"{k} = {v}\n" for k, v in SYSCTLS.items())
-
-    def check_sysctl():
-        procs = " ".join("/proc/sys/" + k.replace(".", "/") for k in SYSCTLS)
-        out = r.run(f"cat {SYSCTL_FILE} 2>/dev/null; echo @@; cat {procs}").stdout
-        current, _, values = out.partition("@@")
-        wrong = [k for k, v in zip(SYSCTLS, values.split()) if v != "0"]
-        diff = ([f"{k} -> 0" for k in wrong] + ([f"persist in {SYSCTL_FILE}"] if current != want_file else []))
-        if not diff:
-            return Status(True, "IPv6 enabled (all, default, lo) and persisted")
-        return Status(False, "IPv6 sysctls would break neutron's IPv6 networks", "; ".join(diff))
-
-    def apply_sysctl():
-        r.install(SYSCTL_FILE, want_file, then=f"sysctl -q -p {SYSCTL_FILE}")
-
-    def check_packages():
-        out = r.run("dpkg-query -W -f='${Package} ${Status}\\n' " + " ".join(d.packages), warn=True).stdout
-        have = {ln.split()[0] for ln in out.splitlines() if ln.endswith("install ok installed")}
-        missing = [p for p in d.packages if p not in have]
-        if missing:
-            return Status(False, f"missing packages: {', '.join(missing)}", f"apt-get install {' '.join(missing)}")
-        return Status(True, f"installed: {', '.join(d.packages)}")
-
-    def apply_packages():
-        r.run(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q {' '.join(d.packages)}", sudo=True, timeout=1800)
-
-    def check_dest():
-        owner = r.run(f"stat -c %U {shlex.quote(d.dest)} 2>/dev/null || echo -", warn=True).stdout.strip()
-        if owner == r.user:
-            return Status(True, f"{d.dest} is owned by {r.user}")
-        what = "create" if owner == "-" else f"chown (owner is {owner})"
-        return Status(False, f"{d.dest} is not owned by the stack user {r.user}", f"{what} {d.dest} for {r.user}")
-
-    def apply_dest():
-        r.run(f"mkdir -p {shlex.quote(d.dest)} && chown {r.user}: {shlex.quote(d.dest)}", sudo=True)
-
-    return [Step("ipv6 sysctls", check_sysctl, apply_sysctl, node=r.conn.host),
-            Step("packages", check_packages, apply_packages, node=r.conn.host),
-            Step(f"{d.dest} owner", check_dest, apply_dest, node=r.conn.host)]
-
-
-# --- fetch and patch -----------------------------------------------------------------------------
-
-
-def fetch_step(s, r: Remote) -> Step:
-    d, where = s.settings.devstack, _dir(s)
-    q = shlex.quote
-
-    def upstream() -> str:
-        out = r.run(f"git ls-remote {q(d.repo)} refs/heads/{q(d.branch)}", timeout=300).stdout.split()
-        if not out:
-            raise StepFailed(f"branch {d.branch} not found in {d.repo}. Fix: set devstack.branch (e.g. {d.branch})")
-        return out[0]
-
-    def check():
-        want = upstream()
-        out = r.run(f"git -C {q(where)} remote get-url origin 2>/dev/null && git -C {q(where)} rev-parse HEAD", warn=True).stdout.split()
-        if len(out) < 2:
-            return Status(False, f"no DevStack checkout in {where}", f"clone {d.repo} {d.branch} ({want[:12]})")
-        url, head = out
-        if url != d.repo:
-            return Status(False, f"{where} tracks {url}", f"switch origin to {d.repo}, check out {d.branch} ({want[:12]})")
-        if head != want:
-            return Status(False, f"{where} is at {head[:12]}", f"check out {d.branch} {head[:12]} -> {want[:12]} (local changes dropped; patches re-applied)")
-        return Status(True, f"{d.branch} at {head[:12]} from {d.repo}")
-
-    def apply():
-        exists = r.run(f"test -d {q(where)}/.git", warn=True).exited == 0
-        if not exists:
-            r.run(f"git clone -q --branch {q(d.branch)} {q(d.repo)} {q(where)}", timeout=1800)
-        else:
-            r.run(f"cd {q(where)} && git remote set-url origin {q(d.repo)} && git fetch -q origin {q(d.branch)} "
-                  f"&& git checkout -q --force -B {q(d.branch)} FETCH_HEAD", timeout=1800)
-
-    return Step("devstack checkout", check, apply, node=r.conn.host)
-
-
-def patch_steps(s, r: Remote) -> list[Step]:
-    d, where = s.settings.devstack, shlex.quote(_dir(s))
-    steps = []
-    for name in d.patches:
-        text = d.patch_path(name).read_text()
-
-        label = Path(name).name
-        files = ", ".join(ln[6:] for ln in text.splitlines() if ln.startswith("+++ b/"))
-
-        def check(name=label, text=text, files=files):
-            if r.run(f"test -d {where}/.git", warn=True).exited:
-                return Status(False, f"{name} not applied: no checkout yet", f"apply {name} to {files} after the clone")
-            tmp = r.temp_file(text)
-            try:
-                if r.run(f"git -C {where} apply --check -R {tmp}", warn=True).exited == 0:
-                    return Status(True, f"{name} is already applied")
-                forward = r.run(f"git -C {where} apply --check {tmp}", warn=True)
-            finally:
-                r.run(f"rm -f {tmp}")
-            if forward.exited == 0:
-                return Status(False, f"{name} is not applied", f"apply {name} to {files}")
-            why = (forward.stderr or "").strip().splitlines()[:2]
-            raise StepFailed(f"patch {name} applies neither forward nor in reverse to {d.branch}: {' | '.join(why)}. "
-                             "Fix: refresh the patch for this branch or remove it from devstack.patches")
-
-        def apply(text=text):
-            tmp = r.temp_file(text)
-            r.run(f"git -C {where} apply {tmp}; rc=$?; rm -f {tmp}; exit $rc")
-
-        steps.append(Step(f"patch {label}", check, apply, node=r.conn.host))
-    return steps
-
-
-# --- configure -------------------------------------------------------------------------------------
-
-
-def host_ip(r: Remote) -> str:
-    ip = facts.parse_host_ip(r.run(facts.HOST_IP_PROBE).stdout)
-    if ip is None:
-        raise StepFailed(f"no IPv4 address on the default route's interface of {r.conn.host}. Fix: give the host a default route")
-    return ip
-
-
-def ovn_agent(branch: str) -> str:
-    """The OVN metadata service under the name `branch` expects: stackrc enables `q-ovn-agent`
-    from stable/2025.2 on (and master); `q-ovn-metadata-agent` before, and it goes away in 2026.2
-    (lib/neutron_plugins/ovn_agent, TARGET_ENABLE_OVN_AGENT)."""
-    m = re.fullmatch(r"(?:stable|unmaintained)/(\d{4})\.(\d)", branch)
-    if m and (int(m[1]), int(m[2])) < (2025, 2):
-        return "q-ovn-metadata-agent"
-    return "q-ovn-agent"
-
-
-def local_conf(s, ip: str, secrets: dict) -> str:
-    from osk8s_tasks.core import render
-
-    d = s.settings.devstack
-    return render.render("devstack/local.conf.j2", lab=s.settings.lab.name, host_ip=ip, dest=d.dest,
-                         branch=d.branch, ovn_agent=ovn_agent(d.branch), secrets=secrets, octavia_provider=d.octavia_provider,
-                         amphora_image=d.amphora_image, cinder_lvm_size=d.cinder_lvm_size,
-                         enable_barbican=d.enable_barbican)
-
-
-def configure_step(s, r: Remote) -> Step:
-    from osk8s_tasks.devstack import secrets as labsecrets
-    from osk8s_tasks.core import log
-    from osk8s_tasks.core import render
-
-    path = f"{_dir(s)}/local.conf"
-
-    def wanted() -> str:
-        return local_conf(s, host_ip(r), labsecrets.load(s.settings, create=not s.dry_run))
-
-    def check():
-        text = wanted()
-        out = r.run(f"sha256sum {shlex.quote(path)} 2>/dev/null; stat -c %a {shlex.quote(path)} 2>/dev/null", warn=True).stdout.split()
-        if len(out) >= 3 and out[0] == render.digest(text) and out[2] == "600":
-            return Status(True, f"local.conf is current (sha256 {out[0][:12]}, mode 600)")
-        if len(out) < 3:
-            return Status(False, "no local.conf yet", f"write {path} (mode 600):\n" + text)
-        current = r.run(f"cat {shlex.quote(path)}").stdout
-        for value in facts.secret_values(current):  # the VM's passwords may not be this run's
-            log.secret(value)
-        old, new = facts.mask_secret_lines(current, text)
-        diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "local.conf (VM)", "local.conf (wanted)"))
-        return Status(False, "local.conf differs", diff or f"mode {out[2]} -> 600")
-
-    def apply():
-        r.put_text(f"{path}.tmp", wanted())
-        r.run(f"mv {shlex.quote(path + '.tmp')} {shlex.quote(path)}")
-
-    return Step("local.conf", check, apply, node=r.conn.host)
-
-
-# --- tasks -----------------------------------------------------------------------------------------
-
-
-def run_prepare(s, r):
-    s.plan(prepare_steps(s, r))
-
-
-def run_fetch(s, r):
-    s.plan([fetch_step(s, r)])
-
-
-def run_patch(s, r):
-    s.plan(patch_steps(s, r))
-
-
-def run_configure(s, r):
-    s.plan([configure_step(s, r)])
+from osk8s_tasks.core.help import COMMON_HELP
 
 
 @task(help=COMMON_HELP)
 def prepare(c, dry_run=False, log_json=None):
     """IPv6 sysctls (persisted), required packages, /opt/stack owned by the stack user."""
-    with session(c, "devstack.prepare", dry_run, log_json) as s, connected(s) as r:
-        run_prepare(s, r)
+    from osk8s_tasks.core.engine import session
+    from osk8s_tasks.devstack import steps
+
+    with session(c, "devstack.prepare", dry_run, log_json) as s, steps.connected(s) as r:
+        s.converge(steps.prepare_steps(s, r))
 
 
 @task(help=COMMON_HELP)
 def fetch(c, dry_run=False, log_json=None):
     """Clone or update the DevStack checkout to devstack.repo at devstack.branch."""
-    with session(c, "devstack.fetch", dry_run, log_json) as s, connected(s) as r:
-        run_fetch(s, r)
+    from osk8s_tasks.core.engine import session
+    from osk8s_tasks.devstack import steps
+
+    with session(c, "devstack.fetch", dry_run, log_json) as s, steps.connected(s) as r:
+        s.converge([steps.fetch_step(s, r)])
 
 
 @task(help=COMMON_HELP)
 def patch(c, dry_run=False, log_json=None):
     """Apply the patches listed in devstack.patches (already applied: no-op)."""
-    with session(c, "devstack.patch", dry_run, log_json) as s, connected(s) as r:
-        run_patch(s, r)
+    from osk8s_tasks.core.engine import session
+    from osk8s_tasks.devstack import steps
+
+    with session(c, "devstack.patch", dry_run, log_json) as s, steps.connected(s) as r:
+        s.converge(steps.patch_steps(s, r))
 
 
 @task(help=COMMON_HELP)
 def configure(c, dry_run=False, log_json=None):
     """Render local.conf (HOST_IP detected on the VM, passwords from the lab's secrets, mode 0600)."""
-    with session(c, "devstack.configure", dry_run, log_json) as s, connected(s) as r:
-        run_configure(s, r)
+    from osk8s_tasks.core.engine import session
+    from osk8s_tasks.devstack import steps
 
-
-def _stack_tasks():
-    from osk8s_tasks.devstack import stack as devstack_stack
-
-    return devstack_stack
+    with session(c, "devstack.configure", dry_run, log_json) as s, steps.connected(s) as r:
+        s.converge([steps.configure_step(s, r)])
 
 
 @task(help={**COMMON_HELP, "force": "Run unstack.sh and clean.sh first, then stack again (also after a failed stack)."})
 def stack(c, force=False, dry_run=False, log_json=None):
     """Run stack.sh detached (survives SSH drops), follow its phases, restart hung services; then
     write clouds.yaml. A completed stack is left alone; re-running reattaches to a running one."""
-    with session(c, "devstack.stack", dry_run, log_json) as s, connected(s) as r:
-        _stack_tasks().run_stack(s, r, force)
+    from osk8s_tasks.core.engine import session
+    from osk8s_tasks.devstack import stack as devstack_stack
+    from osk8s_tasks.devstack import steps
+
+    with session(c, "devstack.stack", dry_run, log_json) as s, steps.connected(s) as r:
+        devstack_stack.run_stack(s, r, force)
 
 
 @task(help={**COMMON_HELP, "force": "Passed to devstack.stack."})
 def deploy(c, force=False, dry_run=False, log_json=None):
     """prepare -> fetch -> patch -> configure -> stack: an all-in-one OpenStack on the lab VM."""
-    with session(c, "devstack.deploy", dry_run, log_json) as s, connected(s) as r:
-        run_prepare(s, r)
-        run_fetch(s, r)
-        run_patch(s, r)
-        run_configure(s, r)
-        _stack_tasks().run_stack(s, r, force)
+    from osk8s_tasks.core.engine import session
+    from osk8s_tasks.devstack import stack as devstack_stack
+    from osk8s_tasks.devstack import steps
+
+    with session(c, "devstack.deploy", dry_run, log_json) as s, steps.connected(s) as r:
+        devstack_stack.run_deploy(s, r, force)
 
 
 @task(help={"log_json": COMMON_HELP["log_json"]})
 def status(c, log_json=None):
     """DevStack on the VM: checkout, stack state and phase, devstack@ units, API endpoints."""
-    with session(c, "devstack.status", log_json=log_json, quiet=True) as s, connected(s) as r:
-        print(_stack_tasks().status_text(s, r))
+    from osk8s_tasks.core.engine import session
+    from osk8s_tasks.devstack import stack as devstack_stack
+    from osk8s_tasks.devstack import steps
+
+    with session(c, "devstack.status", log_json=log_json, quiet=True) as s, steps.connected(s) as r:
+        print(devstack_stack.status_text(s, r))
 
 
 @task(help={"output": "Tarball to write (default .osk8s/<lab>/devstack-logs-<time>.tgz).",
             "log_json": COMMON_HELP["log_json"]})
 def logs(c, output=None, log_json=None):
     """Collect the journal of every devstack@ unit and the stack logs into a local tarball (0600)."""
-    with session(c, "devstack.logs", log_json=log_json, quiet=True) as s, connected(s) as r:
+    import time
+    from pathlib import Path
+
+    from osk8s_tasks.core.engine import session
+    from osk8s_tasks.devstack import stack as devstack_stack
+    from osk8s_tasks.devstack import steps
+
+    with session(c, "devstack.logs", log_json=log_json, quiet=True) as s, steps.connected(s) as r:
         out = Path(output or s.settings.lab_dir / f"devstack-logs-{time.strftime('%Y%m%d-%H%M%S')}.tgz")
-        print(_stack_tasks().collect_logs(s, r, out))
+        print(devstack_stack.collect_logs(s, r, out))
 
 
 @task(help=COMMON_HELP)
 def unstack(c, dry_run=False, log_json=None):
     """Stop every devstack@ service (unstack.sh); the next devstack.stack stacks again."""
-    with session(c, "devstack.unstack", dry_run, log_json) as s, connected(s) as r:
-        s.plan([_stack_tasks().unstack_step(s, r)])
+    from osk8s_tasks.core.engine import session
+    from osk8s_tasks.devstack import stack as devstack_stack
+    from osk8s_tasks.devstack import steps
+
+    with session(c, "devstack.unstack", dry_run, log_json) as s, steps.connected(s) as r:
+        s.converge([devstack_stack.unstack_step(s, r)])
 
 
 ns = Collection("devstack", prepare, fetch, patch, configure, stack, deploy, status, logs, unstack)

@@ -44,19 +44,6 @@ def parse_box_versions(box_root: Path) -> dict[str, list[str]]:
     return out
 
 
-def parse_ssh_config(text: str) -> dict[str, str]:
-    """The first Host block of an ssh_config as {lower-case option: value}."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.strip().split(None, 1)
-        if len(parts) == 2 and not parts[0].startswith("#"):
-            key = parts[0].lower()
-            if key == "host" and out:
-                break
-            out.setdefault(key, parts[1].strip().strip('"'))
-    return out
-
-
 # --- probes ------------------------------------------------------------------------------------
 
 

@@ -17,8 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from osk8s_tasks.core.files import open_private
+import libvirt
+import vagrant
+
+from osk8s_tasks.core import lab as lab_paths
 from osk8s_tasks.core.engine import StepFailed
+from osk8s_tasks.core.files import open_private
 
 STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed", 7: "pmsuspended"}
 
@@ -42,8 +46,8 @@ class Lab:
         self.dir = settings.lab_dir
         self.settings_file = self.dir / "host.json"
         self.dotfile_dir = self.dir / "vagrant"
-        self.ssh_config_path = self.dir / "ssh_config"
-        self.known_hosts_path = self.dir / "known_hosts"
+        self.ssh_config_path = lab_paths.vm_ssh_config(settings)
+        self.known_hosts_path = lab_paths.vm_known_hosts(settings)
         self.vagrant_log = self.dir / "logs" / "vagrant.log"
         self._conn = None
 
@@ -89,8 +93,6 @@ class Lab:
 
     def vagrant(self):
         """python-vagrant bound to this lab; its commands' output goes to logs/vagrant.log."""
-        import vagrant
-
         @contextmanager
         def to_log():
             with open_private(self.vagrant_log, "a") as fh:
@@ -146,8 +148,6 @@ class Lab:
 
     def libvirt(self):
         if self._conn is None:
-            import libvirt
-
             libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors come back as exceptions
             try:
                 self._conn = libvirt.open(self.host.libvirt_uri)
@@ -167,8 +167,6 @@ class Lab:
     def domain(self):
         """The lab's libvirt domain, or None. Found by the UUID vagrant recorded, else by name
         (a domain of that name that vagrant does not know is reported, never adopted)."""
-        import libvirt
-
         conn = self.libvirt()
         idf = self.machine_id_file()
         if idf.exists():
@@ -195,8 +193,6 @@ class Lab:
 
     def ip_address(self) -> str | None:
         """The management address from libvirt's DHCP leases (what vagrant itself uses)."""
-        import libvirt
-
         dom = self.domain()
         if dom is None or not dom.isActive():
             return None

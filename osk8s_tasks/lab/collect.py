@@ -5,6 +5,14 @@ not be read: an unreachable part is one line there, never a failure of the bundl
 
 from __future__ import annotations
 
+import yaml
+
+from osk8s_tasks.cluster.addons import api_of
+from osk8s_tasks.cluster.nodes import connections
+from osk8s_tasks.devstack.stack import collect_logs, register_vm_secrets
+from osk8s_tasks.devstack.steps import connected
+from osk8s_tasks.openstack import clouds as cloud
+
 import io
 import json
 import os
@@ -24,15 +32,10 @@ CONTROLLERS = ("openstack-cloud-controller-manager", "csi-cinder", "octavia-ingr
 
 
 def _yaml(obj) -> str:
-    import yaml
-
     return yaml.safe_dump(obj, sort_keys=False)
 
 
 def devstack_part(s) -> Iterator[tuple[str, bytes | str]]:
-    from osk8s_tasks.devstack.tasks import connected
-    from osk8s_tasks.devstack.stack import collect_logs, register_vm_secrets
-
     with tempfile.TemporaryDirectory() as d, connected(s) as r:
         register_vm_secrets(s, r)  # the journals print the VM's passwords
         tgz = Path(d) / "devstack.tgz"
@@ -44,8 +47,6 @@ def devstack_part(s) -> Iterator[tuple[str, bytes | str]]:
 
 
 def cloud_parts(s) -> list[Part]:
-    from osk8s_tasks.openstack import clouds as cloud
-
     clouds = cloud.Clouds(s.settings)
     lab = s.settings.lab.name
 
@@ -154,9 +155,6 @@ def collect(s, output: str | None = None) -> Path:
             for name, produce in parts:
                 run(name, produce)
             with ExitStack() as stack:
-                from osk8s_tasks.cluster.addons import api_of
-                from osk8s_tasks.cluster.nodes import connections
-
                 try:
                     api = stack.enter_context(api_of(s))
                     parts = cluster_parts(s, api)

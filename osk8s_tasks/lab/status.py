@@ -3,25 +3,28 @@ reads it; a part that cannot be reached says why instead of stopping the table."
 
 from __future__ import annotations
 
+from osk8s_tasks.cluster.addons import api_of
+from osk8s_tasks.devstack.stack import stack_state
+from osk8s_tasks.devstack.steps import connected
+from osk8s_tasks.host.vagrant import Lab
+from osk8s_tasks.openstack import clouds as cloud
+from osk8s_tasks.openstack.teardown import inventory
+from osk8s_tasks.verify.leftovers import cloud_objects, objects
+from osk8s_tasks.verify.run import cluster_access
+
 from osk8s_tasks.core.engine import StepFailed
 
 
 def _host(s) -> str:
     if s.settings.devstack.ssh_target:
         return f"not managed here: devstack.ssh_target {s.settings.devstack.ssh_target}"
-    from osk8s_tasks.host.vagrant import Lab
-
-    lab = Lab(s.settings)
-    f = lab.facts()
+    f = Lab(s.settings).facts()
     if f is None:
         return "no VM (inv host.up)"
     return f"{f.name}: {f.state}, {f.memory_mib} MiB, {f.vcpus} vCPU"
 
 
 def _devstack(s) -> str:
-    from osk8s_tasks.devstack.tasks import connected
-    from osk8s_tasks.devstack.stack import stack_state
-
     with connected(s) as r:
         st = stack_state(s, r)
     return {"completed": f"stack.sh completed in {st.seconds} s", "running": f"stack.sh running, phase {st.phase!r}",
@@ -29,17 +32,12 @@ def _devstack(s) -> str:
 
 
 def _openstack(s) -> str:
-    from osk8s_tasks.openstack import clouds as cloud
-    from osk8s_tasks.openstack.teardown import inventory
-
     inv = inventory(s, cloud.Clouds(s.settings))
     counts = [f"{len(v)} {k}" for k, v in inv.items() if v]
     return f"{sum(len(v) for v in inv.values())} objects of the lab" + (f": {', '.join(counts)}" if counts else "")
 
 
 def _cluster(s) -> str:
-    from osk8s_tasks.cluster.addons import api_of
-
     with api_of(s) as api:
         nodes = api.items("/api/v1/nodes")
     ready = [n for n in nodes if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))]
@@ -48,10 +46,6 @@ def _cluster(s) -> str:
 
 
 def _verify(s) -> str:
-    from osk8s_tasks.openstack import clouds as cloud
-    from osk8s_tasks.verify.tasks import cluster_access
-    from osk8s_tasks.verify.leftovers import cloud_objects, objects
-
     with cluster_access(s, False) as (api, _):
         left = objects(s, api) + cloud_objects(s, cloud.Clouds(s.settings))
     return f"{len(left)} test objects left" + (" (inv verify.destroy)" if left else "")

@@ -9,32 +9,12 @@ re-run after a failure resumes where it stopped.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from osk8s_tasks.core.engine import COMMON_HELP, Result, StepFailed, session
-
-STAGES = ("host", "devstack", "openstack", "cluster", "verify")
-# what each stage runs, and what the stage before it must have done first (for a dry run on an
-# empty machine: "after host.up: ...", never a failure)
-PLAN = {
-    "host": ("host.up", "the lab VM (vagrant-libvirt), its ssh_config and SSH"),
-    "devstack": ("devstack.deploy", "prepare, fetch, patch, local.conf, stack.sh, clouds.yaml"),
-    "openstack": ("openstack.deploy", "flavor, keypair, security group, image, app credential, servers, FIPs"),
-    "cluster": ("cluster.deploy", "nodes' ssh_config, node packages, kubeadm init/join, CNI, add-ons"),
-    "verify": ("verify.all", "lb, pv, ingress, keystone checks"),
-}
-
-
-@dataclass
-class StageRow:
-    stage: str
-    outcome: str  # ok | changed | would-change | failed | not run
-    seconds: float
-    detail: str
-
+from osk8s_tasks.core.help import COMMON_HELP
+from osk8s_tasks.lab.stages import PLAN, STAGES, StageRow, outcome_of, stage_table
 
 def selected(start: str | None, until: str | None) -> list[str]:
     """The stages from `start` to `until` (both included), in pipeline order; bad names exit 2."""
@@ -69,26 +49,9 @@ def _run(c, stage: str, dry_run: bool) -> None:
         verify.all_(c, dry_run=dry_run)
 
 
-def _outcome(rows: list[Result]) -> str:
-    outcomes = {r.outcome for r in rows}
-    for o in ("failed", "would-change", "changed"):
-        if o in outcomes:
-            return o
-    return "ok"
-
-
-def stage_table(rows: list[StageRow], total: float, dry_run: bool) -> str:
-    lines = [("STAGE", "RESULT", "SECONDS", "DETAIL")] + [
-        (r.stage, r.outcome, f"{r.seconds:.1f}", r.detail if len(r.detail) <= 100 else r.detail[:97] + "...")
-        for r in rows]
-    w = [max(len(x[i]) for x in lines) for i in range(3)]
-    out = [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}  {d}".rstrip() for a, b, c, d in lines]
-    out.append(f"lab.up: {', '.join(f'{sum(r.outcome == o for r in rows)} {o}' for o in ('ok', 'changed', 'would-change', 'failed') if any(r.outcome == o for r in rows)) or 'nothing run'}"
-               f" in {total:.1f} s{' (dry run: nothing was changed)' if dry_run else ''}")
-    return "\n".join(out)
-
-
 def run_up(c, s, stages: list[str]) -> list[StageRow]:
+    from osk8s_tasks.core.engine import Result, StepFailed
+
     rows: list[StageRow] = []
     blocked = ""
     for stage in stages:
@@ -113,7 +76,7 @@ def run_up(c, s, stages: list[str]) -> list[StageRow]:
         mine = s.results[before:]
         counts = {o: sum(r.outcome == o for r in mine) for o in ("ok", "changed", "would-change", "failed")}
         detail = ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "nothing to do"
-        rows.append(StageRow(stage, _outcome(mine), time.monotonic() - t0, f"{task_name}: {detail}"))
+        rows.append(StageRow(stage, outcome_of(mine), time.monotonic() - t0, f"{task_name}: {detail}"))
         if counts["failed"]:
             blocked = task_name
     return rows
@@ -132,6 +95,9 @@ def up(c, from_=None, until=None, dry_run=False, log_json=None):
     seconds, so a re-run after a failure resumes where it stopped. One row per stage at the end.
     --dry-run on an empty machine lists every stage; one whose prerequisites a stage above would
     make shows as "after <that task>"."""
+    from osk8s_tasks.core.engine import StepFailed, session
+    from osk8s_tasks.core.log import redact
+
     stages = selected(from_, until)
     t0 = time.monotonic()
     rows: list[StageRow] = []
@@ -143,8 +109,6 @@ def up(c, from_=None, until=None, dry_run=False, log_json=None):
                 raise StepFailed(f"stage {failed.stage}: {failed.detail}")
     finally:
         if rows:
-            from osk8s_tasks.core.log import redact
-
             print(redact(stage_table(rows, time.monotonic() - t0, bool(dry_run))), flush=True)
 
 
@@ -158,6 +122,7 @@ def down(c, keep_host=False, dry_run=False, log_json=None):
     Each part is its namespace's own task; a part with nothing left passes. openstack.teardown
     ends with the orphan report: every service asked for objects that still carry the lab tag."""
     from osk8s_tasks.cluster import tasks as cluster
+    from osk8s_tasks.core.engine import Result, StepFailed, session
     from osk8s_tasks.host import tasks as host
     from osk8s_tasks.openstack import tasks as openstack
     from osk8s_tasks.verify import tasks as verify
@@ -178,7 +143,7 @@ def down(c, keep_host=False, dry_run=False, log_json=None):
                 raise
 
 
-def _unreachable(exc: StepFailed) -> bool:
+def _unreachable(exc: Exception) -> bool:
     text = str(exc)
     return any(w in text for w in ("no admin kubeconfig", "no ssh_config", "Kubernetes API unreachable"))
 
@@ -187,6 +152,7 @@ def _unreachable(exc: StepFailed) -> bool:
 def status(c, log_json=None):
     """One table across the namespaces: the VM, DevStack, the cloud objects, the cluster, verify's
     leftovers (read-only; a part that cannot be reached says why)."""
+    from osk8s_tasks.core.engine import session
     from osk8s_tasks.lab import status as lab_status
 
     with session(c, "lab.status", log_json=log_json, quiet=True) as s:
@@ -199,6 +165,7 @@ def collect(c, output=None, log_json=None):
     """One diagnostics bundle (tar.gz, 0600, secrets masked) with an index: DevStack journals and
     logs, Octavia status trees, Cinder volumes, server consoles, cluster objects and events,
     controller pod logs, node journals. A part that cannot be read is one line in the index."""
+    from osk8s_tasks.core.engine import session
     from osk8s_tasks.lab import collect as lab_collect
 
     with session(c, "lab.collect", log_json=log_json, quiet=True) as s:

@@ -5,9 +5,16 @@ timing records."""
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import keystoneauth1.exceptions as ksa
+import openstack
+from openstack import exceptions as osx
+from openstack.config import OpenStackConfig, loader
+
+from osk8s_tasks.core import faults, lab
 from osk8s_tasks.core.engine import StepFailed
 
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -20,9 +27,7 @@ def tag(settings) -> str:
 
 def clouds_files(settings) -> list[str]:
     """clouds.yaml files to read, most specific first."""
-    from openstack.config import loader
-
-    own = settings.openstack.clouds_yaml or (settings.lab_dir / "clouds.yaml")
+    own = settings.openstack.clouds_yaml or lab.clouds_yaml(settings)
     files = [str(own)] if Path(own).exists() else []
     if os.environ.get("OS_CLIENT_CONFIG_FILE"):
         files.append(os.environ["OS_CLIENT_CONFIG_FILE"])
@@ -37,8 +42,6 @@ class Clouds:
     _conns: dict = None
 
     def __post_init__(self):
-        import threading
-
         self._conns = {}
         self._lock = threading.Lock()  # checks run concurrently; each cloud is authenticated once
         self.cache = {}  # reads shared by one pass of checks; cleared by every apply
@@ -86,11 +89,6 @@ def by_name(objects):
 
 def connect(settings, name: str):
     """An authenticated openstacksdk Connection to cloud `name`, or StepFailed saying why."""
-    import keystoneauth1.exceptions as ksa
-    import openstack
-    from openstack import exceptions as osx
-    from openstack.config import OpenStackConfig
-
     files = clouds_files(settings)
     explicit = settings.openstack.clouds_yaml
     saved = os.environ.pop("OS_CLIENT_CONFIG_FILE", None) if explicit else None
@@ -117,7 +115,5 @@ def connect(settings, name: str):
     except (ksa.ConnectFailure, ksa.DiscoveryFailure, ksa.ConnectTimeout) as exc:
         raise StepFailed(f"cloud {name!r}: cannot reach {auth_url} ({exc.__class__.__name__}). "
                          "Fix: is the cloud up (inv devstack.status) and auth_url right?") from None
-    from osk8s_tasks.core import faults
-
     faults.catalog(conn)  # a service that dies later is then named with its endpoint
     return conn

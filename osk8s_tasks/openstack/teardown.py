@@ -8,9 +8,10 @@ the cluster name is the lab name, so teardown finds and deletes them before the 
 
 from __future__ import annotations
 
-from osk8s_tasks.openstack import clouds as cloud
-from osk8s_tasks.openstack.tasks import app_credential_path, flavor_named, names
+from osk8s_tasks.core import lab
 from osk8s_tasks.core.engine import Status, Step, StepFailed
+from osk8s_tasks.openstack import clouds as cloud
+from osk8s_tasks.openstack.resources import flavor_named, names
 
 CSI_CLUSTER = "cinder.csi.openstack.org/cluster"
 
@@ -50,14 +51,14 @@ def inventory(s, clouds) -> dict[str, list]:
     return {kind: list_kind() for kind, list_kind in listers(s, clouds).items()}
 
 
-def _delete(s, clouds, kind: str, obj) -> None:
+def delete(s, clouds, kind: str, obj) -> None:
     main = clouds.main
     if kind.startswith("load balancers"):
         if obj.vip_port_id:  # the floating IP the cloud provider bound to the VIP
             for fip in main.network.ips(port_id=obj.vip_port_id):
                 main.network.delete_ip(fip)
         main.load_balancer.delete_load_balancer(obj, cascade=True)
-        main.load_balancer.wait_for_delete(obj, wait=300)
+        main.load_balancer.wait_fordelete(obj, wait=300)
     elif kind.startswith("volumes"):
         for att in obj.attachments or []:
             # objects, not IDs: with IDs the SDK guesses their order through a deprecated find_server
@@ -65,10 +66,10 @@ def _delete(s, clouds, kind: str, obj) -> None:
         if obj.attachments:
             main.block_storage.wait_for_status(obj, "available", wait=300)
         main.block_storage.delete_volume(obj)
-        main.block_storage.wait_for_delete(obj, wait=300)
+        main.block_storage.wait_fordelete(obj, wait=300)
     elif kind == "servers":
         main.compute.delete_server(obj)
-        main.compute.wait_for_delete(obj, wait=300)
+        main.compute.wait_fordelete(obj, wait=300)
     elif kind == "floating IPs":
         main.network.delete_ip(obj)
     elif kind == "ports":
@@ -83,7 +84,7 @@ def _delete(s, clouds, kind: str, obj) -> None:
         main.image.delete_image(obj)
     elif kind == "application credentials":
         main.identity.delete_application_credential(main.current_user_id, obj)
-        app_credential_path(s.settings).unlink(missing_ok=True)
+        lab.app_credential(s.settings).unlink(missing_ok=True)
 
 
 def teardown_steps(s, clouds) -> list[Step]:
@@ -99,7 +100,7 @@ def teardown_steps(s, clouds) -> list[Step]:
         def apply(kind=kind, list_kind=list_kind):
             for obj, label in list_kind():
                 s.log.info("teardown.delete", kind=kind, object=label)
-                _delete(s, clouds, kind, obj)
+                delete(s, clouds, kind, obj)
 
         steps.append(Step(f"delete {kind}", check, apply))
 

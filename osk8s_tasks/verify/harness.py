@@ -5,21 +5,20 @@ reports."""
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
+import shlex
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from xml.etree import ElementTree as ET
 
 import yaml
 
 from osk8s_tasks.core import kube
-from osk8s_tasks.core import log
+from osk8s_tasks.core.engine import Result, Status, StepFailed
 from osk8s_tasks.core.render import render
-from osk8s_tasks.core.engine import Result, Status, StepFailed, _results_lock
+from osk8s_tasks.core.wait import until
+from osk8s_tasks.devstack.steps import connected
+from osk8s_tasks.openstack import clouds as cloud
 
 
 @dataclass
@@ -44,24 +43,23 @@ class Ctx:
         """One assertion of the current verify task: a row in the summary and the reports."""
         r = Result(self.s.task, check, "cluster", "ok" if ok else "failed",
                    time.monotonic() - started if started else 0.0, detail)
-        with _results_lock:
-            self.s.results.append(r)
+        self.s.record(r)
         (self.s.log.info if ok else self.s.log.error)("verify.ok" if ok else "verify.failed", check=check, detail=detail)
         return ok
 
     def skip(self, check: str, reason: str) -> None:
         """A check that cannot be judged here: a skipped row with the reason, never a pass."""
-        _row(self, check, "cluster", "skipped", reason)
+        add_row(self, check, "cluster", "skipped", reason)
         self.s.log.warning("verify.skipped", check=check, reason=reason)
 
     def findings(self, prefix: str, findings) -> bool:
         for f in findings:
-            self.record(f"{prefix}: {f.check}", f.ok, f.detail)
+            self.record(f"{prefix}: {f.aspect}", f.ok, f.detail)
         return all(f.ok for f in findings)
 
     def apply(self, docs: list[dict]) -> None:
         """Converge the test objects (idempotent: an object already as wanted is left alone)."""
-        self.s.plan([kube.apply_step(self.api, d) for d in docs])
+        self.s.converge([kube.apply_step(self.api, d) for d in docs])
 
     def render(self, template: str, **values) -> list[dict]:
         s = self.settings
@@ -84,20 +82,9 @@ class Ctx:
             self.record(f"{check}: cleanup", ok, detail, t0)
 
 
-def wait(fn, timeout: float, interval: float = 2.0) -> tuple[bool, str]:
-    """Poll fn() -> Status until ok or `timeout` seconds; (ok, the last reason). Says every 30 s
-    what it is still waiting for (an amphora load balancer takes minutes)."""
-    start = time.monotonic()
-    said = start
-    while True:
-        st = fn()
-        now = time.monotonic()
-        if st.ok or now - start > timeout:
-            return st.ok, st.reason if st.ok else f"{st.reason} (after {timeout:.0f} s)"
-        if now - said >= 30:
-            log.get().info("verify.waiting", reason=st.reason, seconds=round(now - start), timeout=timeout)
-            said = now
-        time.sleep(interval)
+def wait(check, timeout: float) -> tuple[bool, str]:
+    """core.wait.until, its progress lines named verify.waiting (an amphora load balancer takes minutes)."""
+    return until(check, timeout, what="verify")
 
 
 def items(api, path: str, selector: str = "") -> list[dict]:
@@ -138,10 +125,6 @@ def node_addresses(api) -> dict[str, str]:
 
 def http_from_devstack(s, url: str, timeout: int = 10) -> tuple[int, str]:
     """GET `url` from the devstack VM (it routes to the floating IPs): (HTTP status or 0, body or error)."""
-    import shlex
-
-    from osk8s_tasks.devstack.tasks import connected
-
     with connected(s) as r:
         res = r.run(f"curl -sS -m {timeout} -w '\\n%{{http_code}}' {shlex.quote(url)}", warn=True)
     if res.exited:
@@ -164,58 +147,38 @@ def plan_rows(ctx: Ctx, check: str, docs: list[dict], assertions: list[str], unr
     cannot be reached, a would-change row saying so), then each assertion as a planned row."""
     if unreachable:
         for d in docs:
-            _row(ctx, kube.label(d), "local", "would-change", f"apply {kube.label(d)} (once the cluster is reachable)")
+            add_row(ctx, kube.label(d), "local", "would-change", f"apply {kube.label(d)} (once the cluster is reachable)")
     else:
-        ctx.s.plan([kube.apply_step(ctx.api, d) for d in docs])
+        ctx.s.converge([kube.apply_step(ctx.api, d) for d in docs])
     for a in assertions:
-        _row(ctx, f"{check}: {a}", "cluster", "skipped", "would check")
+        add_row(ctx, f"{check}: {a}", "cluster", "skipped", "would check")
 
 
-def _row(ctx: Ctx, step: str, node: str, outcome: str, detail: str) -> None:
-    with _results_lock:
-        ctx.s.results.append(Result(ctx.s.task, step, node, outcome, 0.0, detail))
+def add_row(ctx: Ctx, step: str, node: str, outcome: str, detail: str) -> None:
+    """A row that is not an assertion's result: skipped, or planned in a dry run."""
+    ctx.s.record(Result(ctx.s.task, step, node, outcome, 0.0, detail))
 
 
-# --- reports -----------------------------------------------------------------------------------
-
-def report_rows(results: list[Result]) -> list[dict]:
-    return [{"task": r.task, "check": r.step, "node": r.node, "outcome": r.outcome, "seconds": round(r.seconds, 3),
-             "detail": log.redact(r.detail)} for r in results if r.task.startswith("verify.")]
+def pods_of(ctx: Ctx, app: str) -> set[str]:
+    return {p["metadata"]["name"] for p in items(ctx.api, f"/api/v1/namespaces/{ctx.namespace}/pods", f"app={app}")}
 
 
-def write_json(path: str, results: list[Result], lab: str) -> None:
-    from osk8s_tasks.core.ssh import write_private
-
-    rows = report_rows(results)
-    doc = {"lab": lab, "passed": not any(r["outcome"] == "failed" for r in rows),
-           "counts": {o: sum(r["outcome"] == o for r in rows) for o in ("ok", "changed", "failed", "skipped", "would-change")},
-           "results": rows}
-    write_private(Path(path), json.dumps(doc, indent=2) + "\n")
-
-
-def write_junit(path: str, results: list[Result], lab: str) -> None:
-    """One testsuite per verify task, one testcase per row (steps and assertions)."""
-    from osk8s_tasks.core.ssh import write_private
-
-    rows = report_rows(results)
-    suites = ET.Element("testsuites", name=f"osk8s verify {lab}")
-    for task in dict.fromkeys(r["task"] for r in rows):
-        mine = [r for r in rows if r["task"] == task]
-        suite = ET.SubElement(suites, "testsuite", name=task, tests=str(len(mine)),
-                              failures=str(sum(r["outcome"] == "failed" for r in mine)),
-                              skipped=str(sum(r["outcome"] in ("skipped", "would-change") for r in mine)),
-                              time=f"{sum(r['seconds'] for r in mine):.3f}")
-        for r in mine:
-            case = ET.SubElement(suite, "testcase", classname=task, name=r["check"], time=f"{r['seconds']:.3f}")
-            if r["outcome"] == "failed":
-                ET.SubElement(case, "failure", message=_xml_safe(r["detail"][:200])).text = _xml_safe(r["detail"])
-            elif r["outcome"] in ("skipped", "would-change"):
-                ET.SubElement(case, "skipped", message=_xml_safe(r["detail"][:200]))
-            else:
-                ET.SubElement(case, "system-out").text = _xml_safe(f"{r['outcome']}: {r['detail']}")
-    ET.indent(suites)
-    write_private(Path(path), ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
+def http_check(ctx: Ctx, name: str, url: str, apps: set[str], diagnose) -> bool:
+    """The reply must be one of `apps`' pod names (agnhost serve-hostname answers with its own)."""
+    t0 = time.monotonic()
+    code, body = http_from_devstack(ctx.s, url)
+    if code == 200 and body in apps:
+        return ctx.record(name, True, f"GET {url} -> 200 from pod {body}", t0)
+    failing = [f"{f.aspect}: {f.detail}" for f in diagnose() if not f.ok]
+    cause = "; ".join(failing) if failing else ("Octavia looks right: check the echo pods, their endpoints and the "
+                                                "nodes' kube-proxy (kubectl -n %s get endpointslices)" % ctx.namespace)
+    got = f"HTTP {code}: {body[:80]!r}" if code else f"no answer ({body})"
+    return ctx.record(name, False, f"GET {url}: {got}, not an echo pod. Diagnosis: {cause}", t0)
 
 
-def _xml_safe(text: str) -> str:
-    return re.sub(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd]", "?", text)
+def lb_gone(ctx: Ctx, name: str):
+    def check():
+        lb = cloud.by_name(ctx.clouds.main.load_balancer.load_balancers(name=name))
+        return Status(lb is None, f"load balancer {name} deleted by the cloud provider" if lb is None
+                      else f"load balancer {name} still exists ({lb.provisioning_status})")
+    return check

@@ -4,7 +4,7 @@ interrupted), found by the lab label and the names the cloud provider gives its 
 from __future__ import annotations
 
 from osk8s_tasks.verify.keystone import check as verify_keystone
-from osk8s_tasks.core.engine import Status, Step
+from osk8s_tasks.core.engine import Status, Step, StepFailed
 from osk8s_tasks.verify.harness import Ctx, items, wait
 
 KINDS = (("Ingress", "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses"),
@@ -60,8 +60,6 @@ def destroy_steps(s, api, clouds) -> list[Step]:
     def wait_cloud():
         ok, detail = wait(check_cloud, s.settings.verify.timeout)
         if not ok:
-            from osk8s_tasks.core.engine import StepFailed
-
             raise StepFailed(f"{detail}. Is the cloud controller running? inv openstack.teardown removes them too")
 
     def check_keystone():

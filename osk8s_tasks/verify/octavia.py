@@ -4,13 +4,17 @@ cause (the 2018 write-up found its missing NodePort rule by hand)."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Finding:
+class CloudFinding:
+    """One aspect of the cloud side judged (the load balancer, a listener, the pool members...):
+    what verify records as a row, and what a failed HTTP check names as its cause."""
+
     ok: bool
-    check: str
+    aspect: str
     detail: str
 
 
@@ -24,8 +28,6 @@ def rule_allows(rule, port: int, source: str) -> bool:
     reach `port`: ingress, IPv4, tcp (or any protocol), the port in its range (or no range), and a
     remote prefix holding the source (or none). A rule with a remote group admits only that group's
     ports, never a load balancer. Every new group's egress rules admit nothing inbound."""
-    import ipaddress
-
     if rule.direction != "ingress" or (rule.ether_type or "IPv4") != "IPv4":
         return False
     if rule.protocol not in ("tcp", "6", None, "any"):
@@ -39,33 +41,33 @@ def rule_allows(rule, port: int, source: str) -> bool:
     return prefix is None or ipaddress.ip_address(source) in ipaddress.ip_network(prefix, strict=False)
 
 
-def check_load_balancer(conn, name: str, port: int, node_port: int, nodes: dict[str, str], secgroup: str) -> list[Finding]:
+def check_load_balancer(conn, name: str, port: int, node_port: int, nodes: dict[str, str], secgroup: str) -> list[CloudFinding]:
     """nodes: server name -> fixed address. Stops at the first missing piece it depends on."""
     lbs = conn.load_balancer
     lb = next((x for x in lbs.load_balancers() if x.name == name), None)
     if lb is None:
-        return [Finding(False, "load balancer", f"no Octavia load balancer {name}: is the cloud controller manager running "
+        return [CloudFinding(False, "load balancer", f"no Octavia load balancer {name}: is the cloud controller manager running "
                         "and the Service of type LoadBalancer? (cluster.status)")]
     out = []
     if lb.provisioning_status != "ACTIVE":
         why = "Octavia failed to build it (octavia-worker logs)" if lb.provisioning_status == "ERROR" else "still being built"
-        return [Finding(False, "load balancer", f"{name} is {lb.provisioning_status}: {why}")]
-    out.append(Finding(True, "load balancer", f"{name} ACTIVE, VIP {lb.vip_address}"))
+        return [CloudFinding(False, "load balancer", f"{name} is {lb.provisioning_status}: {why}")]
+    out.append(CloudFinding(True, "load balancer", f"{name} ACTIVE, VIP {lb.vip_address}"))
     listener = next((x for x in lbs.listeners(load_balancer_id=lb.id) if x.protocol_port == port), None)
     if listener is None:
         have = [x.protocol_port for x in lbs.listeners(load_balancer_id=lb.id)]
-        return out + [Finding(False, "listener", f"no listener on the Service port {port} (listeners on {have or 'none'})")]
-    out.append(Finding(True, "listener", f"{listener.protocol} {port}"))
+        return out + [CloudFinding(False, "listener", f"no listener on the Service port {port} (listeners on {have or 'none'})")]
+    out.append(CloudFinding(True, "listener", f"{listener.protocol} {port}"))
     members = list(lbs.members(listener.default_pool_id)) if listener.default_pool_id else []
     by_addr = {m.address: m for m in members}
     problems = [f"node {n} ({a}) is not a member" for n, a in nodes.items() if a not in by_addr]
     problems += [f"member {m.address} on port {m.protocol_port}, the Service's NodePort is {node_port}"
                  for m in members if m.protocol_port != node_port]
     problems += [f"member {m.address} is not a node of the cluster" for m in members if m.address not in nodes.values()]
-    out.append(Finding(not problems, "pool members", "; ".join(problems) or
+    out.append(CloudFinding(not problems, "pool members", "; ".join(problems) or
                        f"{len(members)} members, the nodes on NodePort {node_port}"))
     fip = next(iter(conn.network.ips(fixed_ip_address=lb.vip_address)), None)  # OCCM binds it to the VIP
-    out.append(Finding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
+    out.append(CloudFinding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
                        else f"no floating IP bound to the VIP {lb.vip_address} (floating-network-id in cloud.conf?)"))
     # what decides is every group on each node's port (OCCM adds its own with manage-security-groups);
     # the amphora (or OVN's distributed LB) reaches the members from the VIP's subnet
@@ -77,40 +79,40 @@ def check_load_balancer(conn, name: str, port: int, node_port: int, nodes: dict[
         if not any(rule_allows(r, node_port, lb.vip_address) for r in rules):
             closed.append(node)
             names |= {conn.network.get_security_group(g).name for g in groups} or {f"(no port with {address})"}
-    out.append(Finding(not closed, "NodePort rule", f"the nodes' security groups allow tcp {node_port} from {lb.vip_address}"
+    out.append(CloudFinding(not closed, "NodePort rule", f"the nodes' security groups allow tcp {node_port} from {lb.vip_address}"
                        if not closed else f"{', '.join(sorted(names))} has no ingress rule for tcp {node_port} (the "
                        f"NodePort) from {lb.vip_address}, on {', '.join(closed)}: the load balancer cannot reach the "
                        f"nodes. Fix: inv openstack.prepare (opens 30000-32767 in {secgroup}) or manage-security-groups = true"))
     return out
 
 
-def check_volume(conn, volume_name: str, server_id: str) -> list[Finding]:
+def check_volume(conn, volume_name: str, server_id: str) -> list[CloudFinding]:
     vol = next((v for v in conn.block_storage.volumes(details=True) if v.name == volume_name), None)
     if vol is None:
-        return [Finding(False, "volume", f"no Cinder volume {volume_name}: did the PVC bind? (csi-cinder-controllerplugin logs)")]
+        return [CloudFinding(False, "volume", f"no Cinder volume {volume_name}: did the PVC bind? (csi-cinder-controllerplugin logs)")]
     attached = [a.get("server_id") for a in (vol.attachments or [])]
     if vol.status == "available":
-        return [Finding(False, "volume", f"{volume_name} is available, not attached: the CSI attach did not happen "
+        return [CloudFinding(False, "volume", f"{volume_name} is available, not attached: the CSI attach did not happen "
                         "(VolumeAttachment events, csi-cinder-controllerplugin logs)")]
     if vol.status != "in-use":
-        return [Finding(False, "volume", f"{volume_name} is {vol.status}")]
+        return [CloudFinding(False, "volume", f"{volume_name} is {vol.status}")]
     if server_id not in attached:
-        return [Finding(False, "volume", f"{volume_name} is attached to {attached}, not to the Pod's node {server_id}")]
-    return [Finding(True, "volume", f"{volume_name} in-use on {server_id}")]
+        return [CloudFinding(False, "volume", f"{volume_name} is attached to {attached}, not to the Pod's node {server_id}")]
+    return [CloudFinding(True, "volume", f"{volume_name} in-use on {server_id}")]
 
 
-def check_ingress_lb(conn, name: str, paths: set[str]) -> list[Finding]:
+def check_ingress_lb(conn, name: str, paths: set[str]) -> list[CloudFinding]:
     """octavia-ingress-controller's load balancer: ACTIVE, an HTTP listener on 80, an L7 policy per
     Ingress path whose pool has members, and a floating IP on the VIP."""
     lbs = conn.load_balancer
     lb = next((x for x in lbs.load_balancers() if x.name == name), None)
     if lb is None or lb.provisioning_status != "ACTIVE":
         state = "does not exist" if lb is None else f"is {lb.provisioning_status}"
-        return [Finding(False, "load balancer", f"{name} {state} (octavia-ingress-controller logs)")]
-    out = [Finding(True, "load balancer", f"{name} ACTIVE, VIP {lb.vip_address}")]
+        return [CloudFinding(False, "load balancer", f"{name} {state} (octavia-ingress-controller logs)")]
+    out = [CloudFinding(True, "load balancer", f"{name} ACTIVE, VIP {lb.vip_address}")]
     listener = next((x for x in lbs.listeners(load_balancer_id=lb.id) if x.protocol_port == 80), None)
     if listener is None:
-        return out + [Finding(False, "listener", "no listener on port 80")]
+        return out + [CloudFinding(False, "listener", "no listener on port 80")]
     routed, problems = set(), []
     for policy in lbs.l7_policies(listener_id=listener.id):
         for rule in lbs.l7_rules(policy):
@@ -119,8 +121,8 @@ def check_ingress_lb(conn, name: str, paths: set[str]) -> list[Finding]:
                 if not policy.redirect_pool_id or not list(lbs.members(policy.redirect_pool_id)):
                     problems.append(f"path {rule.rule_value}: its pool has no members")
     problems += [f"no L7 policy routes {p}" for p in sorted(paths - routed)]
-    out.append(Finding(not problems, "L7 policies", "; ".join(problems) or f"{', '.join(sorted(routed))} routed to pools with members"))
+    out.append(CloudFinding(not problems, "L7 policies", "; ".join(problems) or f"{', '.join(sorted(routed))} routed to pools with members"))
     fip = next(iter(conn.network.ips(fixed_ip_address=lb.vip_address)), None)
-    out.append(Finding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
+    out.append(CloudFinding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
                        else f"no floating IP bound to the VIP {lb.vip_address}"))
     return out

@@ -81,9 +81,9 @@ def reset_nodes(c):
     with session(c, "cluster.reset-nodes") as s:
         master = next(n for n, role in node_names(s.settings).items() if role == "control-plane")
         with connections(s) as remotes:
-            s.plan(drain_steps(s, remotes[master]))
-            s.plan_nodes({n: [reset_step(r, n)] for n, r in remotes.items() if n != master})
-            s.plan([reset_step(remotes[master], master)])
+            s.converge(drain_steps(s, remotes[master]))
+            s.converge_nodes({n: [reset_step(r, n)] for n, r in remotes.items() if n != master})
+            s.converge([reset_step(remotes[master], master)])
 
 
 ns.add_task(control_plane)

@@ -3,11 +3,13 @@ Keystone, Glance, Placement, Nova, Neutron, Cinder and Octavia on 127.0.0.1. Eve
 through the real `inv` CLI; assertions read the cloud back with openstacksdk."""
 
 import hashlib
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -109,6 +111,35 @@ def test_dry_run_creates_nothing(cloud):
     r = cloud.inv("openstack.deploy", "--dry-run")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "create flavor" in r.stdout and "boot " in r.stdout and r.writes == 0 and not _owned(cloud.sdk())
+
+
+def test_dry_run_with_an_image_url_downloads_nothing_and_leaves_no_file(cloud):
+    """The image decision compares the source recorded on the image; the download is the apply's.
+    The URL's server counts every request: a dry run makes none, and the lab dir gains only logs."""
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"not an image")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    before = {p for p in cloud.state.rglob("*") if p.is_file() and "logs" not in p.parts}
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/node.qcow2"
+        r = cloud.inv("openstack.prepare", "--dry-run", image={"name": "node", "url": url, "checksum": "sha256:" + "0" * 64})
+    finally:
+        server.shutdown()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"upload {url}" in r.stdout and hits == [] and r.writes == 0
+    after = {p for p in cloud.state.rglob("*") if p.is_file() and "logs" not in p.parts}
+    assert after <= before, sorted(map(str, after - before))
 
 
 def test_deploy_then_second_run_is_all_ok_with_zero_writes(cloud):

@@ -68,7 +68,7 @@ def env(loopback_cloud, tmp_path_factory):
 
 
 def failed(findings):
-    return {f.check: f.detail for f in findings if not f.ok}
+    return {f.aspect: f.detail for f in findings if not f.ok}
 
 
 def check(env):
@@ -78,7 +78,7 @@ def check(env):
 def test_a_load_balancer_built_like_occm_builds_it_passes(env):
     findings = check(env)
     assert not failed(findings), findings
-    assert {f.check for f in findings} == {"load balancer", "listener", "pool members", "floating IP", "NodePort rule"}
+    assert {f.aspect for f in findings} == {"load balancer", "listener", "pool members", "floating IP", "NodePort rule"}
 
 
 @pytest.mark.parametrize("wrong", [31000, 80])  # another NodePort; the Service's own port (a common mistake)

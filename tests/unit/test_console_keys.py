@@ -1,6 +1,6 @@
 """Node host keys are read from the server console (cloud-init's markers), not trusted on first use."""
 
-from osk8s_tasks.cluster.nodes import parse_console_host_keys
+from osk8s_tasks.cluster.facts import parse_console_host_keys
 
 CONSOLE = """[   12.3] cloud-init[812]: Cloud-init v. 24.4 running 'modules:final'
 -----BEGIN SSH HOST KEY FINGERPRINTS-----

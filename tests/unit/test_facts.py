@@ -3,6 +3,7 @@
 import pytest
 
 from osk8s_tasks.devstack import facts as devstack_facts
+from osk8s_tasks.core import ssh
 from osk8s_tasks.host import facts
 from osk8s_tasks.host.check import virtualization_rows
 
@@ -20,7 +21,7 @@ def test_meminfo():
 
 def test_ssh_config_first_block():
     text = "Host a\n  HostName 10.0.0.1\n  Port 2222\n  IdentityFile \"/k\"\nHost b\n  HostName x\n"
-    assert facts.parse_ssh_config(text) == {"host": "a", "hostname": "10.0.0.1", "port": "2222", "identityfile": "/k"}
+    assert ssh.parse_ssh_config(text) == {"host": "a", "hostname": "10.0.0.1", "port": "2222", "identityfile": "/k"}
 
 
 def test_box_dir_layout(tmp_path):

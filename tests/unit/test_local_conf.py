@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from osk8s_tasks.core import config
-from osk8s_tasks.devstack.tasks import local_conf
+from osk8s_tasks.devstack.steps import local_conf
 from osk8s_tasks.devstack.stack import clouds_yaml
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -58,6 +58,6 @@ def test_enabled_services_as_devstack_reads_them(provider):
                                            ("stable/2025.2", "q-ovn-agent"), ("stable/2025.1", "q-ovn-metadata-agent"),
                                            ("unmaintained/2024.1", "q-ovn-metadata-agent")])
 def test_ovn_agent_name_follows_the_branch(branch, agent):
-    from osk8s_tasks.devstack.tasks import ovn_agent
+    from osk8s_tasks.devstack.steps import ovn_agent
 
     assert ovn_agent(branch) == agent

@@ -41,10 +41,10 @@ def ctx(tmp_path):
 def test_apply_then_second_run_is_all_ok(ctx, capsys):
     a, b = Box(1, 2), Box(3, 3)
     with steps.session(ctx, "t.up") as s:
-        s.plan([a.step("a"), b.step("b")])
+        s.converge([a.step("a"), b.step("b")])
     assert [r.outcome for r in s.results] == ["changed", "ok"]
     with steps.session(ctx, "t.up") as s2:
-        s2.plan([a.step("a"), b.step("b")])
+        s2.converge([a.step("a"), b.step("b")])
     assert [r.outcome for r in s2.results] == ["ok", "ok"] and a.applied == 1
     out = capsys.readouterr().out
     assert "t.up: 2 ok, 0 failed" in out and "1 changed" in out
@@ -53,7 +53,7 @@ def test_apply_then_second_run_is_all_ok(ctx, capsys):
 def test_dry_run_checks_but_never_applies(ctx, capsys):
     a = Box(1, 2)
     with steps.session(ctx, "t.up", dry_run=True) as s:
-        s.plan([a.step("a")])
+        s.converge([a.step("a")])
     assert a.applied == 0 and s.results[0].outcome == "would-change"
     assert "1 -> 2" in capsys.readouterr().out
 
@@ -62,7 +62,7 @@ def test_still_wrong_after_apply_fails_loudly(ctx, capsys):
     a = Box(1, 2, sticky=True)
     with pytest.raises(Exit) as exc:
         with steps.session(ctx, "t.up") as s:
-            s.plan([a.step("a"), Box(0, 1).step("never")])
+            s.converge([a.step("a"), Box(0, 1).step("never")])
     assert exc.value.code == 1
     assert [r.outcome for r in s.results] == ["failed"]  # stops at the first failure
     assert "still not converged" in s.results[0].detail
@@ -73,7 +73,7 @@ def test_prerequisite_without_apply_fails_with_its_reason(ctx):
     step = Step("pre", lambda: Status(False, "plugin missing. Fix: install it"))
     with pytest.raises(Exit):
         with steps.session(ctx, "t.up") as s:
-            s.plan([step])
+            s.converge([step])
     assert s.results[0].detail == "plugin missing. Fix: install it"
 
 
@@ -81,18 +81,18 @@ def test_one_shot_uses_verify(ctx):
     done = []
     step = Step("restore", lambda: Status(False, "always acts"), lambda: done.append(1), lambda: Status(True, "reverted"))
     with steps.session(ctx, "t.restore") as s:
-        s.plan([step])
+        s.converge([step])
     assert done == [1] and s.results[0].outcome == "changed"
 
 
 def test_nested_tasks_join_the_outer_session(ctx, capsys):
     def inner(c):
         with steps.session(c, "t.inner") as s:
-            s.plan([Box(1, 1).step("x")])
+            s.converge([Box(1, 1).step("x")])
 
     with steps.session(ctx, "t.outer", dry_run=True) as s:
         inner(ctx)
-        s.plan([Box(0, 1).step("y")])
+        s.converge([Box(0, 1).step("y")])
     out = capsys.readouterr().out
     assert out.count("t.outer:") == 1 and "t.inner x" in out  # one summary for both
     assert [r.outcome for r in s.results] == ["ok", "would-change"]
@@ -104,7 +104,7 @@ def test_bug_becomes_a_failed_row_with_the_traceback_in_the_log(ctx, capsys):
 
     with pytest.raises(Exit) as exc:
         with steps.session(ctx, "t.bug") as s:
-            s.plan([Step("b", boom)])
+            s.converge([Step("b", boom)])
     assert "internal error" in str(exc.value)
     lines = [json.loads(x) for x in s.log_path.read_text().splitlines()]
     assert any("kaboom" in (x.get("traceback") or "") for x in lines)
@@ -127,7 +127,7 @@ def test_failed_check_in_dry_run_after_a_change_is_would_change(ctx):
         raise StepFailed("the lab VM is not created")
 
     with steps.session(ctx, "t.up", dry_run=True) as s:
-        s.plan([Box(0, 1).step("vm"), Step("ssh", needs_vm)])
+        s.converge([Box(0, 1).step("vm"), Step("ssh", needs_vm)])
     assert [r.outcome for r in s.results] == ["would-change", "would-change"]
 
 
@@ -153,11 +153,11 @@ def test_a_cloud_api_that_does_not_answer_is_named_with_the_fix_not_an_internal_
 
     s = steps.Session("t", False, None)
     with pytest.raises(StepFailed):
-        steps.run_plan(s, [Step("servers", lambda: (_ for _ in ()).throw(down))])
+        steps.converge_steps(s, [Step("servers", lambda: (_ for _ in ()).throw(down))])
     row = s.results[-1]
     assert row.outcome == "failed" and row.detail.startswith("nova (compute)") and "internal error" not in row.detail
     with pytest.raises(KeyError):  # a bug of the tool stays one
-        steps.run_plan(s, [Step("bug", lambda: {}["x"])])
+        steps.converge_steps(s, [Step("bug", lambda: {}["x"])])
     assert s.results[-1].detail.startswith("internal error in check")
 
 
@@ -169,7 +169,7 @@ def test_failed_check_in_dry_run_with_no_change_pending_is_failed(ctx):
 
     with pytest.raises(Exit) as exit_:
         with steps.session(ctx, "t.deploy", dry_run=True) as s:
-            s.plan([Box(1, 1).step("flavor"), Step("cloud", bad_cloud), Box(0, 1).step("later")])
+            s.converge([Box(1, 1).step("flavor"), Step("cloud", bad_cloud), Box(0, 1).step("later")])
     assert exit_.value.code == 1
     assert [r.outcome for r in s.results] == ["ok", "failed"]
 

@@ -17,6 +17,7 @@ from osk8s_tasks.core import config
 from osk8s_tasks.verify.keystone import model as keystone_auth
 from osk8s_tasks.verify.keystone import deploy as keystone_deploy
 from osk8s_tasks.verify.keystone import pki
+from osk8s_tasks.verify import ingress as verify_ingress
 from osk8s_tasks.verify import lb as verify_lb
 from osk8s_tasks.verify import pv as verify_pv
 from osk8s_tasks.core.render import render
@@ -67,7 +68,7 @@ def test_pv_manifests_validate_pvc_has_no_class_and_pods_carry_the_nonce(ctx):
 
 
 def test_ingress_manifests_validate_and_route_two_paths(ctx):
-    docs = verify_lb.ingress_docs(ctx)
+    docs = verify_ingress.ingress_docs(ctx)
     validate_all(docs)
     ing = docs[-1]
     assert ing["metadata"]["annotations"]["kubernetes.io/ingress.class"] == "openstack"
@@ -239,7 +240,7 @@ def test_webhook_answers_are_read_as_k8s_keystone_auth_gives_them():
     ("ovn", {"ovn"}, None),                   # skipped, never failed on an Octavia 400
 ])
 def test_ingress_provider(wanted, offered, provider):
-    got, why = verify_lb.ingress_provider(wanted, offered)
+    got, why = verify_ingress.ingress_provider(wanted, offered)
     assert got == provider
     if provider is None:
         assert why.startswith("skipped:") and "HTTP listeners" in why

@@ -11,7 +11,7 @@ keystone_deploy), checked the way a user meets it:
 from __future__ import annotations
 
 import json
-import socket
+import re
 import time
 from contextlib import contextmanager
 
@@ -23,7 +23,7 @@ from osk8s_tasks.core import kube
 from osk8s_tasks.core import log
 from osk8s_tasks.verify.keystone.deploy import SERVICE, Setup, pki_dir
 from osk8s_tasks.core.engine import Status, StepFailed
-from osk8s_tasks.verify.harness import Ctx, wait
+from osk8s_tasks.verify.harness import Ctx, plan_rows, wait
 
 ASSERTIONS = ["webhook TokenReview", "forbidden before any binding", "RoleBinding to the project group",
               "keystone policy: viewer lists, cannot create", "revoked token rejected", "garbage token rejected",
@@ -55,10 +55,7 @@ def webhook_url(ctx: Ctx, master, cluster_ip: str):
     if ctx.settings.cluster.api_server:
         yield f"https://{cluster_ip}:8443/webhook"
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with master.forward_local(port, 8443, cluster_ip):
+    with master.forward(cluster_ip, 8443) as port:
         yield f"https://127.0.0.1:{port}/webhook"
 
 
@@ -114,7 +111,7 @@ AUTHN_HINT = ("401: the apiserver did not accept the Keystone token (is --authen
 def run_keystone(ctx: Ctx, master) -> None:
     ident = identity(ctx)
     setup = Setup(ctx, master, ident)
-    ctx.s.plan(setup.steps())
+    ctx.s.converge(setup.steps())
     admin = ctx.clouds.get(ctx.settings.openstack.admin_cloud).identity
     role = _viewer_role(admin, ctx.settings.verify.viewer_role)
     if role.id in _roles_of(admin, ident):
@@ -152,10 +149,8 @@ def run_keystone(ctx: Ctx, master) -> None:
 def plan_keystone(ctx: Ctx, master) -> None:
     """--dry-run: the set-up steps checked for real (cluster and control plane files), the test
     objects and the assertions listed."""
-    from osk8s_tasks.verify.harness import plan_rows
-
     ident = identity(ctx)
-    ctx.s.plan(Setup(ctx, master, ident).steps())
+    ctx.s.converge(Setup(ctx, master, ident).steps())
     rbac = ctx.render("manifests/verify/keystone-rbac.yaml.j2", project_id=ident["project_id"],
                       project_name=_dns(ident["project_name"]))
     plan_rows(ctx, "keystone", rbac, ASSERTIONS)
@@ -203,8 +198,6 @@ def _roles_of(admin, ident: dict) -> set[str]:
 
 
 def _dns(name: str) -> str:
-    import re
-
     return re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-")[:40] or "project"
 
 

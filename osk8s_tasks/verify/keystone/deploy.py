@@ -15,14 +15,14 @@ import time
 
 import yaml
 
-from osk8s_tasks.verify.keystone import model as keystone_auth
-from osk8s_tasks.core import kube
-from osk8s_tasks.verify.keystone import pki
-from osk8s_tasks.cluster.addons import wait_step
-from osk8s_tasks.core.ssh import write_private
-from osk8s_tasks.core.render import render
+from osk8s_tasks.core import kube, lab
 from osk8s_tasks.core.engine import Status, Step, StepFailed
+from osk8s_tasks.core.files import write_private
+from osk8s_tasks.core.render import render
+from osk8s_tasks.core.wait import wait_step
 from osk8s_tasks.verify.harness import rollout_ready
+from osk8s_tasks.verify.keystone import model as keystone_auth
+from osk8s_tasks.verify.keystone import pki
 
 SERVICE = "k8s-keystone-auth-service"
 DIR = "/etc/kubernetes/keystone-auth"
@@ -39,7 +39,7 @@ FLAGS = {
 
 
 def pki_dir(settings):
-    return settings.lab_dir / "keystone-auth"
+    return lab.keystone_pki(settings)
 
 
 def policy(settings) -> list[dict]:

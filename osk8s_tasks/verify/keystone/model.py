@@ -13,6 +13,10 @@ a rule upstream would read differently must not be judged here as if it meant th
 
 from __future__ import annotations
 
+from keystoneauth1 import exceptions, session, token_endpoint
+from keystoneauth1.identity import v3 as identity
+from keystoneclient.v3 import client
+
 from osk8s_tasks.core import log
 
 ROLES = "alpha.kubernetes.io/identity/roles"
@@ -41,17 +45,11 @@ def v3(auth_url: str) -> str:
 
 def _client(auth_url: str, token: str, timeout: float):
     """keystoneclient acting with `token` itself, as k8s-keystone-auth validates a user's token."""
-    from keystoneauth1 import session, token_endpoint
-    from keystoneclient.v3 import client
-
     sess = session.Session(auth=token_endpoint.Token(v3(auth_url), token), timeout=timeout)
     return client.Client(session=sess, interface="public")
 
 
 def issue_token(auth_url: str, username: str, password: str, project: str, domain: str = "Default", timeout=15) -> str:
-    from keystoneauth1 import session
-    from keystoneauth1.identity import v3 as identity
-
     auth = identity.Password(auth_url=v3(auth_url), username=username, password=password, user_domain_name=domain,
                              project_name=project, project_domain_name=domain)
     return log.secret(session.Session(auth=auth, timeout=timeout).get_token())
@@ -61,7 +59,6 @@ def token_review(auth_url: str, token: str, timeout=15) -> dict:
     """The TokenReview status k8s-keystone-auth returns for `token` (authenticator.go:
     AuthenticateToken): a token Keystone does not accept, a token without a project scope and a
     failed group lookup each end in `authenticated: false` with the reason in `error`."""
-    from keystoneauth1 import exceptions
 
     ksc = _client(auth_url, token, timeout)
     try:

@@ -8,7 +8,12 @@ import datetime
 import ipaddress
 from pathlib import Path
 
-from osk8s_tasks.core.ssh import write_private
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from osk8s_tasks.core.files import write_private
 
 RENEW_BEFORE = datetime.timedelta(days=30)
 
@@ -23,11 +28,6 @@ def _write(path: Path, data: bytes) -> None:
 
 def ensure_ca(directory: Path, lab: str) -> tuple[Path, Path]:
     """ca.crt / ca.key in `directory`, created once (10 years)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     crt, key_path = directory / "ca.crt", directory / "ca.key"
     if crt.exists() and key_path.exists():
         return crt, key_path
@@ -48,8 +48,6 @@ def ensure_ca(directory: Path, lab: str) -> tuple[Path, Path]:
 
 
 def _sans(names: list[str]):
-    from cryptography import x509
-
     out = []
     for n in names:
         try:
@@ -61,8 +59,6 @@ def _sans(names: list[str]):
 
 def serving_cert_problem(crt: Path, key: Path, ca: Path, names: list[str]) -> str:
     """'' when crt is signed by ca, valid for 30 more days and names exactly `names`; else why not."""
-    from cryptography import x509
-
     if not (crt.exists() and key.exists()):
         return f"{crt.name} does not exist"
     cert, ca_cert = x509.load_pem_x509_certificate(crt.read_bytes()), x509.load_pem_x509_certificate(ca.read_bytes())
@@ -77,11 +73,6 @@ def serving_cert_problem(crt: Path, key: Path, ca: Path, names: list[str]) -> st
 
 
 def issue_serving_cert(crt: Path, key_path: Path, ca: Path, ca_key: Path, names: list[str], days: int = 365) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
     signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())

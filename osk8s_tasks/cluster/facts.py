@@ -1,0 +1,69 @@
+"""What a Kubernetes node is, read with one shell command each and parsed by a pure function
+(tested on recorded output in tests/unit/facts/): loaded kernel modules, swap, containerd, and
+the kubeadm/kubelet/kubectl versions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LSMOD_PROBE = "lsmod"
+
+
+def parse_lsmod(text: str) -> set[str]:
+    """Module names from `lsmod` (its first line is a header)."""
+    return {line.split()[0] for line in text.splitlines()[1:] if line.strip()}
+
+
+SWAP_PROBE = (r"swapon --noheadings --show 2>/dev/null; echo @@osk8s-fstab@@; "
+              r"grep -Ec '^[^#].*\sswap\s' /etc/fstab 2>/dev/null")
+
+
+def parse_swap(text: str) -> tuple[bool, bool]:
+    """(swap active now, a swap line in /etc/fstab)."""
+    active, _, fstab = text.partition("@@osk8s-fstab@@")
+    return bool(active.strip()), fstab.strip() not in ("", "0")
+
+
+CONTAINERD_PROBE = ("command -v containerd >/dev/null && echo installed; echo @@; "
+                    "grep -c 'SystemdCgroup = true' /etc/containerd/config.toml 2>/dev/null; echo @@; "
+                    "systemctl is-active containerd 2>/dev/null")
+
+
+@dataclass(frozen=True)
+class Containerd:
+    installed: bool
+    systemd_cgroup: bool
+    active: str
+
+
+def parse_containerd(text: str) -> Containerd:
+    parts = (text.split("@@") + ["", "", ""])[:3]
+    return Containerd(parts[0].strip() == "installed", parts[1].strip() not in ("", "0"), parts[2].strip() or "unknown")
+
+
+KUBE_VERSIONS_PROBE = ("kubeadm version -o short 2>/dev/null; echo @@; kubelet --version 2>/dev/null; echo @@; "
+                       "kubectl version --client -o yaml 2>/dev/null | grep gitVersion")
+
+
+def parse_kube_versions(text: str) -> dict[str, str | None]:
+    """{kubeadm, kubelet, kubectl: 'v1.37.2' or None}: `kubeadm version -o short` prints the version,
+    `kubelet --version` 'Kubernetes v1.37.2', kubectl's YAML a `gitVersion: v1.37.2` line."""
+    parts = (text.split("@@") + ["", "", ""])[:3]
+    last = [(p.split() or [None])[-1] for p in parts]
+    return dict(zip(("kubeadm", "kubelet", "kubectl"), last))
+
+
+def parse_console_host_keys(console: str) -> list[str]:
+    """`<type> <key>` lines that cloud-init prints to the console between its host-key markers:
+    the server's own word on its keys, read through the compute API, not over the network."""
+    inside, keys = False, []
+    for line in console.splitlines():
+        if "-----BEGIN SSH HOST KEY KEYS-----" in line:
+            inside = True
+        elif "-----END SSH HOST KEY KEYS-----" in line:
+            inside = False
+        elif inside:
+            parts = line.split()
+            if len(parts) >= 2 and (parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-")):
+                keys.append(f"{parts[0]} {parts[1]}")
+    return keys

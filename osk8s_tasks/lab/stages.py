@@ -1,0 +1,44 @@
+"""The lab pipeline's stages, in order, what each runs, and the one-row-per-stage table lab.up
+prints at the end (pure: no I/O, imported by lab.tasks at `inv --list` time for its help text)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STAGES = ("host", "devstack", "openstack", "cluster", "verify")
+# what each stage runs, and what the stage before it must have done first (for a dry run on an
+# empty machine: "after host.up: ...", never a failure)
+PLAN = {
+    "host": ("host.up", "the lab VM (vagrant-libvirt), its ssh_config and SSH"),
+    "devstack": ("devstack.deploy", "prepare, fetch, patch, local.conf, stack.sh, clouds.yaml"),
+    "openstack": ("openstack.deploy", "flavor, keypair, security group, image, app credential, servers, FIPs"),
+    "cluster": ("cluster.deploy", "nodes' ssh_config, node packages, kubeadm init/join, CNI, add-ons"),
+    "verify": ("verify.all", "lb, pv, ingress, keystone checks"),
+}
+
+
+@dataclass
+class StageRow:
+    stage: str
+    outcome: str  # ok | changed | would-change | failed | not run
+    seconds: float
+    detail: str
+
+
+def outcome_of(rows: list) -> str:
+    outcomes = {r.outcome for r in rows}
+    for o in ("failed", "would-change", "changed"):
+        if o in outcomes:
+            return o
+    return "ok"
+
+
+def stage_table(rows: list[StageRow], total: float, dry_run: bool) -> str:
+    lines = [("STAGE", "RESULT", "SECONDS", "DETAIL")] + [
+        (r.stage, r.outcome, f"{r.seconds:.1f}", r.detail if len(r.detail) <= 100 else r.detail[:97] + "...")
+        for r in rows]
+    w = [max(len(x[i]) for x in lines) for i in range(3)]
+    out = [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}  {d}".rstrip() for a, b, c, d in lines]
+    out.append(f"lab.up: {', '.join(f'{sum(r.outcome == o for r in rows)} {o}' for o in ('ok', 'changed', 'would-change', 'failed') if any(r.outcome == o for r in rows)) or 'nothing run'}"
+               f" in {total:.1f} s{' (dry run: nothing was changed)' if dry_run else ''}")
+    return "\n".join(out)

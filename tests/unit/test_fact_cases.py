@@ -1,0 +1,47 @@
+"""Every shell probe is a command plus a pure parser (as pyinfra's facts): the JSON cases in
+tests/unit/facts/ hold command -> output -> fact, recorded on this machine (record.py) or written
+from the upstream format they name. A changed probe command fails here until it is re-recorded."""
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from osk8s_tasks.cluster import facts as cluster_facts
+from osk8s_tasks.core import shapes
+from osk8s_tasks.devstack import facts as devstack_facts
+from tests.unit.facts.record import plain
+
+CASES = [c for f in sorted((Path(__file__).parent / "facts").glob("*.json")) for c in json.loads(f.read_text())]
+
+
+def probe_of(case: dict) -> str | None:
+    """The command the product runs today for this case (None: a probe built per service list)."""
+    name, args = case["parser"].rsplit(":", 1)[1], case["args"]
+    if name == "parse_sysctl_probe":
+        return shapes.sysctl_probe(args["keys"], args["file"])
+    if name == "parse_stack_probe":
+        return devstack_facts.stack_probe(args["dest"]) if args else None
+    return {"parse_lsmod": cluster_facts.LSMOD_PROBE, "parse_swap": cluster_facts.SWAP_PROBE,
+            "parse_containerd": cluster_facts.CONTAINERD_PROBE, "parse_kube_versions": cluster_facts.KUBE_VERSIONS_PROBE,
+            "parse_units": devstack_facts.UNITS_PROBE, "parse_host_ip": devstack_facts.HOST_IP_PROBE}.get(name)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['parser'].rsplit(':', 1)[1]}:{c['output'][:24]!r}")
+def test_recorded_output_parses_to_the_recorded_fact(case):
+    module, _, name = case["parser"].partition(":")
+    parse = getattr(importlib.import_module(module), name)
+    assert plain(parse(case["output"])) == case["fact"]
+    want = probe_of(case)
+    if want is not None:
+        assert case["probe"] == want, "the probe changed: re-record (python -m tests.unit.facts.record)"
+
+
+def test_every_probe_has_cases():
+    parsers = {c["parser"] for c in CASES}
+    for module, names in ((cluster_facts, ("parse_lsmod", "parse_swap", "parse_containerd", "parse_kube_versions")),
+                          (devstack_facts, ("parse_units", "parse_host_ip", "parse_stack_probe", "parse_watchdog_probe")),
+                          (shapes, ("parse_sysctl_probe",))):
+        for n in names:
+            assert f"{module.__name__}:{n}" in parsers, n
