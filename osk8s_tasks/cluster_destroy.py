@@ -3,6 +3,8 @@ so no load balancer or volume the cloud provider created is left behind."""
 
 from __future__ import annotations
 
+import time
+
 from . import cloud, kube
 from .steps import Status, Step, StepFailed
 
@@ -11,7 +13,10 @@ def api_steps(s, api) -> list[Step]:
     from .cluster_addons import documents
 
     def delete_all(what: str, listing, prefix: str, who: str) -> Step:
-        """Every object `listing()` returns, deleted so that `who` removes the load balancer behind it."""
+        """Every object `listing()` returns, deleted so that `who` removes the load balancer behind it.
+        The delete only marks them: `who`'s finalizer (OCCM: service.kubernetes.io/load-balancer-cleanup,
+        k8s.io/cloud-provider controllers/service) deletes the load balancer, then the object goes. So
+        this waits until they are gone, before the add-ons (the controllers themselves) are deleted."""
         def check():
             found = ", ".join(f"{x['metadata']['namespace']}/{x['metadata']['name']}" for x in listing())
             return Status(not found, f"no {what} left" if not found else f"{what}: {found}",
@@ -20,7 +25,15 @@ def api_steps(s, api) -> list[Step]:
         def delete():
             for x in listing():
                 m = x["metadata"]
-                api.request("DELETE", f"{prefix}/namespaces/{m['namespace']}/{kube.KINDS[x['kind']][1]}/{m['name']}")
+                if not m.get("deletionTimestamp"):
+                    api.request("DELETE", f"{prefix}/namespaces/{m['namespace']}/{kube.KINDS[x['kind']][1]}/{m['name']}")
+            deadline = time.monotonic() + s.settings.verify.timeout
+            while (left := listing()) and time.monotonic() < deadline:
+                time.sleep(2)
+            if left:
+                names = ", ".join(f"{x['metadata']['namespace']}/{x['metadata']['name']}" for x in left)
+                raise StepFailed(f"{what} still present after {s.settings.verify.timeout} s: {names} (their finalizer "
+                                 f"waits for {who}: its logs say why). Fix: repair it, then run cluster.destroy again")
 
         return Step(what, check, delete)
 
