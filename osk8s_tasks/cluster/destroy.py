@@ -8,6 +8,7 @@ from osk8s_tasks.cluster.control_plane import KUBECTL
 from osk8s_tasks.cluster.nodes import connections
 from osk8s_tasks.core import kube, lab
 from osk8s_tasks.core.engine import Status, Step, StepFailed
+from osk8s_tasks.core.wait import until
 from osk8s_tasks.openstack import clouds as cloud
 from osk8s_tasks.openstack import teardown as openstack_teardown
 from osk8s_tasks.openstack.preflight import preflight_steps
@@ -16,7 +17,10 @@ from osk8s_tasks.openstack.steps import report_api
 
 def api_steps(s, api) -> list[Step]:
     def delete_all(what: str, listing, prefix: str, who: str) -> Step:
-        """Every object `listing()` returns, deleted so that `who` removes the load balancer behind it."""
+        """Every object `listing()` returns, deleted so that `who` removes the load balancer behind it.
+        The delete only marks them: `who`'s finalizer (OCCM: service.kubernetes.io/load-balancer-cleanup,
+        k8s.io/cloud-provider controllers/service) deletes the load balancer, then the object goes. So
+        this waits until they are gone, before the add-ons (the controllers themselves) are deleted."""
         def check():
             found = ", ".join(f"{x['metadata']['namespace']}/{x['metadata']['name']}" for x in listing())
             return Status(not found, f"no {what} left" if not found else f"{what}: {found}",
@@ -25,7 +29,13 @@ def api_steps(s, api) -> list[Step]:
         def delete():
             for x in listing():
                 m = x["metadata"]
-                api.request("DELETE", f"{prefix}/namespaces/{m['namespace']}/{kube.KINDS[x['kind']][1]}/{m['name']}")
+                if not m.get("deletionTimestamp"):
+                    api.request("DELETE", f"{prefix}/namespaces/{m['namespace']}/{kube.KINDS[x['kind']][1]}/{m['name']}")
+            ok, _ = until(check, s.settings.verify.timeout, what="cluster.destroy")
+            if not ok:
+                left = ", ".join(f"{x['metadata']['namespace']}/{x['metadata']['name']}" for x in listing())
+                raise StepFailed(f"{what} still present after {s.settings.verify.timeout} s: {left} (their finalizer "
+                                 f"waits for {who}: its logs say why). Fix: repair it, then run cluster.destroy again")
 
         return Step(what, check, delete)
 

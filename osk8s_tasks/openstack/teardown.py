@@ -36,8 +36,12 @@ def listers(s, clouds) -> dict:
         "servers": lambda: [(x, f"{x.name} ({x.status})") for x in clouds.main.compute.servers(tags=tag)],
         "floating IPs": lambda: [(f, f.floating_ip_address) for f in clouds.main.network.ips(tags=tag)],
         "ports": lambda: [(p, p.name or p.id) for p in clouds.main.network.ports(tags=tag)],
+        # OCCM's own group per Service (manage-security-groups): lb-sg-<uid>-<ns>-<name>, described
+        # "Security Group for <ns>/<name> Service LoadBalancer in cluster <lab>"
+        # (cloud-provider-openstack pkg/openstack/loadbalancer_sg.go ensureAndUpdateOctaviaSecurityGroup)
         "security groups": lambda: [(g, g.name) for g in clouds.main.network.security_groups()
-                                    if tag in (g.tags or []) or g.name.startswith(occm[1])],
+                                    if tag in (g.tags or []) or g.name.startswith(occm[1])
+                                    or (g.name.startswith("lb-sg-") and (g.description or "").endswith(f" in cluster {lab}"))],
         "keypairs": lambda: [(k, k.name) for k in clouds.main.compute.keypairs() if k.name == n["keypair"]],
         "flavors": flavors,
         "images": lambda: [(i, i.name) for i in clouds.main.image.images(tag=tag)],

@@ -41,6 +41,12 @@ def rule_allows(rule, port: int, source: str) -> bool:
     return prefix is None or ipaddress.ip_address(source) in ipaddress.ip_network(prefix, strict=False)
 
 
+def _vip_fip(conn, lb):
+    """The floating IP on the load balancer's VIP port: where OCCM and octavia-ingress-controller bind
+    it (cloud-provider-openstack pkg/openstack/loadbalancer.go ensureFloatingIP, GetFloatingIPByPortID)."""
+    return next(iter(conn.network.ips(port_id=lb.vip_port_id)), None) if lb.vip_port_id else None
+
+
 def check_load_balancer(conn, name: str, port: int, node_port: int, nodes: dict[str, str], secgroup: str) -> list[CloudFinding]:
     """nodes: server name -> fixed address. Stops at the first missing piece it depends on."""
     lbs = conn.load_balancer
@@ -66,7 +72,7 @@ def check_load_balancer(conn, name: str, port: int, node_port: int, nodes: dict[
     problems += [f"member {m.address} is not a node of the cluster" for m in members if m.address not in nodes.values()]
     out.append(CloudFinding(not problems, "pool members", "; ".join(problems) or
                        f"{len(members)} members, the nodes on NodePort {node_port}"))
-    fip = next(iter(conn.network.ips(fixed_ip_address=lb.vip_address)), None)  # OCCM binds it to the VIP
+    fip = _vip_fip(conn, lb)
     out.append(CloudFinding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
                        else f"no floating IP bound to the VIP {lb.vip_address} (floating-network-id in cloud.conf?)"))
     # what decides is every group on each node's port (OCCM adds its own with manage-security-groups);
@@ -122,7 +128,7 @@ def check_ingress_lb(conn, name: str, paths: set[str]) -> list[CloudFinding]:
                     problems.append(f"path {rule.rule_value}: its pool has no members")
     problems += [f"no L7 policy routes {p}" for p in sorted(paths - routed)]
     out.append(CloudFinding(not problems, "L7 policies", "; ".join(problems) or f"{', '.join(sorted(routed))} routed to pools with members"))
-    fip = next(iter(conn.network.ips(fixed_ip_address=lb.vip_address)), None)
+    fip = _vip_fip(conn, lb)
     out.append(CloudFinding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
                        else f"no floating IP bound to the VIP {lb.vip_address}"))
     return out

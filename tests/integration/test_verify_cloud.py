@@ -25,12 +25,11 @@ def env(loopback_cloud, tmp_path_factory):
     sg = conn.network.create_security_group(name=f"{LAB}-k8s")
     rule = conn.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", protocol="tcp",
                                                    port_range_min=30000, port_range_max=32767)
-    vip = conn.network.create_port(network_id=net.id, name=f"{LAB}-vip")  # OCCM's VIP port
-    fip = conn.network.create_ip(floating_network_id=public.id, port_id=vip.id)
     name = vc.occm_lb_name(LAB, "default", "echo")
-    vip_address = vip.fixed_ips[0]["ip_address"]  # Octavia's noop network driver cannot read the port itself
-    lb = conn.load_balancer.create_load_balancer(name=name, vip_subnet_id=subnet.id, vip_address=vip_address, tags=[name])
-    conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
+    # as OCCM makes it: Octavia allocates the VIP port on the subnet; the floating IP goes on that port
+    lb = conn.load_balancer.create_load_balancer(name=name, vip_subnet_id=subnet.id, tags=[name])
+    lb = conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
+    fip = conn.network.create_ip(floating_network_id=public.id, port_id=lb.vip_port_id)
     listener = conn.load_balancer.create_listener(name=f"listener_{name}_0", protocol="TCP", protocol_port=80,
                                                   load_balancer_id=lb.id)
     conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
@@ -52,6 +51,7 @@ def env(loopback_cloud, tmp_path_factory):
         name=f"{LAB}-worker-1", flavor_id=flavor.id, image_id=image.id, networks=[{"uuid": net.id}]), wait=120)
     yield {"conn": conn, "lb": lb, "name": name, "nodes": nodes, "pool": pool, "sg": sg, "rule": rule,
            "server": server, "subnet": subnet}
+    conn.network.delete_ip(fip)
     conn.load_balancer.delete_load_balancer(lb, cascade=True)
     conn.load_balancer.wait_for_delete(lb, wait=60)
     conn.compute.delete_server(server)
@@ -59,8 +59,7 @@ def env(loopback_cloud, tmp_path_factory):
     for v in conn.block_storage.volumes():
         if v.name.startswith(f"pvc-{LAB}"):
             conn.block_storage.delete_volume(v)
-    conn.network.delete_ip(fip)
-    for p in (vip, *ports):
+    for p in ports:
         conn.network.delete_port(p)
     conn.network.delete_security_group(sg)
     conn.image.delete_image(image)

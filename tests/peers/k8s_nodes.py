@@ -28,7 +28,7 @@ PRIVATE = ("/etc/kubernetes", "/etc/modules-load.d", "/etc/sysctl.d", "/etc/cont
            "/var/lib/kubelet", "/var/lib/etcd", "/var/log/pods", "/usr/libexec/kubernetes")
 CONTROL_PLANE = ("kubeadm", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kwok")
 RUNNER = ("k8s-keystone-auth", "openstack-cloud-controller-manager", "cinder-csi-plugin", "octavia-ingress-controller",
-          "csi-provisioner", "csi-attacher")  # passed on when built (the pod runner's), never built here
+          "csi-provisioner", "csi-attacher", "csi-resizer")  # passed on when built (the pod runner's), never built here
 NODE_TABLE = "198"  # the gateway's routing table for what the nodes send
 
 

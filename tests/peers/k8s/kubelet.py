@@ -58,6 +58,9 @@ Followed upstream (k8s.io/kubernetes v1.37.2 unless named otherwise):
   API as this node through kwok.NodeScopedProxy (kwok's start-up lists all Nodes, which the Node
   authorizer refuses a node); kwok leaves alone the mirror pods and the pod runner's pods.
 - pods of the programs built here: handed to the pod runner (POD RUNNER HOOK below).
+- the cinder-csi node plugin pod: not run (node-driver-registrar cannot be built, the node service needs
+  instance metadata and mounts); its registration with the kubelet (pluginmanager, nodeinfomanager:
+  CSINode, the nodeid annotation, topology labels) is done by tests/peers/k8s/csinode.py, which says why.
 - mirror pods: pkg/kubelet/pod/mirror_client.go (the static pod with annotations kubernetes.io/config.
   {hash,mirror,seen,source}, spec.nodeName, the NoExecute toleration, owned by the Node, as
   NodeRestriction requires), recreated when outdated, orphans deleted (grace 0, UID precondition);
@@ -127,6 +130,9 @@ STATIC_IMAGES = {"registry.k8s.io/kube-apiserver": "kube-apiserver",
 #                       (runner.explain(pod) == "") and owns their status and final deletion;
 #   runner.stop()       when this kubelet stops: its containers stop with it (unlike the static pods').
 # Binaries not built are left out of the map (their pods then stay Pending).
+# A value is a built binary's name, or ("standin", <file of this repository>): a Python stand-in the
+# runner starts with pods.python_standin (kube-proxy: proxy.py; livenessprobe: livenessprobe.py, which
+# cannot be built, see README.md).
 RUNNER_IMAGES = {
     "registry.k8s.io/provider-os/k8s-keystone-auth": "k8s-keystone-auth",
     "registry.k8s.io/provider-os/openstack-cloud-controller-manager": "openstack-cloud-controller-manager",
@@ -134,6 +140,9 @@ RUNNER_IMAGES = {
     "registry.k8s.io/provider-os/octavia-ingress-controller": "octavia-ingress-controller",
     "registry.k8s.io/sig-storage/csi-provisioner": "csi-provisioner",
     "registry.k8s.io/sig-storage/csi-attacher": "csi-attacher",
+    "registry.k8s.io/sig-storage/csi-resizer": "csi-resizer",
+    "registry.k8s.io/kube-proxy": ("standin", "tests/peers/k8s/proxy.py"),
+    "registry.k8s.io/sig-storage/livenessprobe": ("standin", "tests/peers/k8s/livenessprobe.py"),
 }
 POD_SYNC_SECONDS = 2.0
 # ---------------------------------------------------------------------------------------------------
@@ -822,6 +831,7 @@ class Kubelet:
         self.proxy: kwokmod.NodeScopedProxy | None = None
         self.runner = None
         self.runner_note = ""
+        self.csi_plugin = None
         self.explained: set[str] = set()
         self.status: dict = {}
 
@@ -939,9 +949,17 @@ class Kubelet:
             log(f"stopped kwok {pid} left by an earlier kubelet")
 
     # -- pod runner hook
-    def runner_images(self) -> dict[str, Path]:
-        return {repo: Path(self.peers[b.upper().replace("-", "_")]) for repo, b in RUNNER_IMAGES.items()
-                if self.peers.get(b.upper().replace("-", "_"))}
+    def runner_images(self) -> dict[str, Path | list[str]]:
+        """{image repository: the built binary's Path, or a Python stand-in's argv}; binaries not built are left out."""
+        from tests.peers.k8s.pods import python_standin
+
+        out: dict[str, Path | list[str]] = {}
+        for repo, target in RUNNER_IMAGES.items():
+            if isinstance(target, tuple):
+                out[repo] = python_standin(Path(self.peers["REPO"]) / target[1])
+            elif self.peers.get(target.upper().replace("-", "_")):
+                out[repo] = Path(self.peers[target.upper().replace("-", "_")])
+        return out
 
     def start_runner(self) -> None:
         try:
@@ -958,6 +976,14 @@ class Kubelet:
         except Exception as exc:  # its failure must not stop the node
             self.runner_note = f"pod runner failed to start: {exc.__class__.__name__}: {exc}"
             log(self.runner_note)
+
+    @property
+    def csi(self):
+        if self.csi_plugin is None:
+            from tests.peers.k8s.csinode import NodePlugin
+
+            self.csi_plugin = NodePlugin(self.client, self.name, log)
+        return self.csi_plugin
 
     def node_ip(self) -> str:
         """--node-ip, else the IPv4 address of the default route's interface (kubelet's fallback,
@@ -995,8 +1021,15 @@ class Kubelet:
                 self.runner.sync(items)
             except Exception as exc:  # noqa: BLE001 (the runner's failure is logged, the node goes on)
                 log(f"pod runner sync: {exc.__class__.__name__}: {exc}")
+        csi: set[str] = set()
+        try:  # the cinder-csi node plugin: registered by its stand-in (csinode.py), not run
+            csi = set(self.csi.sync(items, self.node_ip()))
+        except Exception as exc:  # noqa: BLE001
+            log(f"csi node plugin: {exc.__class__.__name__}: {exc}")
         for p in mine:
             meta = p["metadata"]
+            if meta["uid"] in csi:
+                continue
             why = self.runner.explain(p) if self.runner is not None else (self.runner_note or "no pod runner")
             if not why:
                 continue

@@ -5,7 +5,8 @@ and of ordinary Pods to. Two pieces:
    node was given (never copied into this repository), as kwokctl picks them for a cluster
    without node leases (pkg/kwokctl/runtime/cluster.go getDefaultNodeStages / getDefaultPodStages):
    kustomize/stage/node/fast/node-initialize.yaml, kustomize/stage/node/heartbeat/node-heartbeat.yaml,
-   kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml. One change: every pod stage gets a
+   kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml. node-initialize writes no addresses (see
+   ADDRESSES below: they are the kubelet's and the cloud controller's). Every pod stage gets a
    selector that leaves alone the pods the pod runner runs for real (any container or init
    container whose image repository is in `runner_images`), so kwok never marks them Running nor
    deletes them; their status and final deletion are the runner's (see kubelet.py, POD RUNNER HOOK).
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import re
 import socket
 import threading
 import urllib.parse
@@ -51,12 +53,28 @@ def image_repository(image: str) -> str:
     return head if sep and "/" not in tail else image
 
 
+# node-initialize's address block: with no InternalIP on the Node and no --node-ip it writes an empty
+# `addresses:` (null), which wipes the kubelet's Hostname address; the addresses are the kubelet's and the
+# cloud provider's to set (pkg/kubelet/nodestatus/setters.go NodeAddress with --cloud-provider=external,
+# k8s.io/cloud-provider controllers/node updateNodeAddress), so the block is taken out of the template.
+ADDRESSES = re.compile(r"\n *\{\{ \$hasInternalIP := false \}\}.*?(?=\n *\{\{ with NodePort \}\})", re.S)
+
+
+def without_addresses(template: str) -> str:
+    out, n = ADDRESSES.subn("\n", template)
+    if n != 1:
+        raise ValueError("kwok's node-initialize template changed: its address block was not found (kwok.py ADDRESSES)")
+    return out
+
+
 def stages(source: Path, runner_images) -> list[dict]:
     import yaml
 
     out = []
     for rel in NODE_STAGES + POD_STAGES:
         doc = yaml.safe_load((Path(source) / rel).read_text())
+        if doc["metadata"]["name"] == "node-initialize":
+            doc["spec"]["next"]["statusTemplate"] = without_addresses(doc["spec"]["next"]["statusTemplate"])
         if rel in POD_STAGES:
             exprs = doc["spec"].setdefault("selector", {}).setdefault("matchExpressions", [])
             exprs.append({"key": MIRROR_SELECTOR_KEY, "operator": "DoesNotExist"})

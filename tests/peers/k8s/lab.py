@@ -7,6 +7,7 @@ that it can move into the product later (an "embedded lab").
                            # (real kubeadm/kubectl, the kubelet stand-in); no cluster yet
     ep.invoke_config       # a lab config for `inv -f`: nodes, ssh_config, the download pins
     lab.status()           # {node: kubelet.Status}: kubelet active?, its containers, kwok, healthz URL
+    NodesConfig(..., forward_ports=netfwd.OPENSTACK_PORTS)   # the nodes reach the loopback OpenStack at 127.0.0.1
     lab.stop()             # every process in the nodes' namespaces ended (by PID), namespaces and files gone
 
 The cluster itself is made by the tool (cluster.prepare-nodes, then kubeadm init/join through the
@@ -32,6 +33,9 @@ class NodesConfig:
     workers: int = 1
     prefix: str = "o8c"  # network namespaces <prefix>0 (gateway), <prefix>1 (control plane), ...
     settings: dict = field(default_factory=dict)  # merged into the lab config (invoke_config)
+    # forwarded from 127.0.0.1 inside each node to 127.0.0.1 here (netfwd), so the nodes reach the loopback
+    # OpenStack at the URLs of its clouds.yaml and catalog, as a real lab's nodes reach DevStack
+    forward_ports: tuple[int, ...] = ()
 
 
 @dataclass
@@ -51,6 +55,7 @@ class NodesLab:
         self.config = config
         self.hosts = None
         self.endpoints: Endpoints | None = None
+        self.forwarders: list = []
 
     def start(self) -> Endpoints:
         c = self.config
@@ -67,6 +72,11 @@ class NodesLab:
             cfg = self.hosts.workdir / "lab.yaml"
             cfg.write_text(yaml.safe_dump(settings))
             gw, nodes = self.hosts.hosts[0], self.hosts.hosts[1:]
+            if c.forward_ports:
+                from tests.peers.netfwd import Forwarder
+
+                for h in nodes:
+                    self.forwarders.append(Forwarder().start(h.netns, c.forward_ports))
             self.endpoints = Endpoints(self.hosts.ssh_config, gw.name, nodes[0].name, {h.name: h.address for h in nodes},
                                        {h.name: h.netns for h in self.hosts.hosts}, cfg, state / c.lab, dict(self.hosts.pins))
         except BaseException:
@@ -97,6 +107,9 @@ class NodesLab:
         return out
 
     def stop(self) -> None:
+        for fwd in self.forwarders:
+            fwd.stop()
+        self.forwarders = []
         if self.hosts is not None:
             self.hosts.stop()  # ends every process in the namespaces by PID, then removes them
             self.hosts = None

@@ -1,6 +1,6 @@
 """A real OpenStack control plane on 127.0.0.1 for the tests: Keystone, Glance (file store),
 Placement, Nova (fake virt driver), Neutron (ML2, no agents), Cinder (fake driver) and Octavia
-(noop amphora/compute/network drivers), with RabbitMQ, sqlite everywhere.
+(noop amphora/compute drivers; VIP ports real in Neutron), with RabbitMQ, sqlite everywhere.
 
     python tests/peers/openstack/loopback.py start|stop|status|errors
     python tests/peers/openstack/loopback.py stop-service|start-service NAME   # e.g. nova (its API)
@@ -8,8 +8,10 @@ Placement, Nova (fake virt driver), Neutron (ML2, no agents), Cinder (fake drive
 Nothing here is faked at the API: openstacksdk talks to the real services. Below the APIs, what
 this machine cannot run is replaced by each project's own test drivers: nova's FakeDriver (no
 VMs), a ten-line ML2 driver of ours (bindall/: binds every port, since no agents run here, so
-servers on real networks go ACTIVE), cinder's FakeLoggingVolumeDriver and
-octavia's noop drivers. Like DevStack, it creates networks `public` (external), `private` and
+servers on real networks go ACTIVE), cinder's FakeLoggingVolumeDriver,
+octavia's noop drivers, and an Octavia network driver of ours (bindall/osk8s_octavia_vip.py: noop,
+but each load balancer's VIP is a real Neutron port, as Octavia's allowed_address_pairs driver makes
+it, so floating IPs can be bound to it as the cloud controllers do). Like DevStack, it creates networks `public` (external), `private` and
 `router1`, and writes clouds.yaml with clouds `admin` and `demo`.
 """
 
@@ -37,9 +39,15 @@ def install() -> None:
         log(f"pip install into {VENV} (about 75 s)")
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
         subprocess.run([v("pip"), "install", "-q", *PACKAGES, "openstacksdk"], check=True)
-    if not (VENV / "bin" / ".osk8s-bindall").exists():
-        subprocess.run([v("pip"), "install", "-q", HERE / "bindall"], check=True)
-        (VENV / "bin" / ".osk8s-bindall").touch()
+    # the drivers below the APIs (bindall/): reinstalled whenever their source changes
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted((HERE / "bindall").glob("*.py")))
+                            + (HERE / "bindall" / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    marker = VENV / "bin" / ".osk8s-bindall"
+    if not marker.exists() or marker.read_text() != digest:
+        subprocess.run([v("pip"), "install", "-q", "--force-reinstall", "--no-deps", HERE / "bindall"], check=True)
+        marker.write_text(digest)
     for site in VENV.glob("lib/python3*/site-packages"):  # copied every start: always this checkout's version
         shutil.copy(HERE / "sqlite_immediate.py", site / "osk8s_sqlite_immediate.py")
         (site / "osk8s_sqlite_immediate.pth").write_text("import osk8s_sqlite_immediate\n")

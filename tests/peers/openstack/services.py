@@ -341,9 +341,13 @@ def cinder() -> None:
     d = BASE / "cinder"
     (d / "lock").mkdir(parents=True, exist_ok=True)
     shutil.copy(VENV / "etc/cinder/api-paste.ini", d / "api-paste.ini")
+    # the filters the API accepts in list queries (DevStack installs this file into /etc/cinder); without
+    # it `GET /volumes/detail?name=...` (cinder-csi's CreateVolume looks a volume up by name) is a 400
+    shutil.copy(VENV / "etc/cinder/resource_filters.json", d / "resource_filters.json")
     conf = write(d / "cinder.conf", f"""[DEFAULT]
 transport_url = {RABBIT}
 auth_strategy = keystone
+resource_query_filters_file = {d}/resource_filters.json
 enabled_backends = fake
 state_path = {d}
 my_ip = 127.0.0.1
@@ -395,10 +399,11 @@ ca_private_key = {d}/certs/ca.key
 ca_private_key_passphrase = casecret
 storage_path = {d}/tls
 [controller_worker]
+# network_driver: bindall/osk8s_octavia_vip.py (noop, but the VIP is a real Neutron port)
 client_ca = {d}/certs/ca.pem
 amphora_driver = amphora_noop_driver
 compute_driver = compute_noop_driver
-network_driver = network_noop_driver
+network_driver = osk8s_vip_port_driver
 image_driver = image_noop_driver
 volume_driver = volume_noop_driver
 loadbalancer_topology = SINGLE
