@@ -53,6 +53,31 @@ def parse_kube_versions(text: str) -> dict[str, str | None]:
     return dict(zip(("kubeadm", "kubelet", "kubectl"), last))
 
 
+NODE_MARK = "@@osk8s-node "
+
+
+def node_probe(sections: dict[str, str]) -> str:
+    """One command that runs every probe of a node's checks, each section after a marker line:
+    one SSH exec per node for all its checks instead of one per check. Each marker starts on a line
+    of its own even after output without a final newline: the newline printed before it, and one
+    after the last section, are the parser's to drop."""
+    body = "; ".join(f"printf '\\n{NODE_MARK}{name}\\n'; {{ {command}; }}" for name, command in sections.items())
+    return body + "; printf '\\n'"
+
+
+def parse_node_probe(text: str) -> dict[str, str]:
+    """{section: its output} from node_probe's output."""
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines(keepends=True):
+        if line.startswith(NODE_MARK):
+            current = line[len(NODE_MARK):].strip()
+            out[current] = []
+        elif current is not None:
+            out[current].append(line)
+    return {k: "".join(v).removesuffix("\n") for k, v in out.items()}
+
+
 def parse_console_host_keys(console: str) -> list[str]:
     """`<type> <key>` lines that cloud-init prints to the console between its host-key markers:
     the server's own word on its keys, read through the compute API, not over the network."""

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from osk8s_tasks.core import lab
 from osk8s_tasks.core import ssh as remote
 from osk8s_tasks.core.engine import Status, Step, StepFailed
-from osk8s_tasks.core.shapes import remote_file_step, sysctl_step
+from osk8s_tasks.core.shapes import remote_file_step, sysctl_probe, sysctl_step
 from osk8s_tasks.cluster import facts
 
 MODULES = ("overlay", "br_netfilter")
@@ -64,21 +64,42 @@ def kube_status(have: dict[str, str | None], version: str) -> Status:
                   f"install kubelet, kubeadm, kubectl {version} from pkgs.k8s.io/core:/stable:/v{minor}, hold them")
 
 
+class NodeFacts:
+    """Every check of a node reads one probe (cluster.facts.node_probe), run once and kept until an
+    apply on that node changes something: a converged node costs one SSH exec, not one per check."""
+
+    def __init__(self, r, sections: dict[str, str]):
+        self.r, self.command, self._seen = r, facts.node_probe(sections), None
+
+    def __getitem__(self, section: str) -> str:
+        if self._seen is None:
+            self._seen = facts.parse_node_probe(self.r.run(self.command, warn=True).stdout)
+        return self._seen.get(section, "")
+
+    def changing(self, apply):
+        """`apply`, after which the next check reads the node again."""
+
+        def run():
+            try:
+                return apply()
+            finally:
+                self._seen = None
+
+        return run
+
+
 def node_steps(s, r) -> list[Step]:
     v = s.settings.versions.kubernetes
     minor = ".".join(v.split(".")[:2])
     load = f"modprobe {' '.join(MODULES)}"
-    steps = [remote_file_step("kernel modules", r, MODULES_FILE, lambda: "".join(f"{m}\n" for m in MODULES), then=load)]
+    node = NodeFacts(r, {"modules-file": f"cat {MODULES_FILE} 2>/dev/null", "lsmod": facts.LSMOD_PROBE,
+                         "sysctl": sysctl_probe(list(SYSCTLS), SYSCTL_FILE), "swap": facts.SWAP_PROBE,
+                         "containerd": facts.CONTAINERD_PROBE, "kube": facts.KUBE_VERSIONS_PROBE})
 
     def check_loaded():
-        missing = missing_modules(facts.parse_lsmod(r.run(facts.LSMOD_PROBE, warn=True).stdout))
+        missing = missing_modules(facts.parse_lsmod(node["lsmod"]))
         return Status(not missing, "modules loaded" if not missing else f"not loaded: {', '.join(missing)}",
                       f"modprobe {' '.join(missing)}")
-
-    steps.append(Step("modules loaded", check_loaded, lambda: r.run(load, sudo=True)))
-    steps.append(sysctl_step("sysctls", r, SYSCTLS, SYSCTL_FILE, "bridged pod traffic must pass iptables, and be forwarded"))
-    steps.append(Step("swap off", lambda: swap_status(*facts.parse_swap(r.run(facts.SWAP_PROBE, warn=True).stdout)),
-                      lambda: r.run(r"swapoff -a && sed -i -E 's/^([^#].*\sswap\s)/# \1/' /etc/fstab", sudo=True)))
 
     def apply_containerd():
         r.run("command -v containerd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd",
@@ -86,10 +107,6 @@ def node_steps(s, r) -> list[Step]:
         r.run("mkdir -p /etc/containerd && containerd config default > /etc/containerd/config.toml && "
               "sed -i 's/SystemdCgroup = false/SystemdCgroup = true/' /etc/containerd/config.toml && "
               "systemctl restart containerd", sudo=True)
-
-    steps.append(Step("containerd", lambda: containerd_status(facts.parse_containerd(r.run(facts.CONTAINERD_PROBE,
-                                                                                            warn=True).stdout)),
-                      apply_containerd))
 
     def apply_kube():
         repo = f"https://pkgs.k8s.io/core:/stable:/v{minor}/deb/"
@@ -107,9 +124,19 @@ def node_steps(s, r) -> list[Step]:
               f"kubelet={v}-* kubeadm={v}-* kubectl={v}-* && apt-mark hold kubelet kubeadm kubectl && "
               "systemctl enable kubelet", sudo=True, timeout=1800)
 
-    steps.append(Step("kubernetes packages",
-                      lambda: kube_status(facts.parse_kube_versions(r.run(facts.KUBE_VERSIONS_PROBE, warn=True).stdout), v),
-                      apply_kube))
+    steps = [
+        remote_file_step("kernel modules", r, MODULES_FILE, lambda: "".join(f"{m}\n" for m in MODULES), then=load,
+                         read=lambda: node["modules-file"]),
+        Step("modules loaded", check_loaded, lambda: r.run(load, sudo=True)),
+        sysctl_step("sysctls", r, SYSCTLS, SYSCTL_FILE, "bridged pod traffic must pass iptables, and be forwarded",
+                    read=lambda: node["sysctl"]),
+        Step("swap off", lambda: swap_status(*facts.parse_swap(node["swap"])),
+             lambda: r.run(r"swapoff -a && sed -i -E 's/^([^#].*\sswap\s)/# \1/' /etc/fstab", sudo=True)),
+        Step("containerd", lambda: containerd_status(facts.parse_containerd(node["containerd"])), apply_containerd),
+        Step("kubernetes packages", lambda: kube_status(facts.parse_kube_versions(node["kube"]), v), apply_kube),
+    ]
+    for step in steps:
+        step.apply = node.changing(step.apply)
     return steps
 
 

@@ -29,11 +29,13 @@ def private_file_step(name: str, path: Path, wanted: Callable[[], str], node: st
 
 
 def remote_file_step(name: str, r, path: str, wanted: Callable[[], str], mode: int = 0o644, then: str = "",
-                     node: str | None = None) -> Step:
-    """A root-owned file on a host (`r`: a core.ssh.Remote) with exactly `wanted()`, then `then` as root."""
+                     node: str | None = None, read: Callable[[], str] | None = None) -> Step:
+    """A root-owned file on a host (`r`: a core.ssh.Remote) with exactly `wanted()`, then `then` as root.
+    `read`: the file's content from a probe the caller already ran (default: cat it as root)."""
 
     def check() -> Status:
-        have, text = r.run(f"cat {shlex.quote(path)} 2>/dev/null", sudo=True, warn=True).stdout, wanted()
+        have = read() if read else r.run(f"cat {shlex.quote(path)} 2>/dev/null", sudo=True, warn=True).stdout
+        text = wanted()
         if have == text:
             return Status(True, f"{path} is current")
         return Status(False, f"{path} is {'different' if have else 'missing'}", f"write {path}" + (f"; {then}" if then else ""))
@@ -65,11 +67,14 @@ def sysctl_diff(values: dict[str, str], file: str, persisted: str, live: dict[st
     return diff + ([f"persist in {file}"] if persisted != sysctl_file(values) else [])
 
 
-def sysctl_step(name: str, r, values: dict[str, str], file: str, why: str, node: str | None = None) -> Step:
-    """Kernel parameters set now and persisted in `file` (sysctl -p reads it at boot)."""
+def sysctl_step(name: str, r, values: dict[str, str], file: str, why: str, node: str | None = None,
+                read: Callable[[], str] | None = None) -> Step:
+    """Kernel parameters set now and persisted in `file` (sysctl -p reads it at boot). `read`: the
+    output of sysctl_probe(values, file) from a probe the caller already ran (default: run it)."""
 
     def check() -> Status:
-        persisted, live = parse_sysctl_probe(r.run(sysctl_probe(list(values), file), warn=True).stdout)
+        text = read() if read else r.run(sysctl_probe(list(values), file), warn=True).stdout
+        persisted, live = parse_sysctl_probe(text)
         diff = sysctl_diff(values, file, persisted, live)
         if not diff:
             return Status(True, f"{', '.join(f'{k}={v}' for k, v in values.items())}, persisted in {file}")

@@ -45,3 +45,17 @@ def test_every_probe_has_cases():
                           (shapes, ("parse_sysctl_probe",))):
         for n in names:
             assert f"{module.__name__}:{n}" in parsers, n
+
+
+def test_one_node_probe_holds_every_section_run_by_a_real_shell():
+    """cluster.facts.node_probe: the node's checks read one command's output; a section whose command
+    fails or prints nothing is still there (empty), and the next section is not swallowed."""
+    import subprocess
+
+    sections = {"first": "printf 'a\\nb\\n'", "failing": "false", "silent": "true", "unterminated": "printf 'no newline'",
+                "last": cluster_facts.SWAP_PROBE}
+    out = subprocess.run(["bash", "-c", cluster_facts.node_probe(sections)], capture_output=True, text=True).stdout
+    got = cluster_facts.parse_node_probe(out)
+    assert list(got) == list(sections)
+    assert got["first"] == "a\nb\n" and got["failing"] == "" and got["silent"] == ""
+    assert got["unterminated"].startswith("no newline") and cluster_facts.parse_swap(got["last"]) == (False, False)
