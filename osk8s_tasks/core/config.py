@@ -11,11 +11,9 @@ import copy
 import difflib
 import ipaddress
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -26,26 +24,11 @@ from pydantic import (
     model_validator,
 )
 
+from osk8s_tasks.core import values
 from osk8s_tasks.core.defaults import DEFAULTS
+from osk8s_tasks.core.values import DNS1123_WHY, PROJECT_DIR, KeyedError
 
 SECTIONS = tuple(DEFAULTS)
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_WHY = (
-    "must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a "
-    "letter or digit, at most 63 characters (kubelet rejects node names with '_' or capitals)"
-)
-
-
-class KeyedError(ValueError):
-    """A model-level check's failure that knows the exact key, the value and the fix (a plain
-    ValueError there would be reported at the section: "Fix: set cluster to a valid value")."""
-
-    def __init__(self, key: str, value, message: str, fix: str):
-        self.key, self.value, self.message, self.fix = key, value, message, fix
-        super().__init__(message)
-
 
 class ConfigError(Exception):
     """Bad configuration; ``str()`` is one line per problem, each naming key, value and fix."""
@@ -55,88 +38,11 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
-def _dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS1123.match(value):
-        raise ValueError(DNS1123_WHY)
-    return value
-
-
-def _cidr(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value, strict=True))
-    except ValueError as exc:
-        raise ValueError(f"not a network in CIDR form ({exc})") from None
-
-
-def _yaml_string(value: Any) -> Any:
-    """An INVOKE_* variable is a string; a list or mapping key accepts it as YAML."""
-    if isinstance(value, str):
-        try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError:
-            return value
-    return value
-
-
-def _box(value: str | None) -> str:
-    if not value:
-        raise ValueError("no Vagrant box configured")
-    return value
-
-
-def _patch_file(name: str) -> str:
-    path = Path(name) if os.path.isabs(name) else PROJECT_DIR / "devstack" / "patches" / name
-    if not path.is_file():
-        raise ValueError(f"no patch file {path}")
-    return name
-
-
-def _remote_path(value: str) -> str:
-    """An absolute path that lands in remote shell commands and in local.conf (sourced by bash):
-    only characters that mean nothing to a shell."""
-    if not re.fullmatch(r"/[A-Za-z0-9._/+-]*", value) or "/../" in f"{value}/" or "//" in value:
-        raise ValueError("must be an absolute path of letters, digits and . _ - + / (no '..', no spaces, "
-                         "quotes, $ or newlines: it lands in shell commands and in local.conf)")
-    return value
-
-
-def _git_ref(value: str) -> str:
-    """A branch name as git accepts it, never an option: no leading '-', no '..', no spaces."""
-    if not re.fullmatch(r"[A-Za-z0-9._/+-]+", value) or value.startswith(("-", "/")) or ".." in value \
-            or value.endswith((".", "/", ".lock")):
-        raise ValueError("must be a git branch name: letters, digits and . _ - + /, not starting with '-' or '/', "
-                         "no '..'")
-    return value
-
-
-def _one_line(value: str) -> str:
-    """A name that goes into config files (cloud.conf, ssh_config): one line, no quotes or
-    control characters, not an option."""
-    if not value or re.search(r'[\x00-\x1f\x7f"\\]', value) or value.startswith("-") or value != value.strip():
-        raise ValueError("must be one line without quotes, backslashes or control characters, not starting with "
-                         "'-' or a space (it is written into cloud.conf and ssh_config)")
-    return value
-
-
-def _user_name(value: str) -> str:
-    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value):
-        raise ValueError("must be a POSIX user name: lower-case letters, digits, '_' and '-' (it is written into ssh_config)")
-    return value
-
-
-def _port_range(value: str) -> str:
-    m = re.fullmatch(r"(\d{1,5})-(\d{1,5})", value)
-    if not m or not 1 <= int(m[1]) <= int(m[2]) <= 65535:
-        raise ValueError("must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535 (kube-apiserver's "
-                         "--service-node-port-range, e.g. 30000-32767)")
-    return value
-
-
-Label = Annotated[str, AfterValidator(_dns_label)]
-RemotePath = Annotated[str, AfterValidator(_remote_path)]
-GitRef = Annotated[str, AfterValidator(_git_ref)]
-OneLine = Annotated[str, AfterValidator(_one_line)]
-Cidr = Annotated[str, AfterValidator(_cidr)]
+Label = Annotated[str, AfterValidator(values.dns_label)]
+RemotePath = Annotated[str, AfterValidator(values.remote_path)]
+GitRef = Annotated[str, AfterValidator(values.git_ref)]
+OneLine = Annotated[str, AfterValidator(values.one_line)]
+Cidr = Annotated[str, AfterValidator(values.cidr)]
 PosInt = Annotated[int, Field(gt=0)]
 
 
@@ -181,7 +87,7 @@ class Host(Section):
     driver: Literal["kvm", "qemu"]
     cpu_mode: Literal["host-passthrough", "host-model", "maximum"]
     nested: bool
-    box: Annotated[str | None, AfterValidator(_box)]
+    box: Annotated[str | None, AfterValidator(values.box)]
     box_version: str | None
     box_url: str | None
     memory: Annotated[int, Field(ge=512)]
@@ -208,7 +114,7 @@ class WatchedService(Section):
 
 
 class Watchdog(Section):
-    services: Annotated[list[WatchedService], BeforeValidator(_yaml_string)]
+    services: Annotated[list[WatchedService], BeforeValidator(values.yaml_string)]
     unhealthy_seconds: PosInt
     interval: PosInt
 
@@ -219,12 +125,12 @@ class Devstack(Section):
     repo: Annotated[str, Field(pattern=r"^(https://|file:///|ssh://|git://)[^\s'\"$`\\]+$")]
     branch: GitRef
     dest: RemotePath
-    packages: Annotated[list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+-]*$")]], BeforeValidator(_yaml_string)]
+    packages: Annotated[list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+-]*$")]], BeforeValidator(values.yaml_string)]
     octavia_provider: Literal["amphora", "ovn"]
     amphora_image: RemotePath | None
     cinder_lvm_size: Annotated[str, Field(pattern=r"^\d+[MG]$")]
     enable_barbican: bool
-    patches: Annotated[list[Annotated[str, AfterValidator(_patch_file)]], BeforeValidator(_yaml_string)]
+    patches: Annotated[list[Annotated[str, AfterValidator(values.patch_file)]], BeforeValidator(values.yaml_string)]
     stack_timeout: PosInt
     watchdog: Watchdog
 
@@ -270,8 +176,8 @@ class Openstack(Section):
     subnet: OneLine
     router: OneLine
     external_network: OneLine
-    nodeport_range: Annotated[str, AfterValidator(_port_range)]
-    allowed_cidrs: Annotated[list[Cidr], BeforeValidator(_yaml_string), Field(min_length=1)] | None
+    nodeport_range: Annotated[str, AfterValidator(values.port_range)]
+    allowed_cidrs: Annotated[list[Cidr], BeforeValidator(values.yaml_string), Field(min_length=1)] | None
     app_credential: bool
     server_timeout: PosInt
     boot_concurrency: Annotated[int, Field(ge=1, le=32)]
@@ -284,8 +190,8 @@ class Node(Section):
 
 
 class Cluster(Section):
-    nodes: Annotated[list[Node], BeforeValidator(_yaml_string), Field(min_length=1)]
-    ssh_user: Annotated[str, AfterValidator(_user_name)]
+    nodes: Annotated[list[Node], BeforeValidator(values.yaml_string), Field(min_length=1)]
+    ssh_user: Annotated[str, AfterValidator(values.user_name)]
     ssh_config: str | None
     api_server: Annotated[str, Field(pattern=r"^https?://")] | None
     pod_subnet: Cidr
@@ -314,7 +220,7 @@ class Cluster(Section):
 
 class Verify(Section):
     checks: Annotated[
-        list[Literal["lb", "pv", "ingress", "keystone"]], BeforeValidator(_yaml_string)
+        list[Literal["lb", "pv", "ingress", "keystone"]], BeforeValidator(values.yaml_string)
     ]
     keep: bool
     timeout: PosInt
