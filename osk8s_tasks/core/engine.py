@@ -26,7 +26,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
-from osk8s_tasks.core import config, faults, lab, log
+from osk8s_tasks.core import config, faults, files, lab, log
 
 # Nodes converged at once by converge_nodes. Each thread mostly waits on its node; with 16, the
 # nodes past the 16th waited for a whole node's run: t(24)/t(1) 1.96 against 1.77 with all 24 at
@@ -269,6 +269,8 @@ def session(
     old_umask = os.umask(0o077)  # whatever this run writes locally is private from creation
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_path = settings.lab_dir / "logs" / f"{stamp}-{task}.jsonl"
+    for own in (settings.lab_dir, log_path.parent):  # the lab's own directories: private even if an older run left them wide
+        files.private_dir(own)
     log.setup(log_path, log_json or settings.log.json_)
     s = Session(task, dry_run, settings, log_path=log_path)
     token = _current.set(s)

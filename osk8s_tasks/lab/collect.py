@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from osk8s_tasks.core import log
-from osk8s_tasks.core.files import private_dir
+from osk8s_tasks.core.files import make_dirs
 from osk8s_tasks.core.engine import StepFailed
 
 Part = tuple[str, Callable[[], Iterator[tuple[str, bytes | str]]]]  # (name, yields (path in bundle, content))
@@ -122,7 +122,7 @@ def collect(s, output: str | None = None) -> Path:
     line of index.txt."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(output) if output else s.settings.lab_dir / f"collect-{stamp}.tar.gz"
-    private_dir(out.parent)
+    make_dirs(out.parent)
     index: list[str] = [f"osk8s lab {s.settings.lab.name} diagnostics bundle, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
                         "every text is masked: passwords, credential secrets and tokens read as ***", ""]
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
