@@ -65,25 +65,28 @@ def kube_status(have: dict[str, str | None], version: str) -> Status:
 
 
 class NodeFacts:
-    """Every check of a node reads one probe (cluster.facts.node_probe), run once and kept until an
-    apply on that node changes something: a converged node costs one SSH exec, not one per check."""
+    """The checks of a node read one probe (cluster.facts.node_probe) of every section not yet read;
+    an apply drops only the sections it changes, so a converged node costs one SSH exec and each
+    re-check after an apply reads its own section alone (`kubelet --version` is not cheap)."""
 
     def __init__(self, r, sections: dict[str, str]):
-        self.r, self.command, self._seen = r, facts.node_probe(sections), None
+        self.r, self.sections, self._seen = r, sections, {}
 
     def __getitem__(self, section: str) -> str:
-        if self._seen is None:
-            self._seen = facts.parse_node_probe(self.r.run(self.command, warn=True).stdout)
+        if section not in self._seen:
+            missing = {k: v for k, v in self.sections.items() if k not in self._seen}
+            self._seen.update(facts.parse_node_probe(self.r.run(facts.node_probe(missing), warn=True).stdout))
         return self._seen.get(section, "")
 
-    def changing(self, apply):
-        """`apply`, after which the next check reads the node again."""
+    def changing(self, apply, *sections: str):
+        """`apply`, after which `sections` are read again."""
 
         def run():
             try:
                 return apply()
             finally:
-                self._seen = None
+                for name in sections:
+                    self._seen.pop(name, None)
 
         return run
 
@@ -135,8 +138,10 @@ def node_steps(s, r) -> list[Step]:
         Step("containerd", lambda: containerd_status(facts.parse_containerd(node["containerd"])), apply_containerd),
         Step("kubernetes packages", lambda: kube_status(facts.parse_kube_versions(node["kube"]), v), apply_kube),
     ]
+    changes = {"kernel modules": ("modules-file", "lsmod"), "modules loaded": ("lsmod",), "sysctls": ("sysctl",),
+               "swap off": ("swap",), "containerd": ("containerd",), "kubernetes packages": ("kube",)}
     for step in steps:
-        step.apply = node.changing(step.apply)
+        step.apply = node.changing(step.apply, *changes[step.name])
     return steps
 
 
