@@ -24,9 +24,9 @@ def parse_swap(text: str) -> tuple[bool, bool]:
     return bool(active.strip()), fstab.strip() not in ("", "0")
 
 
-CONTAINERD_PROBE = ("command -v containerd >/dev/null && echo installed; echo @@; "
+CONTAINERD_PROBE = ("if command -v containerd >/dev/null; then echo installed; echo @@; "
                     "grep -c 'SystemdCgroup = true' /etc/containerd/config.toml 2>/dev/null; echo @@; "
-                    "systemctl is-active containerd 2>/dev/null")
+                    "systemctl is-active containerd 2>/dev/null; else echo @@; echo @@; fi")
 
 
 @dataclass(frozen=True)
