@@ -63,10 +63,10 @@ CASES = {
 def offline():
     """A network namespace with nothing but loopback: should validation ever let a case through,
     the task it runs still cannot reach the network (vagrant box add, git fetch, a cloud)."""
+    import os
     import subprocess
 
-    ns = "o8offline"
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    ns = f"o8off{os.getpid()}"  # this run's own: two test runs at once must not delete each other's
     subprocess.run(["ip", "netns", "add", ns], check=True)
     subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
     yield ns

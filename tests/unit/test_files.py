@@ -67,7 +67,7 @@ def test_a_run_leaves_only_private_files(inv, tmp_path):
     state = tmp_path / "state"
     (state / "osk8s" / "logs").mkdir(parents=True, mode=0o755)  # an older version's lab directory, left wide
     os.chmod(state / "osk8s", 0o755)
-    ns = "o8files"
+    ns = f"o8files{os.getpid()}"  # this run's own: another test run at once has its own
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         r = inv(["host.up", "--dry-run"], env={"INVOKE_LAB_STATE_DIR": str(state)}, netns=ns, timeout=120)
