@@ -20,7 +20,7 @@ PLAN = {
 @dataclass
 class StageRow:
     stage: str
-    outcome: str  # ok | changed | would-change | failed | not run
+    outcome: str  # ok | changed | would-change | failed | skipped | not run
     seconds: float
     detail: str
 
@@ -39,6 +39,6 @@ def stage_table(rows: list[StageRow], total: float, dry_run: bool) -> str:
         for r in rows]
     w = [max(len(x[i]) for x in lines) for i in range(3)]
     out = [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}  {d}".rstrip() for a, b, c, d in lines]
-    out.append(f"lab.up: {', '.join(f'{sum(r.outcome == o for r in rows)} {o}' for o in ('ok', 'changed', 'would-change', 'failed') if any(r.outcome == o for r in rows)) or 'nothing run'}"
+    out.append(f"lab.up: {', '.join(f'{sum(r.outcome == o for r in rows)} {o}' for o in ('ok', 'changed', 'would-change', 'skipped', 'failed') if any(r.outcome == o for r in rows)) or 'nothing run'}"
                f" in {total:.1f} s{' (dry run: nothing was changed)' if dry_run else ''}")
     return "\n".join(out)

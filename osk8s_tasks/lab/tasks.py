@@ -59,6 +59,11 @@ def run_up(c, s, stages: list[str]) -> list[StageRow]:
         if blocked:
             rows.append(StageRow(stage, "not run", 0.0, f"after {blocked} failed"))
             continue
+        if stage == "host" and s.settings.devstack.ssh_target:
+            reason = f"devstack.ssh_target {s.settings.devstack.ssh_target}: the DevStack host is not a VM of this tool"
+            s.record(Result("lab.up", task_name, "local", "skipped", 0.0, reason))
+            rows.append(StageRow(stage, "skipped", 0.0, reason))
+            continue
         t0, before = time.monotonic(), len(s.results)
         pending = any(r.outcome == "would-change" for r in s.results)
         try:
@@ -66,7 +71,7 @@ def run_up(c, s, stages: list[str]) -> list[StageRow]:
         except StepFailed as exc:
             if s.dry_run and pending and rows:  # its prerequisites are what the stages above would make
                 prev = PLAN[rows[-1].stage][0]
-                s.results.append(Result("lab.up", task_name, "local", "would-change", 0.0, f"after {prev}: {what}"))
+                s.record(Result("lab.up", task_name, "local", "would-change", 0.0, f"after {prev}: {what}"))
                 s.log.info("lab.after", stage=stage, after=prev, reason=str(exc))
                 rows.append(StageRow(stage, "would-change", time.monotonic() - t0, f"after {prev}: {what}"))
                 continue
@@ -138,7 +143,7 @@ def down(c, keep_host=False, dry_run=False, log_json=None):
             except StepFailed as exc:
                 if name in ("verify.destroy", "cluster.destroy") and _unreachable(exc):
                     # no cluster left to ask: its cloud objects are still found by tag below
-                    s.results.append(Result("lab.down", name, "local", "ok", 0.0, f"no cluster to reach ({exc})"))
+                    s.record(Result("lab.down", name, "local", "ok", 0.0, f"no cluster to reach ({exc})"))
                     continue
                 raise
 
