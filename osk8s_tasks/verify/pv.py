@@ -56,6 +56,15 @@ def _logs(ctx: Ctx, name: str) -> str:
     return data.decode(errors="replace").strip() if status == 200 else f"(no logs: HTTP {status})"
 
 
+def _wrote(ctx: Ctx, name: str):
+    """The writer's output is its nonce: a Running pod has started its shell, not necessarily written,
+    synced and read the file yet (sync on a real Cinder volume waits for the block device)."""
+    def check():
+        text = _logs(ctx, name)
+        return Status(text == ctx.nonce, f"pod {name} printed {text[:80]!r} so far")
+    return check
+
+
 def _server_of(ctx: Ctx, node: str) -> str:
     n = ctx.api.request("GET", f"/api/v1/nodes/{node}") or {}
     return n.get("spec", {}).get("providerID", "").rsplit("/", 1)[-1]
@@ -99,9 +108,11 @@ def run_pv(ctx: Ctx) -> None:
 
     ok, detail = wait(attached, timeout if running else 1)
     ctx.record("cinder: volume in-use on the pod's node", ok, f"{detail} (node {node})", t0)
+    t0 = time.monotonic()
+    wait(_wrote(ctx, "writer"), timeout if running else 1)
     text = _logs(ctx, "writer")
     ctx.record("file written", text == ctx.nonce, f"the pod wrote and read {text!r}" if text == ctx.nonce
-               else f"the pod's output is {text[:120]!r}, not {ctx.nonce!r}")
+               else f"the pod's output is {text[:120]!r}, not {ctx.nonce!r}", t0)
     ctx.api.delete(writer[-1])
     wait(_gone(ctx, "writer"), timeout)
     reader = docs(ctx, write=False)
