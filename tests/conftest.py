@@ -55,3 +55,12 @@ def loopback_cloud():
     yield OPENSTACK_BASE / "clouds.yaml"
     if not running:
         subprocess.run([sys.executable, loopback, "stop"], check=True)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (item.rep_setup, rep_call, rep_teardown): fixtures that
+    print what a failure needs to be understood (peers' logs) look at it."""
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep

@@ -74,6 +74,8 @@ def peers_env() -> str:
     values.update({b.upper().replace("-", "_"): str(built[b]) for b in RUNNER if b in built})
     values.update(KUBERNETES_VERSION=k8s, ETCD_VERSION=etcd, KWOK_SOURCE=str(kwok_source), PYTHON=sys.executable,
                   REPO=str(ROOT))
+    if shutil.which("busybox"):  # plays registry.k8s.io/e2e-test-images/busybox (verify.pv's pods)
+        values["BUSYBOX"] = shutil.which("busybox")
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
@@ -115,8 +117,11 @@ def node_hosts(workdir: Path, lab: str, workers: int, prefix: str = "o8k") -> Ss
                      private_dirs=PRIVATE, private_files=("/etc/fstab",)).start()
     try:  # a half-set-up set of hosts is stopped, not left behind
         forward_between_nodes(hosts)
+        # the data on the lab's Cinder volumes, one directory per volume ID, seen by every node (tests/peers/k8s/csinode.py)
+        store = hosts.workdir / "cinder-volumes"
+        store.mkdir(exist_ok=True)
         for h in hosts.hosts[1:]:
-            (hosts.private(h, "/var/lib/osk8s-standin") / "peers.env").write_text(env)
+            (hosts.private(h, "/var/lib/osk8s-standin") / "peers.env").write_text(env + f"VOLUME_STORE={store}\n")
             bin_dir = hosts.private(h, "/usr/local/bin")
             for f in STANDIN.iterdir():
                 if f.is_file() and f.name != "README.md" and f.name != "common.sh":

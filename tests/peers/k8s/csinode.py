@@ -31,16 +31,40 @@ What it does, as upstream does it once the pod runs on the node (k8s.io/kubernet
 - the pod's status is what the kubelet reports for a running pod: Running, every container started
   and ready (no probes are declared in the DaemonSet), hostNetwork: podIP = hostIP = the node's IP.
 
-Not done: the node service's gRPC (NodeStage/NodePublish/NodeUnpublish, volume stats): the volume a pod
-uses is set up by the pod runner's CSI stand-in (pods.py, persistentVolumeClaim) instead.
+A pod's volume (`NodePlugin.publish`, the pod runner's CSI hook for persistentVolumeClaim volumes), as the
+kubelet and the node service set it up (pkg/volume/csi/csi_attacher.go WaitForAttach and MountDevice,
+csi_mounter.go SetUpAt; cloud-provider-openstack pkg/csi/cinder/nodeserver.go NodeStageVolume,
+NodePublishVolume):
+- the driver must be registered on the node ("driver name ... not found in the list of registered CSI
+  drivers" otherwise);
+- WaitForAttach: the VolumeAttachment csi-<sha256(volume handle + driver + node)> says attached (the real
+  csi-attacher sets it once cinder-csi's ControllerPublishVolume had Nova attach the volume);
+- NodeStage looks for the block device of the volume on the node (/dev/disk/by-id/virtio-<id>), which
+  exists only while Nova has the volume attached to this server: here, the volume's attachments in Cinder
+  are asked (with the plugin's cloud.conf credentials, as the node service holds them) for this node's
+  server, and the volume must be in-use there;
+- the "filesystem" on the volume is a directory per Cinder volume ID under VOLUME_STORE (peers.env), shared
+  by the nodes as the volume is by the servers it moves between; NodePublish bind-mounts it into the pod
+  (the pod runner links it at pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount).
+Why: Cinder's fake volume driver stores no data and the test nodes have no block devices, so the data a pod
+writes lives in that directory; the rest (provisioning, attaching, detaching, deleting) is the real
+controllers' work on the real Cinder and Nova.
+
+Not done: the node service's gRPC itself, NodeUnstage/NodeUnpublish (the directory stays until the lab
+goes), volume stats, block volume mode, fsGroup ownership changes.
 """
 
 from __future__ import annotations
 
 import base64
 import configparser
+import hashlib
 import json
+import os
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 from tests.peers.k8s.apiclient import ApiError
 
@@ -153,14 +177,82 @@ def pod_status(pod: dict, node_ip: str, started: str, current: dict) -> dict:
                  "state": {"running": {"startedAt": started}}} for c in pod["spec"]["containers"]]}
 
 
-class NodePlugin:
-    """One node's registration of cinder-csi, driven by the kubelet stand-in's pod loop."""
+def attachment_name(volume_handle: str, driver: str, node: str) -> str:
+    """pkg/volume/csi/csi_attacher.go getAttachmentName."""
+    return "csi-" + hashlib.sha256(f"{volume_handle}{driver}{node}".encode()).hexdigest()
 
-    def __init__(self, client, node_name: str, log):
+
+def cloud_global(cloud_conf: str) -> dict[str, str]:
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.read_string(cloud_conf)
+    return {k: v.strip().strip('"') for k, v in cp.items("Global")} if cp.has_section("Global") else {}
+
+
+def cinder_volume(cloud_conf: str, volume_id: str, timeout: float = 15) -> dict:
+    """The volume as Cinder shows it, asked with the [Global] application credential of cloud.conf
+    (Keystone v3 token, then the block-storage endpoint of the catalog in the region)."""
+    g = cloud_global(cloud_conf)
+    if not g.get("application-credential-id") or not g.get("application-credential-secret"):
+        raise ValueError("osk8s CSI stand-in: cloud.conf [Global] has no application credential")
+    auth = {"auth": {"identity": {"methods": ["application_credential"], "application_credential": {
+        "id": g["application-credential-id"], "secret": g["application-credential-secret"]}}}}
+    req = urllib.request.Request(g["auth-url"].rstrip("/") + "/auth/tokens", json.dumps(auth).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        token, body = r.headers["X-Subject-Token"], json.load(r)
+    region = g.get("region")
+    url = next(e["url"] for svc in body["token"]["catalog"] if svc["type"] in ("block-storage", "volumev3")
+               for e in svc["endpoints"] if e["interface"] == "public" and (not region or e.get("region_id") == region))
+    req = urllib.request.Request(f"{url.rstrip('/')}/volumes/{volume_id}", headers={"X-Auth-Token": token})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.load(r)["volume"]
+
+
+class NodePlugin:
+    """One node's registration of cinder-csi, driven by the kubelet stand-in's pod loop; and the
+    node service's part in setting up a pod's cinder volume (publish)."""
+
+    def __init__(self, client, node_name: str, log, volume_store: Path | None = None):
         self.client, self.node_name, self.log = client, node_name, log
+        self.volume_store = volume_store
         self.registered: tuple | None = None
+        self.plugin_pod: dict | None = None
         self.waiting = ""
         self.started: dict[str, str] = {}
+
+    def publish(self, pod: dict, volume: str, pv: dict) -> Path:
+        """The directory holding the volume's data once it is attached to this node's server; MountError
+        (the pod runner's) until then, with the kubelet's words."""
+        from tests.peers.k8s.pods import MountError
+
+        csi = pv["spec"]["csi"]
+        name, handle, driver = pv["metadata"]["name"], csi["volumeHandle"], csi["driver"]
+        if driver != DRIVER or self.registered is None or self.plugin_pod is None:
+            raise MountError(f"MountVolume.MountDevice failed for volume \"{name}\" : kubernetes.io/csi: attacher."
+                             f"MountDevice failed to create newCsiDriverClient: driver name {driver} not found in the list "
+                             "of registered CSI drivers")
+        va_name = attachment_name(handle, driver, self.node_name)
+        va = self.client.request("GET", f"/apis/storage.k8s.io/v1/volumeattachments/{va_name}", ok_missing=True)
+        if va is None or not (va.get("status") or {}).get("attached"):
+            why = ((va or {}).get("status") or {}).get("attachError", {}).get("message") or "not attached yet"
+            raise MountError(f"MountVolume.WaitForAttach failed for volume \"{name}\" : volume attachment {va_name}: {why}")
+        server = self.registered[0]
+        try:
+            vol = cinder_volume(self.cloud_conf(self.plugin_pod), handle)
+        except (OSError, ValueError, KeyError, StopIteration, urllib.error.URLError) as exc:
+            raise MountError(f"MountVolume.MountDevice failed for volume \"{name}\" : rpc error: code = Internal desc = "
+                             f"[NodeStageVolume] osk8s stand-in: Cinder not asked: {exc}") from exc
+        servers = [a.get("server_id") for a in vol.get("attachments") or []]
+        if vol.get("status") != "in-use" or server not in servers:
+            raise MountError(f"MountVolume.MountDevice failed for volume \"{name}\" : rpc error: code = Internal desc = "
+                             f"[NodeStageVolume] Failed to find devicePath for volume: volume {handle} is "
+                             f"{vol.get('status')} (attached to {servers or 'no server'}), not on this server {server}")
+        if self.volume_store is None:
+            raise MountError("osk8s CSI stand-in: no VOLUME_STORE in peers.env")
+        data = self.volume_store / handle  # the filesystem on the volume ("formatted" on first stage)
+        data.mkdir(parents=True, exist_ok=True)
+        os.chmod(data, 0o777)
+        return data
 
     def sync(self, pods: list[dict], node_ip: str) -> list[str]:
         """The node plugin pods among `pods` (all bound to this node): status, registration, deletion.
@@ -171,10 +263,12 @@ class NodePlugin:
             if p["metadata"].get("deletionTimestamp"):
                 self.finish(p)
         if not live:
+            self.plugin_pod = None
             if self.registered is not None:
                 self.uninstall()
             return [p["metadata"]["uid"] for p in mine]
         pod = live[0]
+        self.plugin_pod = pod
         self.report(pod, node_ip)
         self.register(pod)
         return [p["metadata"]["uid"] for p in mine]

@@ -68,10 +68,11 @@ Followed upstream (k8s.io/kubernetes v1.37.2 unless named otherwise):
   reads them: `kubeadm reset` finds etcd's client URL in the etcd mirror pod's annotation
   (cmd/kubeadm/app/util/etcd/etcd.go getRawEtcdEndpointsFromPodAnnotation; without it, a minute of
   retries and "Failed to remove etcd member").
+- the HTTPS server on 10250 for `kubectl logs` (pods/log): tests/peers/k8s/kubeletserver.py.
 
 Not done (no test needs them yet): probes for static pods (a running container counts as ready),
-resource limits (no cgroups), seccomp, the kubelet's own HTTPS server on 10250 (so no `kubectl
-logs/exec`), image pulls, pod sandboxes, volumes other than hostPath for static pods, the kubelet's
+resource limits (no cgroups), seccomp, exec/attach/port-forward through 10250, image pulls,
+pod sandboxes, volumes other than hostPath for static pods, the kubelet's
 node status updates beyond registration (kwok's stages do them).
 
     python -m tests.peers.k8s.kubelet run [kubelet flags]    # the daemon (what /usr/local/bin/kubelet runs)
@@ -141,6 +142,7 @@ RUNNER_IMAGES = {
     "registry.k8s.io/sig-storage/csi-provisioner": "csi-provisioner",
     "registry.k8s.io/sig-storage/csi-attacher": "csi-attacher",
     "registry.k8s.io/sig-storage/csi-resizer": "csi-resizer",
+    "registry.k8s.io/e2e-test-images/busybox": "busybox",  # Debian's busybox (pods.IMAGES says how)
     "registry.k8s.io/kube-proxy": ("standin", "tests/peers/k8s/proxy.py"),
     "registry.k8s.io/sig-storage/livenessprobe": ("standin", "tests/peers/k8s/livenessprobe.py"),
 }
@@ -832,6 +834,8 @@ class Kubelet:
         self.runner = None
         self.runner_note = ""
         self.csi_plugin = None
+        self.server = None  # the HTTPS server on 10250 (kubeletserver.py)
+        self.items: list[dict] = []  # the pods bound to this node, as last listed
         self.explained: set[str] = set()
         self.status: dict = {}
 
@@ -970,7 +974,7 @@ class Kubelet:
             return
         try:
             self.runner = podsmod.PodRunner(self.name, self.node_ip(), Path(self.flags.kubeconfig), self.runner_images(),
-                                            self.state / "pods", log_dir=Path("/var/log/pods"))
+                                            self.state / "pods", log_dir=Path("/var/log/pods"), csi=self.csi.publish)
             self.runner_note = ""
             log(f"pod runner started for {', '.join(sorted(self.runner_images()))}")
         except Exception as exc:  # its failure must not stop the node
@@ -982,7 +986,8 @@ class Kubelet:
         if self.csi_plugin is None:
             from tests.peers.k8s.csinode import NodePlugin
 
-            self.csi_plugin = NodePlugin(self.client, self.name, log)
+            store = self.peers.get("VOLUME_STORE")
+            self.csi_plugin = NodePlugin(self.client, self.name, log, Path(store) if store else None)
         return self.csi_plugin
 
     def node_ip(self) -> str:
@@ -1002,7 +1007,16 @@ class Kubelet:
     def sync_api_pods(self) -> None:
         """Every POD_SYNC_SECONDS: the pods bound to this node, for the mirror pods and the runner."""
         pods = self.client.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.name}")])
-        items = pods.get("items", [])
+        items = self.items = pods.get("items", [])
+        if self.server is None:
+            try:
+                from tests.peers.k8s.kubeletserver import KubeletServer
+
+                self.server = KubeletServer(self.name, self.client, self.config, Path(self.flags.cert_dir),
+                                            lambda: self.items, log=log).start()
+            except Exception as exc:  # noqa: BLE001 (kubectl logs then fails; the node goes on)
+                log(f"kubelet server: {exc.__class__.__name__}: {exc}")
+                self.server = False
         node = self.client.request("GET", f"/api/v1/nodes/{self.name}", ok_missing=True)
         if node is None:  # deleted (kubectl delete node): register again, as kubelet does
             self.node = None
@@ -1136,6 +1150,8 @@ class Kubelet:
         (self.dir / "kwok.pid").unlink(missing_ok=True)
         if self.proxy is not None:
             self.proxy.stop()
+        if self.server:
+            self.server.stop()
         if self.runner is not None:
             try:
                 self.runner.stop()

@@ -33,8 +33,9 @@ class NodesConfig:
     workers: int = 1
     prefix: str = "o8c"  # network namespaces <prefix>0 (gateway), <prefix>1 (control plane), ...
     settings: dict = field(default_factory=dict)  # merged into the lab config (invoke_config)
-    # forwarded from 127.0.0.1 inside each node to 127.0.0.1 here (netfwd), so the nodes reach the loopback
-    # OpenStack at the URLs of its clouds.yaml and catalog, as a real lab's nodes reach DevStack
+    # forwarded from 127.0.0.1 inside each node and the gateway to 127.0.0.1 here (netfwd), so they reach the
+    # loopback OpenStack at the URLs of its clouds.yaml and catalog, as a real lab's nodes reach DevStack
+    # (and the DevStack VM reaches its own services)
     forward_ports: tuple[int, ...] = ()
 
 
@@ -75,7 +76,7 @@ class NodesLab:
             if c.forward_ports:
                 from tests.peers.netfwd import Forwarder
 
-                for h in nodes:
+                for h in self.hosts.hosts:
                     self.forwarders.append(Forwarder().start(h.netns, c.forward_ports))
             self.endpoints = Endpoints(self.hosts.ssh_config, gw.name, nodes[0].name, {h.name: h.address for h in nodes},
                                        {h.name: h.netns for h in self.hosts.hosts}, cfg, state / c.lab, dict(self.hosts.pins))
@@ -83,6 +84,18 @@ class NodesLab:
             self.stop()
             raise
         return self.endpoints
+
+    def add_address(self, node: str, address: str) -> None:
+        """Give a node a second address (its Nova server's fixed IP, which OCCM makes the Node's InternalIP,
+        as a real server's NIC holds it), routed to it by the gateway for the other nodes: the API server
+        reaches the kubelet at the InternalIP (kubeadm's --kubelet-preferred-address-types)."""
+        from tests.peers.k8s_nodes import NODE_TABLE
+
+        h, gw = self._host(node), self.hosts.hosts[0].netns
+        subprocess.run(["ip", "netns", "exec", h.netns, "ip", "addr", "add", f"{address}/32", "dev", f"{h.netns}n"],
+                       check=True, capture_output=True)
+        subprocess.run(["ip", "netns", "exec", gw, "ip", "route", "add", f"{address}/32", "via", h.address,
+                        "table", NODE_TABLE], check=True, capture_output=True)
 
     def private(self, node: str, path: str) -> Path:
         """Where a node's private directory (/etc/kubernetes, /var/lib/osk8s-standin...) is on this machine."""

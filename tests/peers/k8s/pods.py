@@ -110,6 +110,10 @@ class ImageConfig:
     cmd: tuple[str, ...] = ()
     workdir: str = "/"
     user: int = 0
+    applets: bool = False  # a multi-call binary (busybox): a link per applet beside it, argv[0] found on PATH
+    libs: tuple[str, ...] = ()  # host library directories the (dynamically linked) binary needs, read-only
+    version_argv: tuple[str, ...] = ("--version",)  # how the binary tells its version
+    release: str = "exact"  # "exact": the tag is the binary's version; "major": the same major version
     env: tuple[tuple[str, str], ...] = (
         ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
         ("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"),  # distroless static
@@ -133,6 +137,12 @@ IMAGES = {
         "csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter", "livenessprobe", "csi-node-driver-registrar")},
     # kubernetes build/server-image/Dockerfile: /usr/local/bin/<binary>, ENTRYPOINT ["/go-runner"]
     "registry.k8s.io/kube-proxy": ImageConfig("/usr/local/bin/kube-proxy", (GO_RUNNER,)),
+    # kubernetes test/images/busybox (FROM busybox): /bin/busybox and its applet links, CMD ["sh"]. Played by
+    # Debian's busybox (1.35; no 1.36 can be had here), dynamically linked: glibc read-only beside it. verify.pv
+    # uses sh, echo, cat, sync and sleep of it; the release check is on the major version (BusyBox v1).
+    "registry.k8s.io/e2e-test-images/busybox": ImageConfig(
+        "/bin/busybox", cmd=("sh",), applets=True, libs=("/usr/lib/x86_64-linux-gnu", "/usr/lib64"),
+        version_argv=(), release="major"),
 }
 
 # containerd's default capability set (pkg/oci/spec.go, defaultUnixCaps), kept by unprivileged containers
@@ -172,13 +182,13 @@ _versions: dict[tuple, str | None] = {}
 _digests: dict[tuple, str] = {}
 
 
-def binary_version(path: Path) -> str | None:
+def binary_version(path: Path, argv: tuple[str, ...] = ("--version",)) -> str | None:
     """The version a binary reports with --version (the first vX.Y.Z-like word), cached per file."""
     st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size)
+    key = (str(path), st.st_mtime_ns, st.st_size, argv)
     if key not in _versions:
         try:
-            out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=20,
+            out = subprocess.run([str(path), *argv], capture_output=True, text=True, timeout=20,
                                  stdin=subprocess.DEVNULL)
             m = re.search(r"(?:^|\s)(v?\d+\.\d+\.\d+[^\s]*)", out.stdout + "\n" + out.stderr)
             _versions[key] = m.group(1) if m else None
@@ -199,6 +209,17 @@ def _digest(target: Path | list[str]) -> str:
                 h.update(chunk)
         _digests[key] = h.hexdigest()
     return _digests[key]
+
+
+_applets: dict[str, list[str]] = {}
+
+
+def applets(binary: Path) -> list[str]:
+    """The applets of a multi-call busybox (`busybox --list`)."""
+    if str(binary) not in _applets:
+        out = subprocess.run([str(binary), "--list"], capture_output=True, text=True, timeout=20, check=True)
+        _applets[str(binary)] = [a for a in out.stdout.split() if a and "/" not in a and a != os.path.basename(binary)]
+    return _applets[str(binary)]
 
 
 def python_standin(script: Path) -> list[str]:
@@ -645,8 +666,11 @@ class Ctr:
 
 class PodRunner:
     def __init__(self, node_name: str, node_ip: str, kubeconfig: Path, images: dict[str, Path | list[str]],
-                 state_dir: Path, log_dir: Path = Path("/var/log/pods")):
+                 state_dir: Path, log_dir: Path = Path("/var/log/pods"), csi=None):
         self.node_name, self.node_ip = node_name, node_ip
+        # csi(pod, volume name, PV) -> Path: a CSI persistent volume set up on this node (the kubelet's
+        # WaitForAttach, MountDevice/NodeStage and SetUp/NodePublish), raising MountError until it is
+        self.csi = csi
         self.images = {k: (v if isinstance(v, list) else Path(v)) for k, v in images.items()}
         self.state_dir, self.log_dir = Path(state_dir), Path(log_dir)
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -671,8 +695,12 @@ class PodRunner:
             if target is None:
                 return f"container {c['name']}: image {repo} is not mapped"
             if isinstance(target, Path):
-                version = binary_version(target)
-                if version is not None and (tag or "").lstrip("v") != version.lstrip("v"):
+                image = IMAGES.get(repo, ImageConfig())
+                version = binary_version(target, image.version_argv)
+                want, have = (tag or "").lstrip("v"), (version or "").lstrip("v")
+                if image.release == "major":
+                    want, have = want.split(".")[0], have.split(".")[0]
+                if version is not None and want != have:
                     return f"container {c['name']}: image tag {tag} but {target.name} is {version}"
         return ""
 
@@ -795,6 +823,7 @@ class PodWorker(threading.Thread):
         self.first_seen = time.time()
         self.volumes_ready = False
         self.volume_error = ""
+        self.pvc_paths: dict[str, Path] = {}
         self.next_volume_sync = 0.0
         self.tokens: dict[str, tuple[str, float, float]] = {}  # volume/path -> (token, issued, expires)
         self.status_sent: dict | None = None
@@ -1112,6 +1141,9 @@ class PodWorker(threading.Thread):
         binary_path = image.binary
         if c.go_runner:
             argv = self.go_runner(argv, result, binary_path)
+        elif image.applets:  # a multi-call binary: argv[0] is looked up on PATH among its applets at exec
+            result["mounts"] += [{"kind": "symlink", "target": f"{os.path.dirname(binary_path)}/{a}",
+                                  "to": os.path.basename(binary_path)} for a in applets(target)]
         elif binary_path is not None and self._resolve(argv[0], workdir, full_env) != binary_path:
             result["fail"] = {"start_error": f'exec: "{argv[0]}": stat {argv[0]}: no such file or directory'}
         if binary_path is None:  # an image we know nothing of: its program is where argv[0] says
@@ -1122,6 +1154,10 @@ class PodWorker(threading.Thread):
         else:
             result["argv"] = argv
             result["mounts"].append({"kind": "bind", "source": str(target), "target": binary_path, "ro": True})
+            for d in image.libs:  # merged /usr: /lib and /lib64 are links into /usr, as on the host
+                result["mounts"].append({"kind": "bind", "source": d, "target": d, "ro": True})
+            result["mounts"] += [{"kind": "symlink", "target": d, "to": os.readlink(d)}
+                                 for d in ("/lib", "/lib64") if image.libs and os.path.islink(d)]
         result["mounts"] += self.base_mounts(c) + self.volume_mounts(c, env)
         privileged = bool(csc.get("privileged"))
         caps = set(CAPS) if privileged else set(DEFAULT_CAPS)
@@ -1372,6 +1408,8 @@ class PodWorker(threading.Thread):
     def volume_path(self, vol: dict) -> Path:
         if "hostPath" in vol:
             return Path(vol["hostPath"]["path"])
+        if "persistentVolumeClaim" in vol:  # set up by setup_volumes: .../kubernetes.io~csi/<pv>/mount
+            return self.pvc_paths[vol["name"]]
         plugin = next(k for k in vol if k != "name")
         return self.dir / "volumes" / f"kubernetes.io~{re.sub(r'(?<!^)(?=[A-Z])', '-', plugin).lower()}" / vol["name"]
 
@@ -1385,7 +1423,8 @@ class PodWorker(threading.Thread):
         base.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o750)
         for vol in spec.get("volumes") or []:
-            name, path = vol["name"], self.volume_path(vol)
+            name = vol["name"]
+            path = self.volume_path(vol) if "persistentVolumeClaim" not in vol else None
             if "hostPath" in vol:
                 self.check_host_path(vol["hostPath"])
             elif "emptyDir" in vol:
@@ -1414,10 +1453,37 @@ class PodWorker(threading.Thread):
                 atomic_write(path, self.downward(src.get("items") or [], src.get("defaultMode", 0o644)), fs_group)
             elif "projected" in vol:
                 atomic_write(path, self.projected(vol, fs_user, fs_group), fs_group)
+            elif "persistentVolumeClaim" in vol:
+                self.pvc_paths[name] = self.persistent_volume(name, vol["persistentVolumeClaim"])
             else:
                 kind = next((k for k in vol if k != "name"), "?")
                 raise MountError(f"MountVolume.SetUp failed for volume \"{name}\" : osk8s pod runner: volume type "
                                  f"{kind} is not supported")
+
+    def persistent_volume(self, name: str, src: dict) -> Path:
+        """A PVC volume (pkg/volume/csi): the claim bound, its PV a CSI volume, which the CSI hook sets up;
+        the pod's mount point is kubelet's pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount."""
+        try:
+            pvc = self.api.get(f"/api/v1/namespaces/{self.ns}/persistentvolumeclaims/{src['claimName']}")
+        except ApiError as e:
+            raise MountError(f"persistentvolumeclaim \"{src['claimName']}\" not found" if e.status == 404 else str(e)) from e
+        pv_name = (pvc.get("spec") or {}).get("volumeName")
+        if (pvc.get("status") or {}).get("phase") != "Bound" or not pv_name:
+            raise MountError(f"persistentvolumeclaim \"{src['claimName']}\" is not bound")
+        pv = self.api.get(f"/api/v1/persistentvolumes/{pv_name}")
+        if "csi" not in pv.get("spec", {}) or self.runner.csi is None:
+            kind = next((k for k in pv.get("spec", {}) if k not in ("capacity", "accessModes", "claimRef",
+                         "persistentVolumeReclaimPolicy", "storageClassName", "volumeMode", "nodeAffinity",
+                         "mountOptions")), "?")
+            raise MountError(f"MountVolume.SetUp failed for volume \"{pv_name}\" : osk8s pod runner: {kind} volumes "
+                             "are not supported")
+        source = self.runner.csi(self.pod, name, pv)
+        mount = self.dir / "volumes" / "kubernetes.io~csi" / pv_name / "mount"
+        mount.parent.mkdir(parents=True, exist_ok=True)
+        if not mount.is_symlink() or os.readlink(mount) != str(source):
+            mount.unlink(missing_ok=True)
+            os.symlink(source, mount)
+        return mount
 
     def _fs_user(self) -> int | None:
         """pkg/volume/util FsUserFrom: the one runAsUser every container has, else None."""
@@ -1886,6 +1952,7 @@ def enter(spec: dict) -> None:
         target = root + os.path.normpath("/" + m["target"])
         if m["kind"] == "symlink":
             if not os.path.lexists(target):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.symlink(m["to"], target)
             continue
         src = m["source"]
