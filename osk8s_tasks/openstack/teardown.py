@@ -62,7 +62,7 @@ def delete(s, clouds, kind: str, obj) -> None:
             for fip in main.network.ips(port_id=obj.vip_port_id):
                 main.network.delete_ip(fip)
         main.load_balancer.delete_load_balancer(obj, cascade=True)
-        main.load_balancer.wait_fordelete(obj, wait=300)
+        main.load_balancer.wait_for_delete(obj, wait=300)
     elif kind.startswith("volumes"):
         for att in obj.attachments or []:
             # objects, not IDs: with IDs the SDK guesses their order through a deprecated find_server
@@ -70,10 +70,10 @@ def delete(s, clouds, kind: str, obj) -> None:
         if obj.attachments:
             main.block_storage.wait_for_status(obj, "available", wait=300)
         main.block_storage.delete_volume(obj)
-        main.block_storage.wait_fordelete(obj, wait=300)
+        main.block_storage.wait_for_delete(obj, wait=300)
     elif kind == "servers":
         main.compute.delete_server(obj)
-        main.compute.wait_fordelete(obj, wait=300)
+        main.compute.wait_for_delete(obj, wait=300)
     elif kind == "floating IPs":
         main.network.delete_ip(obj)
     elif kind == "ports":
