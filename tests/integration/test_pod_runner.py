@@ -1,4 +1,4 @@
-"""The pod runner (tests/peers/k8s/pods.py) and the kube-proxy stand-in against a real control plane.
+"""The pod runner (tests/peers/k8s/pods/) and the kube-proxy stand-in against a real control plane.
 
 A network namespace of this test's own holds etcd, kube-apiserver, kube-controller-manager and
 kube-scheduler, built from their Go modules (tests/peers/k8s/build.py), with the certificates,

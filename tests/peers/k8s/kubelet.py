@@ -116,7 +116,7 @@ STATIC_IMAGES = {"registry.k8s.io/kube-apiserver": "kube-apiserver",
 
 # ---- POD RUNNER HOOK ------------------------------------------------------------------------------
 # Pods with a container (or init container) whose image repository is a key here are left to the
-# pod runner (tests/peers/k8s/pods.py, written separately), never to kwok: kwok's pod stages skip
+# pod runner (tests/peers/k8s/pods/, written separately), never to kwok: kwok's pod stages skip
 # them (kwok.RUNNER_SELECTOR_KEY), so kwok neither marks them Running nor deletes them. The runner
 # takes a pod when every one of its images is mapped (and the tag is the binary's version); a pod it
 # does not take stays Pending, with its reason in kubelet.log, rather than being faked Running. The
