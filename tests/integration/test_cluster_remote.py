@@ -13,7 +13,7 @@ controller gives each node its providerID, addresses and zone; its service contr
 Octavia load balancer of a LoadBalancer Service and deletes it through the Service's finalizer),
 cinder-csi-plugin's controller service with csi-provisioner, csi-attacher and csi-resizer, each with
 its pod's ServiceAccount token under the RBAC of the tool's manifests.
-Stand-ins: the kubelet and container runtime (tests/peers/k8s/kubelet.py, pods/; kwok for the status
+Stand-ins: the kubelet and container runtime (tests/peers/k8s/kubelet/, pods/; kwok for the status
 of pods no program here plays), the CSI node plugin's registration (tests/peers/k8s/csinode.py:
 node-driver-registrar cannot be built), livenessprobe (tests/peers/k8s/livenessprobe.py), kube-proxy
 (tests/peers/k8s/proxy.py), the OS tools of tests/peers/k8s_standin."""

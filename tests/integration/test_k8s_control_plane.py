@@ -15,7 +15,7 @@ static pod manifests, `kubeadm join` discovery (cluster-info signed for the toke
 bootstrap (a CSR approved and signed by the real kube-controller-manager), the Node authorizer and
 NodeRestriction, the scheduler's bindings, the API reached through an SSH forward with TLS checked
 against the kubeadm CA (osk8s_tasks/kube.py connect).
-Stand-ins: the kubelet (tests/peers/k8s/kubelet.py: static pods as processes, TLS bootstrap, Node,
+Stand-ins: the kubelet (tests/peers/k8s/kubelet/: static pods as processes, TLS bootstrap, Node,
 Lease, mirror pods), the container runtime (tests/peers/k8s/runtime.py), kwok for the status of
 nodes and ordinary pods, and the OS tools of tests/peers/k8s_standin.
 

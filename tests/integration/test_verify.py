@@ -13,7 +13,7 @@ cinder-csi's controller with csi-provisioner, csi-attacher and csi-resizer (volu
 the node's server, detached, deleted), k8s-keystone-auth (the tool's certificate, policy and arguments,
 asking the real Keystone), client-keystone-auth and kubectl with the tool's user kubeconfig; busybox
 (Debian's) as the pv check's pods; SSH to the gateway and to the control plane.
-Stand-ins (nothing here can run them): the kubelet and container runtime (tests/peers/k8s/kubelet.py,
+Stand-ins (nothing here can run them): the kubelet and container runtime (tests/peers/k8s/kubelet/,
 pods/, kwok for the echo pods; kubeletserver.py serves their logs), the CSI node plugin and the volume's
 data (tests/peers/k8s/csinode.py), kube-proxy (proxy.py), livenessprobe, and the data plane behind the
 floating IPs (tests/peers/dataplane.py: answers only where the real objects would carry the request).

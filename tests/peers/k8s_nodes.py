@@ -1,7 +1,7 @@
 """Kubernetes node test hosts: sshd hosts reachable only through a gateway host, with the
 Kubernetes "packages" of k8s_standin/ on each node (see its README): the real kubeadm and kubectl
 built from their Go modules (tests/peers/k8s/build.py), the kubelet stand-in
-(tests/peers/k8s/kubelet.py), and stand-ins for the OS tools around them.
+(tests/peers/k8s/kubelet/), and stand-ins for the OS tools around them.
 
 Each node learns where the real programs are from /var/lib/osk8s-standin/peers.env (written
 here): the binaries, their versions, kwok's module source (its stages), the project's Python.

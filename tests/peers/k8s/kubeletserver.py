@@ -1,5 +1,5 @@
 """The kubelet's HTTPS server (port 10250), as much of it as the API server needs for `pods/log`: part
-of the kubelet stand-in (tests/peers/k8s/kubelet.py), serving the CRI logs the pod runner and the
+of the kubelet stand-in (tests/peers/k8s/kubelet/), serving the CRI logs the pod runner and the
 runtime stand-in write under /var/log/pods.
 
 Followed (k8s.io/kubernetes v1.37.2):

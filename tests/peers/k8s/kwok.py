@@ -9,7 +9,7 @@ and of ordinary Pods to. Two pieces:
    ADDRESSES below: they are the kubelet's and the cloud controller's). Every pod stage gets a
    selector that leaves alone the pods the pod runner runs for real (any container or init
    container whose image repository is in `runner_images`), so kwok never marks them Running nor
-   deletes them; their status and final deletion are the runner's (see kubelet.py, POD RUNNER HOOK).
+   deletes them; their status and final deletion are the runner's (see kubelet/daemon.py, POD RUNNER HOOK).
    Mirror pods (annotation kubernetes.io/config.mirror) are skipped too: the kubelet stand-in
    reports their static pod's real containers on them, as the kubelet's status manager does.
 

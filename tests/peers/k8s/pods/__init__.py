@@ -1,7 +1,7 @@
 """Pod runner: the part of the kubelet that runs containers, for the images this machine has binaries for.
 
 A stand-in for kubelet + a container runtime (there is no image, registry or CRI runtime here). The
-kubelet stand-in (kubelet.py) registers the Node and hands every pod bound to it to `PodRunner.sync`;
+kubelet stand-in (kubelet/) registers the Node and hands every pod bound to it to `PodRunner.sync`;
 the pods whose every container image is in `images` run here as real processes (the controllers osk8s
 deploys: OCCM, cinder-csi, octavia-ingress-controller, k8s-keystone-auth; kube-proxy's stand-in), the
 others stay with kwok.
