@@ -69,7 +69,7 @@ from osk8s_tasks.core.engine import session
 
 @task(name="control-plane")
 def control_plane(c):
-    from osk8s_tasks.cluster.tasks import run_control_plane
+    from osk8s_tasks.cluster.control_plane import run_control_plane
     with session(c, "cluster.control-plane") as s:
         run_control_plane(s)
 
@@ -77,7 +77,8 @@ def control_plane(c):
 @task(name="reset-nodes")
 def reset_nodes(c):
     from osk8s_tasks.cluster.destroy import drain_steps, reset_step
-    from osk8s_tasks.cluster.nodes import connections, node_names
+    from osk8s_tasks.cluster.nodes import connections
+    from osk8s_tasks.core.lab import node_names
     with session(c, "cluster.reset-nodes") as s:
         master = next(n for n, role in node_names(s.settings).items() if role == "control-plane")
         with connections(s) as remotes:
