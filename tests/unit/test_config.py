@@ -55,6 +55,16 @@ def test_invoke_chain_precedence(tmp_path, monkeypatch):
     assert config.load(c, {"host.memory": 4444}).host.memory == 4444  # flag beats all
 
 
+def test_an_image_set_through_the_environment(tmp_path, monkeypatch):
+    """cluster.images.* are declared, so INVOKE_CLUSTER_IMAGES_OCCM reaches the model; unset is upstream's."""
+    monkeypatch.setenv("INVOKE_CLUSTER_IMAGES_OCCM", "occm:dev")
+    cfg = invoke.Config(defaults={**invoke.Config.global_defaults(), **namespace_defaults()},
+                        project_location=str(tmp_path))
+    cfg.load_shell_env()
+    s = config.load(invoke.Context(config=cfg))
+    assert s.cluster.images.occm == "occm:dev" and s.cluster.images.cinder_csi is None
+
+
 def test_every_default_key_is_declared_for_invoke():
     declared = namespace_defaults()
     assert declared["host"]["management_network"] == {"name": None, "address": None}
@@ -70,6 +80,11 @@ def test_every_default_key_is_declared_for_invoke():
         ({"host": {"memroy": 1}}, "host.memroy", "did you mean host.memory"),
         ({"host": {"memory": -1}}, "host.memory", "greater than or equal to 512"),
         ({"host": {"driver": "xen"}}, "host.driver", "'kvm' or 'qemu'"),
+        ({"cluster": {"images": {"occm": "OCCM:dev"}}}, "cluster.images.occm = 'OCCM:dev'", "must be lowercase"),
+        ({"cluster": {"images": {"cinder_csi": "cinder:dev\n        command: [sh]"}}}, "cluster.images.cinder_csi",
+         "not an image reference"),
+        ({"cluster": {"images": {"keystone_auth": "a" * 64}}}, "cluster.images.keystone_auth", "64-byte"),
+        ({"cluster": {"images": {"ocm": "occm:dev"}}}, "cluster.images.ocm", "did you mean cluster.images.occm"),
     ],
 )
 def test_errors_name_key_value_and_fix(values, key, words):
