@@ -25,7 +25,8 @@ def probe_of(case: dict) -> str | None:
         return devstack_facts.stack_probe(args["dest"]) if args else None
     return {"parse_lsmod": cluster_facts.LSMOD_PROBE, "parse_swap": cluster_facts.SWAP_PROBE,
             "parse_containerd": cluster_facts.CONTAINERD_PROBE, "parse_kube_versions": cluster_facts.KUBE_VERSIONS_PROBE,
-            "parse_units": devstack_facts.UNITS_PROBE, "parse_host_ip": devstack_facts.HOST_IP_PROBE}.get(name)
+            "parse_units": devstack_facts.UNITS_PROBE, "parse_host_ip": devstack_facts.HOST_IP_PROBE,
+            "parse_ctr_images": cluster_facts.CTR_IMAGES_PROBE}.get(name)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['parser'].rsplit(':', 1)[1]}:{c['output'][:24]!r}")
@@ -40,7 +41,8 @@ def test_recorded_output_parses_to_the_recorded_fact(case):
 
 def test_every_probe_has_cases():
     parsers = {c["parser"] for c in CASES}
-    for module, names in ((cluster_facts, ("parse_lsmod", "parse_swap", "parse_containerd", "parse_kube_versions")),
+    for module, names in ((cluster_facts, ("parse_lsmod", "parse_swap", "parse_containerd", "parse_kube_versions",
+                                           "parse_ctr_images")),
                           (devstack_facts, ("parse_units", "parse_host_ip", "parse_stack_probe", "parse_watchdog_probe")),
                           (shapes, ("parse_sysctl_probe",))):
         for n in names:
