@@ -55,7 +55,8 @@ ADDRESS = "/run/containerd/containerd.sock"
 SERVED_NAMESPACE = "k8s.io"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER, DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar", "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_GZIP = DOCKER_LAYER + ".gzip"
 OCI_INDEX, OCI_MANIFEST = "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json"
 INDEXES = (OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json")
 MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
@@ -320,7 +321,7 @@ def tabwriter(rows: list[list[str]]) -> str:
     """text/tabwriter.NewWriter(w, 1, 8, 1, ' ', 0) with every cell tab-terminated: each column as
     wide as its widest cell plus one space; the text after the last tab is empty."""
     widths = [max(len(r[i]) for r in rows) + 1 for i in range(len(rows[0]))]
-    return "".join("".join(c.ljust(w) for c, w in zip(r, widths)) + "\n" for r in rows)
+    return "".join("".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + "\n" for r in rows)
 
 
 def list_command(namespace: str, args: list[str]) -> None:
@@ -345,7 +346,8 @@ def list_command(namespace: str, args: list[str]) -> None:
 def main(argv: list[str]) -> int:
     try:
         flags, rest = parse_flags(argv, GLOBAL)
-        namespace = ((flags.get("--namespace") or flags.get("-n")) or [os.environ.get("CONTAINERD_NAMESPACE") or "default"])[-1]
+        default_ns = os.environ.get("CONTAINERD_NAMESPACE") or "default"
+        namespace = ((flags.get("--namespace") or flags.get("-n")) or [default_ns])[-1]
         address = ((flags.get("--address") or flags.get("-a")) or [os.environ.get("CONTAINERD_ADDRESS") or ADDRESS])[-1]
         if address != ADDRESS:
             raise CtrError(f'failed to dial "{address}": context deadline exceeded')
@@ -353,7 +355,8 @@ def main(argv: list[str]) -> int:
             raise CtrError(f'failed to dial "{ADDRESS}": connection error: desc = "transport: error while dialing: '
                            f'dial unix {ADDRESS}: connect: permission denied"')
         if not rest or rest[0] not in ("images", "image", "i"):
-            raise CtrError(f"stand-in: only `ctr images import|ls` is implemented here, not {' '.join(rest[:2]) or '(none)'}")
+            asked = " ".join(rest[:2]) or "(none)"
+            raise CtrError(f"stand-in: only `ctr images import|ls` is implemented here, not {asked}")
         if namespace != SERVED_NAMESPACE:
             raise CtrError(f"stand-in: namespace {namespace!r} refused: the kubelet's CRI reads images from "
                            f"{SERVED_NAMESPACE!r} only (use -n {SERVED_NAMESPACE})")
