@@ -64,6 +64,11 @@ def lab(tmp_path_factory):
                 path = hosts.private(host, "/var/lib/osk8s-standin") / "containerd" / "images.json"
                 return json.loads(path.read_text()).get("k8s.io", {}) if path.exists() else {}
 
+            def copies(self, host) -> int:
+                """SFTP sessions the node's sshd served (LogLevel VERBOSE logs each subsystem request)."""
+                log = hosts.workdir / f"{host.netns}_sshd.log"
+                return log.read_text(errors="replace").count("Starting session: subsystem 'sftp'") if log.exists() else 0
+
             def imports(self, host) -> list[str]:
                 return [c for c in calls(hosts, host) if re.match(r"ctr .*images import", c)]
 
@@ -77,9 +82,15 @@ def out(r) -> str:
     return r.stdout + r.stderr
 
 
-def nothing_on_the_nodes(lab) -> None:
+def nothing_on_the_nodes(lab, sftp_before: dict | None = None) -> None:
     for h in lab.nodes:
         assert lab.imports(h) == [] and lab.store(h) == {}, (h.name, calls(lab.hosts, h))
+        if sftp_before is not None:  # not even a copy made and removed again
+            assert lab.copies(h) == sftp_before[h.name], h.name
+
+
+def sftp_sessions(lab) -> dict:
+    return {h.name: lab.copies(h) for h in lab.nodes}
 
 
 def test_a_node_without_containerd_is_refused_before_any_copy(lab):
@@ -105,19 +116,21 @@ BAD = [
 @pytest.mark.parametrize("files, images, messages", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_input_is_refused_before_any_copy(lab, files, images, messages):
     """In a dry run (a regressed check could then still change nothing): the checks run for real."""
+    before = sftp_sessions(lab)
     r = lab.inv(TASK, "--dry-run", files(lab), images=images)
     assert r.returncode == 1 and "Traceback" not in out(r), out(r)
     for m in messages:
         assert m in out(r), out(r)
     assert "nothing was copied" in out(r)
-    nothing_on_the_nodes(lab)
+    nothing_on_the_nodes(lab, before)
 
 
 def test_a_local_image_in_no_archive_is_refused_after_reading_the_nodes_and_before_any_copy(lab):
     """Not a dry run: this check needs every node's images, and still comes before the first copy."""
+    before = sftp_sessions(lab)
     r = lab.inv(TASK, str(lab.occm), images={"occm": "o8i/occm:other"})
     assert r.returncode == 1 and "Traceback" not in out(r) and "is a local build" in out(r), out(r)
-    nothing_on_the_nodes(lab)
+    nothing_on_the_nodes(lab, before)
 
 
 def rows(text: str, outcome: str) -> list[str]:
@@ -127,11 +140,12 @@ def rows(text: str, outcome: str) -> list[str]:
 def test_dry_run_then_load_then_nothing_to_do(lab):
     names = sorted(h.name for h in lab.nodes)
     both = f"{lab.occm},{lab.ingress}"
+    before = sftp_sessions(lab)
     dry = lab.inv(TASK, "--dry-run", both, images={"occm": f"o8i/occm:dev-{SUFFIX}"})
     assert dry.returncode == 0, out(dry)
     assert sorted(rows(dry.stdout, "would-change")) == sorted(names * 2), dry.stdout
     assert "(dry run: nothing was changed)" in dry.stdout and "copy occm.tar" in dry.stdout
-    nothing_on_the_nodes(lab)
+    nothing_on_the_nodes(lab, before)
 
     first = lab.inv(TASK, both, images={"occm": f"o8i/occm:dev-{SUFFIX}"})
     assert first.returncode == 0, out(first)
@@ -144,6 +158,7 @@ def test_dry_run_then_load_then_nothing_to_do(lab):
         imports = lab.imports(h)
         assert len(imports) == 2 and all(c.startswith("ctr -n k8s.io images import --label osk8s.io/archive=sha256:")
                                          for c in imports), imports
+        assert lab.copies(h) == before[h.name] + 1  # one SFTP session carried both copies: the check above sees copies
         copies = [c.split()[-1] for c in imports]
         assert all(c.startswith("/tmp/osk8s-image.") and not Path(c).exists() for c in copies), copies  # removed
 
