@@ -117,7 +117,10 @@ def decide(archive: archives.Archive, images: dict[str, facts.CtrImage] | None) 
         return Decision("none", f"{', '.join(archive.names)} already imported from {archive.path.name} "
                                 f"({LABEL}={want[:19]})")
     action = "create" if all(s.endswith("is not on the node") for s in stale) else "update"
-    return Decision(action, "; ".join(stale),
+    why = "; ".join(stale)
+    if action == "update":  # the add-on's manifest does not change, so nothing restarts its pods
+        why += ": pods already running that name keep the old build until restarted (give each build its own tag)"
+    return Decision(action, why,
                     diff=f"copy {archive.path.name} ({size_text(archive.size)}) to the node, "
                          f"ctr -n {NAMESPACE} images import --label {label[:len(LABEL) + 20]}... COPY, remove COPY",
                     data={"label": label})

@@ -46,6 +46,7 @@ DECISIONS = [
 def test_decide(archive, images, action, why):
     d = decide(archive, images)
     assert d.action == action and why in d.reason
+    assert ("keep the old build until restarted" in d.reason) == (action == "update")
     if action in ("create", "update"):
         assert d.data["label"] == f"osk8s.io/archive=sha256:{SHA}" and f"copy {archive.path.name}" in d.diff
         assert ("7.0 MiB" if archive is ARCHIVE else "100 B") in d.diff
