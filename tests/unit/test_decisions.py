@@ -206,6 +206,6 @@ def test_modules():
     ("a = 1\nb = 0\n", {"a": "0", "b": "0"}, ["a 0 -> 1"]),  # the file alone is not enough: the live value counts
     ("", {"a": "1", "b": "0"}, ["persist in /f"]),  # the live value alone is not enough: a reboot loses it
     ("a = 1\n", {"a": "1"}, ["b (unset) -> 0", "persist in /f"]),
-])
+], ids=["as wanted", "live value differs", "not persisted", "one unset"])  # ids without the newlines: see test_fact_cases
 def test_sysctl(persisted, live, diff):
     assert shapes.sysctl_diff({"a": "1", "b": "0"}, "/f", persisted, live) == diff
