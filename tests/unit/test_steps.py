@@ -31,6 +31,13 @@ class Box:
         return Step(name, check, apply)
 
 
+@pytest.fixture(autouse=True)
+def logging_to_this_tests_stderr():
+    """structlog writes to the stream it was set up with: a test that converges without session()
+    would otherwise log to an earlier test's captured stderr, closed when that test ended."""
+    log.setup(None)
+
+
 @pytest.fixture
 def ctx(tmp_path):
     cfg = invoke.Config(defaults={**invoke.Config.global_defaults(), **namespace_defaults()})
