@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from osk8s_tasks.cluster import lint as cloudconf
 from tests.conftest import run_inv
 
@@ -64,6 +66,20 @@ def test_lb_version_is_still_read_and_only_v2_is_accepted():
     assert [(f.kind, f.key) for f in v2] == [("advice", "LB-Version")] and "only value it accepts" in v2[0].fix
     assert not [f for f in cloudconf.lint(MODERN.replace("[LoadBalancer]\n", "[LoadBalancer]\nlb-version = v1\n"))
                 if f.kind == "removed"]
+
+
+@pytest.mark.parametrize("line, kind", [
+    ("lb-version = v2", "advice"), ('lb-version = "v2"', "advice"), ("lb-version = v2 ; as before", "advice"),
+    ("lb-version = v2# as before", "advice"), ('lb-version = "v2" # as before', "advice"),
+    ("lb-version =", "advice"), ('lb-version = ""', "advice"),  # empty: OCCM takes it for v2
+    ("lb-version = v1", "fatal"), ("lb-version = V2", "fatal"), ('lb-version = "v2;"', "fatal"),
+    ("lb-version", "fatal"),  # gcfg: "blank value not supported for type" (a string needs `=`)
+])
+def test_lb_version_values_as_gcfg_and_occm_read_them(line, kind):
+    """gcfg strips quotes and cuts an unquoted value at `;` or `#`; OCCM exits on any value but
+    empty or v2 (pkg/openstack/openstack.go)."""
+    found = cloudconf.lint(MODERN.replace("[LoadBalancer]\n", f"[LoadBalancer]\n{line}\n"))
+    assert [(f.line, f.section, f.key, f.kind) for f in found] == [(7, "LoadBalancer", "lb-version", kind)]
 
 
 def test_keys_and_sections_match_whatever_their_case_as_gcfg_reads_them():
