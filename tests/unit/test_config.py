@@ -68,6 +68,9 @@ def test_every_default_key_is_declared_for_invoke():
         ({"cluster": {"nodes": [{"name": "Worker_1", "role": "worker"}, {"name": "m", "role": "control-plane"}]}},
          "cluster.nodes.0.name", "kubelet"),
         ({"host": {"memroy": 1}}, "host.memroy", "did you mean host.memory"),
+        ({"host": {"memory_": 1}}, "unknown key host.memory_:", "did you mean host.memory"),
+        ({"log": {"json_": "x"}}, "unknown key log.json_:", "did you mean log.json"),  # the field's Python name
+        ({"log": {"json": 5}}, "log.json = 5", "valid string"),
         ({"host": {"memory": -1}}, "host.memory", "greater than or equal to 512"),
         ({"host": {"driver": "xen"}}, "host.driver", "'kvm' or 'qemu'"),
     ],
