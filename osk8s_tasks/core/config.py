@@ -315,7 +315,7 @@ def _describe(error: dict) -> str:
     keyed = (error.get("ctx") or {}).get("error")
     if isinstance(keyed, KeyedError):
         return f"config: {keyed.key} = {keyed.value!r}: {keyed.message}. Fix: {keyed.fix}"
-    key = ".".join(str(p).rstrip("_") for p in error["loc"]) or "config"
+    key = ".".join(str(p) for p in error["loc"]) or "config"  # pydantic names fields by alias (log.json)
     value = error.get("input")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
