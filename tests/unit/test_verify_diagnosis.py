@@ -33,8 +33,8 @@ class Cloud:
             raise LookupError("no pool None")
         return iter(self._members.get(pool, []))
 
-    def ips(self, *, fixed_ip_address):
-        return iter([f for f in self._fips if f.fixed_ip_address == fixed_ip_address])
+    def ips(self, *, port_id):
+        return iter([f for f in self._fips if f.port_id == port_id])
 
     def ports(self, *, fixed_ips):
         return iter([p for p in self._ports if fixed_ips == f"ip_address={p.address}"])
@@ -74,13 +74,14 @@ def lb_cloud(status="ACTIVE", listener_port=80, pool="pool-1", members=None, fip
     """The load balancer OCCM builds for Service default/echo (port 80, NodePort 31320) on two nodes."""
     members = [NS(address=a, protocol_port=NODE_PORT) for a in NODES.values()] if members is None else members
     return Cloud(
-        lbs=[NS(id="lb-0", name="kube_service_lab_default_other", provisioning_status="ACTIVE", vip_address="10.0.0.60"),
-             NS(id="lb-1", name=NAME, provisioning_status=status, vip_address=VIP)],
+        lbs=[NS(id="lb-0", name="kube_service_lab_default_other", provisioning_status="ACTIVE", vip_address="10.0.0.60",
+                vip_port_id="port-vip-0"),
+             NS(id="lb-1", name=NAME, provisioning_status=status, vip_address=VIP, vip_port_id="port-vip-1")],
         listeners=[NS(load_balancer_id="lb-0", protocol="TCP", protocol_port=80, default_pool_id="pool-0")]
         + ([NS(load_balancer_id="lb-1", protocol="TCP", protocol_port=listener_port, default_pool_id=pool)]
            if listener_port else []),
         members={"pool-0": [NS(address="10.0.0.99", protocol_port=30001)], "pool-1": members},
-        fips=[NS(floating_ip_address="172.24.4.20", fixed_ip_address=VIP)] if fip else [],
+        fips=[NS(floating_ip_address="172.24.4.20", fixed_ip_address=VIP, port_id="port-vip-1")] if fip else [],
         ports=[NS(address=a, security_group_ids=["sg-default", "sg-k8s"]) for a in NODES.values()] if ports is None
         else ports,
         rules={"sg-default": EGRESS, "sg-k8s": EGRESS + [rule(remote_ip_prefix="10.0.0.0/24")] if rules is None else rules},
@@ -231,10 +232,10 @@ def ingress_cloud(status="ACTIVE", listener_port=80, fip=True, policies=None, ru
              "p-x": [NS(type="PATH", compare_type="STARTS_WITH", rule_value="/x")]} if rules is None else rules
     members = {"pool-a": [NS(address="10.0.0.10")], "pool-b": [NS(address="10.0.0.11")], "pool-x": []} \
         if members is None else members
-    return Cloud(lbs=[NS(id="lb-1", name=INGRESS, provisioning_status=status, vip_address=VIP)],
+    return Cloud(lbs=[NS(id="lb-1", name=INGRESS, provisioning_status=status, vip_address=VIP, vip_port_id="port-vip-1")],
                  listeners=[NS(id="l-0", load_balancer_id="lb-0", protocol_port=80),
                             NS(id="l-1", load_balancer_id="lb-1", protocol_port=listener_port)],
-                 fips=[NS(floating_ip_address="172.24.4.21", fixed_ip_address=VIP)] if fip else [],
+                 fips=[NS(floating_ip_address="172.24.4.21", fixed_ip_address=VIP, port_id="port-vip-1")] if fip else [],
                  policies=policies, l7_rules=rules, members=members)
 
 
