@@ -1,5 +1,6 @@
-"""The Kubernetes API, through the kubernetes client's ApiClient: read objects, compare them with
-what the tool wants, server-side apply (field manager `osk8s`) only where they differ.
+"""The Kubernetes API, through the kubernetes client's ApiClient: read objects, ask the server what
+applying the tool's version would change (a dry-run server-side apply), and apply (field manager
+`osk8s`) only where something would.
 
 Paths come from a small table of the kinds the tool applies, so no discovery round trips are
 needed; an unknown kind is a clear error, not a guess."""
@@ -50,20 +51,24 @@ def path_of(obj: dict) -> str:
     return f"/{prefix}/{ns}{plural}/{meta['name']}"
 
 
-def differences(want, have, where: str = "") -> list[str]:
-    """Paths where `have` does not contain `want` (want is what the tool manages; the server may add)."""
-    if isinstance(want, dict):
-        if not isinstance(have, dict):
-            return [where or "/"]
+IGNORED_METADATA = ("managedFields", "resourceVersion", "generation")
+
+
+def changed_paths(have, would, where: str = "") -> list[str]:
+    """Where the object the server would store (a dry-run apply) differs from the live one; the
+    bookkeeping a write itself changes (managedFields, resourceVersion, generation) and the status
+    (the controllers', never applied) aside."""
+    if isinstance(have, dict) and isinstance(would, dict):
         out = []
-        for k, v in want.items():
-            out += differences(v, have.get(k), f"{where}.{k}" if where else k) if k in have else [f"{where}.{k}".lstrip(".")]
+        for k in sorted(set(have) | set(would)):
+            if (where == "metadata" and k in IGNORED_METADATA) or (not where and k == "status"):
+                continue
+            sub = f"{where}.{k}" if where else k
+            out += changed_paths(have.get(k), would.get(k), sub) if k in have and k in would else [sub]
         return out
-    if isinstance(want, list):
-        if not isinstance(have, list) or len(want) != len(have):
-            return [where]
-        return [d for i, (w, h) in enumerate(zip(want, have)) for d in differences(w, h, f"{where}[{i}]")]
-    return [] if want == have or str(want) == str(have) else [where]
+    if isinstance(have, list) and isinstance(would, list) and len(have) == len(would):
+        return [d for i, (h, w) in enumerate(zip(have, would)) for d in changed_paths(h, w, f"{where}[{i}]")]
+    return [] if have == would else [where or "/"]
 
 
 class Api:
@@ -109,8 +114,22 @@ class Api:
         return self.request("GET", path_of(obj))
 
     def apply(self, obj: dict):
-        return self.request("PATCH", path_of(obj), body=obj, content_type="application/apply-patch+yaml",
-                            query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
+        """Server-side apply; any error answer raises (a 404 too: e.g. the object's namespace is missing)."""
+        status, data = self.call("PATCH", path_of(obj), body=obj, content_type="application/apply-patch+yaml",
+                                 query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
+        if status >= 400:
+            raise StepFailed(f"Kubernetes API apply {label(obj)}: {status}: {data[:300]!r}")
+        return json.loads(data) if data else {}
+
+    def apply_dry_run(self, obj: dict) -> tuple[int, dict | str]:
+        """What the server would store if `obj` were applied now: (HTTP status, the object or the error text).
+        Its own merge rules decide (list items matched by key, defaults, what admission adds such as the
+        ServiceAccount token volume), not a guess of ours; nothing is stored."""
+        status, data = self.call("PATCH", path_of(obj), body=obj, content_type="application/apply-patch+yaml",
+                                 query=[("fieldManager", FIELD_MANAGER), ("force", "true"), ("dryRun", "All")])
+        if status >= 400:
+            return status, data.decode(errors="replace")[:300]
+        return status, json.loads(data)
 
     def items(self, path: str) -> list[dict]:
         return (self.request("GET", path) or {}).get("items", [])
@@ -126,14 +145,22 @@ def apply_step(api: Api, obj: dict) -> Step:
     secret = obj["kind"] == "Secret"
 
     def check():
-        live = api.get(obj)
-        if live is None:
-            return Status(False, f"{label_} does not exist", f"apply {label_}")
-        diff = differences({k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}, live)
-        if diff:
-            shown = ["data (secret content not shown)"] if secret else diff[:5]
-            return Status(False, f"{label_} differs", f"apply {label_}: {', '.join(shown)}")
-        return Status(True, f"{label_} is as wanted")
+        for _ in range(3):  # a controller writing the object between the read and the dry run: read again
+            live = api.get(obj)
+            if live is None:
+                return Status(False, f"{label_} does not exist", f"apply {label_}")
+            code, would = api.apply_dry_run(obj)
+            if code >= 400:
+                return Status(False, f"{label_} differs and the server refuses the change (HTTP {code}: {would})",
+                              f"apply {label_}")
+            diff = changed_paths(live, would)
+            if not diff:
+                return Status(True, f"{label_} is as wanted")
+            again = api.get(obj)
+            if again is not None and again["metadata"].get("resourceVersion") == live["metadata"].get("resourceVersion"):
+                break
+        shown = ["data (secret content not shown)"] if secret else diff[:5]
+        return Status(False, f"{label_} differs", f"apply {label_}: {', '.join(shown)}")
 
     return Step(label_, check, lambda: api.apply(obj))
 

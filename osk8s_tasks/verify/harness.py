@@ -82,9 +82,9 @@ class Ctx:
             self.record(f"{check}: cleanup", ok, detail, t0)
 
 
-def wait(check, timeout: float) -> tuple[bool, str]:
+def wait(check, timeout: float, interval: float = 2.0) -> tuple[bool, str]:
     """core.wait.until, its progress lines named verify.waiting (an amphora load balancer takes minutes)."""
-    return until(check, timeout, what="verify")
+    return until(check, timeout, interval, what="verify")
 
 
 def items(api, path: str, selector: str = "") -> list[dict]:
@@ -113,10 +113,18 @@ def external_ip(api, path: str):
     return check
 
 
+EXCLUDE_FROM_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+
 def node_addresses(api) -> dict[str, str]:
-    """node name -> InternalIP (what the cloud provider makes pool members of)."""
+    """node name -> InternalIP of the nodes the cloud provider makes pool members of: not those labelled
+    node.kubernetes.io/exclude-from-external-load-balancers, which kubeadm puts on the control plane
+    (k8s.io/cloud-provider controllers/service/controller.go nodeIncludedPredicate; kubeadm
+    cmd/kubeadm/app/phases/markcontrolplane)."""
     out = {}
     for n in items(api, "/api/v1/nodes"):
+        if EXCLUDE_FROM_LB in (n["metadata"].get("labels") or {}):
+            continue
         addrs = {a["type"]: a["address"] for a in n.get("status", {}).get("addresses", [])}
         if "InternalIP" in addrs:
             out[n["metadata"]["name"]] = addrs["InternalIP"]
@@ -163,17 +171,38 @@ def pods_of(ctx: Ctx, app: str) -> set[str]:
     return {p["metadata"]["name"] for p in items(ctx.api, f"/api/v1/namespaces/{ctx.namespace}/pods", f"app={app}")}
 
 
+HTTP_SETTLE = 20  # seconds a new load balancer's floating IP may take to carry traffic (flows, ARP, haproxy)
+
+
 def http_check(ctx: Ctx, name: str, url: str, apps: set[str], diagnose) -> bool:
-    """The reply must be one of `apps`' pod names (agnhost serve-hostname answers with its own)."""
+    """The reply must be one of `apps`' pod names (agnhost serve-hostname answers with its own). No
+    answer at all while Octavia looks right is asked again for up to HTTP_SETTLE seconds: a floating IP
+    just bound to an ACTIVE load balancer does not carry traffic in the same instant on a real cloud."""
     t0 = time.monotonic()
-    code, body = http_from_devstack(ctx.s, url)
-    if code == 200 and body in apps:
-        return ctx.record(name, True, f"GET {url} -> 200 from pod {body}", t0)
-    failing = [f"{f.aspect}: {f.detail}" for f in diagnose() if not f.ok]
+    while True:
+        code, body = http_from_devstack(ctx.s, url)
+        if code == 200 and body in apps:
+            return ctx.record(name, True, f"GET {url} -> 200 from pod {body}", t0)
+        failing = [f"{f.aspect}: {f.detail}" for f in diagnose() if not f.ok]
+        if code or failing or time.monotonic() - t0 > HTTP_SETTLE:
+            break
+        time.sleep(2)
     cause = "; ".join(failing) if failing else ("Octavia looks right: check the echo pods, their endpoints and the "
                                                 "nodes' kube-proxy (kubectl -n %s get endpointslices)" % ctx.namespace)
     got = f"HTTP {code}: {body[:80]!r}" if code else f"no answer ({body})"
     return ctx.record(name, False, f"GET {url}: {got}, not an echo pod. Diagnosis: {cause}", t0)
+
+
+def settled(ctx: Ctx, name: str) -> None:
+    """Wait while Octavia is still changing the load balancer (PENDING_*): the controllers report an
+    address before their last update is done (octavia-ingress-controller rewrites the description after
+    setting the Ingress status: pkg/ingress/controller/controller.go ensureIngress), and a check made
+    then would blame a state that is about to pass."""
+    def check():
+        lb = cloud.by_name(ctx.clouds.main.load_balancer.load_balancers(name=name))
+        state = lb.provisioning_status if lb is not None else "absent"
+        return Status(not state.startswith("PENDING_"), f"load balancer {name} is {state}")
+    wait(check, ctx.settings.verify.timeout, 1.0)
 
 
 def lb_gone(ctx: Ctx, name: str):

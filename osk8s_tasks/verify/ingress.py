@@ -12,7 +12,7 @@ from osk8s_tasks.cluster import addons as cluster_addons
 from osk8s_tasks.core.imageref import component_image
 from osk8s_tasks.core.render import render
 from osk8s_tasks.verify import octavia as verify_cloud
-from osk8s_tasks.verify.harness import Ctx, external_ip, http_check, lb_gone, pods_of, rollout_ready, wait
+from osk8s_tasks.verify.harness import Ctx, external_ip, http_check, lb_gone, pods_of, rollout_ready, settled, wait
 
 ASSERTIONS = ["controller ready", "ingress address", "octavia: L7 policies for /a and /b",
               "HTTP /a and /b", "cleanup: load balancer deleted"]
@@ -76,8 +76,9 @@ def run_ingress(ctx: Ctx) -> None:
                       "(octavia-ingress-controller logs: kubectl -n kube-system logs octavia-ingress-controller-0)", t0):
         ctx.cleanup("ingress", docs)
         return
+    settled(ctx, name)
     ctx.findings("octavia", verify_cloud.check_ingress_lb(ctx.clouds.main, name, {f"/{a[-1]}" for a in APPS}))
     for app in APPS:
         http_check(ctx, f"HTTP /{app[-1]}", f"http://{ip}/{app[-1]}", pods_of(ctx, app),
-                    lambda: verify_cloud.check_ingress_lb(ctx.clouds.main, name, {f"/{a[-1]}" for a in APPS}))
+                   lambda: verify_cloud.check_ingress_lb(ctx.clouds.main, name, {f"/{a[-1]}" for a in APPS}))
     ctx.cleanup("ingress", docs, gone=lb_gone(ctx, name))

@@ -10,7 +10,17 @@ import time
 from osk8s_tasks.openstack import clouds as cloud
 from osk8s_tasks.openstack.resources import names
 from osk8s_tasks.verify import octavia as verify_cloud
-from osk8s_tasks.verify.harness import Ctx, external_ip, http_check, lb_gone, node_addresses, pods_of, rollout_ready, wait
+from osk8s_tasks.verify.harness import (
+    Ctx,
+    external_ip,
+    http_check,
+    lb_gone,
+    node_addresses,
+    pods_of,
+    rollout_ready,
+    settled,
+    wait,
+)
 
 LB_ASSERTIONS = ["echo pods ready", "external IP", "octavia: load balancer, listener, pool members, floating IP, "
                  "NodePort rule", "HTTP from the devstack VM", "shared load balancer: second listener",
@@ -46,9 +56,10 @@ def run_lb(ctx: Ctx) -> None:
                       f"Service echo got no external IP: {ip}. {_why_no_ip(ctx)}", t0):
         ctx.cleanup("lb", docs)
         return
+    settled(ctx, lb_name)
     ctx.findings("octavia", _octavia_findings(ctx, "echo", 80))
     http_check(ctx, "HTTP from the devstack VM", f"http://{ip}/", pods_of(ctx, "echo"),
-                lambda: _octavia_findings(ctx, "echo", 80))
+               lambda: _octavia_findings(ctx, "echo", 80))
     lb = cloud.by_name(ctx.clouds.main.load_balancer.load_balancers(name=lb_name))
     if lb is not None:
         docs = lb_docs(ctx, lb.id)
@@ -71,6 +82,7 @@ def _shared(ctx: Ctx, lb, ip: str) -> None:
     if not ok:
         ctx.record("shared load balancer: second listener", False, f"Service echo-shared: {ip2}", t0)
         return
+    settled(ctx, lb.name)
     lb = ctx.clouds.main.load_balancer.get_load_balancer(lb.id)
     services = [t for t in (lb.tags or []) if t.startswith("kube_service_")]
     findings = _octavia_findings(ctx, "echo-shared", 8080)
@@ -82,4 +94,4 @@ def _shared(ctx: Ctx, lb, ip: str) -> None:
     ctx.record("shared load balancer: second listener", not problems, "; ".join(problems) or
                f"echo and echo-shared share {lb.name} ({ip}): listeners on 80 and 8080, each on its own NodePort", t0)
     http_check(ctx, "shared load balancer: HTTP", f"http://{ip}:8080/", pods_of(ctx, "echo"),
-                lambda: _octavia_findings(ctx, "echo-shared", 8080))
+               lambda: _octavia_findings(ctx, "echo-shared", 8080))

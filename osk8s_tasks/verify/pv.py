@@ -71,6 +71,10 @@ def run_pv(ctx: Ctx) -> None:
     timeout, conn = ctx.settings.verify.timeout, ctx.clouds.main
     ok, detail = default_class(ctx.api)
     ctx.record("default StorageClass is cinder CSI", ok, detail)
+    for leftover in ("writer", "reader"):  # an interrupted run's pod: its command cannot be changed in place
+        if _pod(ctx, leftover):
+            ctx.api.delete(docs(ctx, write=leftover == "writer")[-1])
+            wait(_gone(ctx, leftover), timeout)
     writer = docs(ctx, write=True)
     ctx.apply(writer)
     t0 = time.monotonic()

@@ -4,6 +4,7 @@ from the upstream format they name. A changed probe command fails here until it 
 
 import importlib
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,11 @@ def test_one_node_probe_holds_every_section_run_by_a_real_shell():
     assert list(got) == list(sections)
     assert got["first"] == "a\nb\n" and got["failing"] == "" and got["silent"] == ""
     assert got["unterminated"].startswith("no newline") and cluster_facts.parse_swap(got["last"]) == (False, False)
+
+
+def test_the_sysctl_probe_finds_sysctl_off_a_user_path():
+    """The lab VM's vagrant user has no /usr/sbin on its PATH (Debian's default for a user): the
+    probe read every value as unset there, and devstack.deploy's apply never converged."""
+    probe = shapes.sysctl_probe(["net.ipv4.ip_forward"], "/nonexistent/osk8s.conf")
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}).stdout
+    assert shapes.parse_sysctl_probe(out)[1]["net.ipv4.ip_forward"] in ("0", "1")

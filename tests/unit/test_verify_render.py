@@ -124,7 +124,8 @@ def test_keystone_auth_manifests_validate_with_the_viewer_policy(ctx):
     assert images(docs) == ["registry.k8s.io/provider-os/k8s-keystone-auth:v1.36.0"]
     rbac = ctx.render("manifests/verify/keystone-rbac.yaml.j2", project_id="4f2a9c", project_name="demo")
     validate_all(rbac)
-    assert rbac[1]["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "4f2a9c"}]
+    assert [d["kind"] for d in rbac] == ["Namespace", "Role", "RoleBinding"]  # verify.keystone may run first
+    assert rbac[2]["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "4f2a9c"}]
 
 
 def test_apiserver_gets_webhook_flags_and_loses_authorization_mode():
@@ -301,3 +302,15 @@ def test_nodeport_rule_matching(rule, allowed):
     base = {"direction": "ingress", "ether_type": "IPv4", "protocol": "tcp", "port_range_min": 30000,
             "port_range_max": 32767, "remote_ip_prefix": None, "remote_group_id": None}
     assert rule_allows(SimpleNamespace(**{**base, **rule}), 31320, "10.0.0.5") is allowed
+
+
+def test_the_apiserver_s_own_log_names_why_it_does_not_start():
+    """kubelet's CRI log lines (`<time> <stream> <P|F> <message>`): the klog error lines win. The line
+    is what kube-apiserver v1.37.2 printed for an AuthorizationConfiguration webhook without settings."""
+    log = ("2026-11-30T08:00:00.000000000Z stderr F I1130 08:00:00.000000       1 options.go:229] external host was not specified\n"
+           '2026-11-30T08:00:00.100000000Z stderr F E1130 08:00:00.100000       1 run.go:72] "command failed" '
+           'err="authorizers[0].webhook: Required value: required when type=Webhook"\n'
+           "2026-11-30T08:00:00.200000000Z stderr F I1130 08:00:00.200000       1 server.go:1] shutting down\n")
+    why = keystone_deploy.parse_apiserver_errors(log)
+    assert why.startswith("E1130") and "authorizers[0].webhook: Required value" in why and "shutting down" not in why
+    assert keystone_deploy.parse_apiserver_errors("") == ""

@@ -99,6 +99,39 @@ def user_kubeconfig(settings, server: str, ca_data: str, auth_url: str, user: st
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
+def apiserver_started(api) -> float | None:
+    """kube-apiserver's process start time (its own process_start_time_seconds metric), or None
+    while it does not answer."""
+    try:
+        code, body = api.call("GET", "/metrics")
+    except StepFailed:
+        return None
+    if code != 200:
+        return None
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("process_start_time_seconds "):
+            return float(line.split()[1])
+    return None
+
+
+APISERVER_LOGS = "/var/log/pods/kube-system_kube-apiserver-*/kube-apiserver/*.log"  # kubelet's layout
+
+
+def apiserver_log(master, lines: int = 4) -> str:
+    """The last error lines kube-apiserver wrote (kubelet keeps each container's output under
+    /var/log/pods in CRI format: `<time> <stream> <P|F> <message>`), or what was found instead."""
+    out = master.run(f"f=$(ls -t {APISERVER_LOGS} 2>/dev/null | head -1); [ -n \"$f\" ] && tail -n 200 \"$f\"",
+                     sudo=True, warn=True).stdout
+    return parse_apiserver_errors(out, lines) or "no kube-apiserver log under /var/log/pods"
+
+
+def parse_apiserver_errors(cri_log: str, lines: int = 4) -> str:
+    """The messages of a CRI log's error lines (klog `E....` or `Error:`), last `lines` of them."""
+    messages = [ln.split(" ", 3)[3] for ln in cri_log.splitlines() if ln.count(" ") >= 3]
+    errors = [m for m in messages if m[:1] == "E" and m[1:5].isdigit() or m.startswith(("Error:", "error:", "F"))]
+    return " | ".join(x.strip()[:300] for x in (errors or messages)[-lines:])
+
+
 class Setup:
     """The steps, sharing what each learns (the Service's ClusterIP) with the next."""
 
@@ -194,19 +227,25 @@ class Setup:
                           "the kubelet restarts the apiserver")
 
         def apply():
+            before = apiserver_started(self.ctx.api)
             self.master.install(APISERVER_MANIFEST, yaml.safe_dump(with_webhooks(current()), sort_keys=False), mode=0o600)
-            time.sleep(5)  # the kubelet notices the change and restarts the apiserver
+            # the kubelet notices the new manifest and restarts kube-apiserver: wait for a NEW process
+            # (its start time moves) that is ready, not for the old one still answering
             deadline = time.monotonic() + self.ctx.settings.verify.timeout
             while True:
-                try:
-                    if self.ctx.api.call("GET", "/readyz")[0] == 200:
-                        return
-                except StepFailed:
-                    pass
+                started = apiserver_started(self.ctx.api)
+                if started is not None and (before is None or started > before):
+                    try:
+                        if self.ctx.api.call("GET", "/readyz")[0] == 200:
+                            return
+                    except StepFailed:
+                        pass
                 if time.monotonic() > deadline:
-                    raise StepFailed("kube-apiserver did not come back after the webhook flags were added "
-                                     "(crictl logs on the control plane)")
-                time.sleep(3)
+                    raise StepFailed("kube-apiserver did not come back after the webhook flags were added; its log on "
+                                     f"the control plane says: {apiserver_log(self.master)}. Fix: correct the cause "
+                                     f"(the files in {DIR}, the flags in {APISERVER_MANIFEST}), then run verify.keystone "
+                                     "again")
+                time.sleep(2)
 
         return Step("kube-apiserver webhook flags", check, apply)
 
