@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 INV = str(Path(sys.executable).parent / "inv")
 NETNS = ["ip", "netns", "exec", "osk8s-vmlab"]
-BOX = "/var/cache/osk8s-test/osk8s-debian12-v2.box"
+BOX = "/var/cache/osk8s-test/osk8s-debian12-v4.box"
 
 
 def timed(cmd, env=None):
@@ -31,7 +31,7 @@ def main(rounds=1):
     work = Path(tempfile.mkdtemp(prefix="osk8s-bench-"))
     cfg = work / "lab.yaml"
     cfg.write_text(f"lab: {{name: osk8s-bench, state_dir: {work}}}\n"
-                   f"host: {{driver: qemu, box: osk8s-debian12, box_url: {BOX}, memory: 1024, cpus: 1, disk_gb: 8}}\n")
+                   f"host: {{driver: qemu, box: osk8s-debian12-v4, box_url: {BOX}, memory: 1024, cpus: 1, disk_gb: 8}}\n")
     inv = [*NETNS, INV, "-f", str(cfg)]
     ours, raw = [], []
     try:

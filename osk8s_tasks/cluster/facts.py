@@ -92,3 +92,33 @@ def parse_console_host_keys(console: str) -> list[str]:
             if len(parts) >= 2 and (parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-")):
                 keys.append(f"{parts[0]} {parts[1]}")
     return keys
+
+
+NO_CTR = "@@osk8s-no-ctr@@"
+CTR_IMAGES_PROBE = f"if command -v ctr >/dev/null; then ctr -n k8s.io images ls; else echo {NO_CTR}; fi"
+
+
+@dataclass(frozen=True)
+class CtrImage:
+    digest: str  # the image's target (manifest or index) digest
+    media_type: str
+    labels: dict[str, str]
+
+
+def parse_ctr_images(text: str) -> dict[str, CtrImage] | None:
+    """{name: image} from `ctr -n k8s.io images ls`; None when ctr is not installed. The layout is
+    containerd v2.4.2's cmd/ctr/commands/images/images.go listCommand: a tabwriter table REF TYPE
+    DIGEST SIZE PLATFORMS LABELS, SIZE two words ("7.4 MiB"), PLATFORMS and LABELS "-" when empty,
+    labels as sorted k=v joined by ','. A label value with a ',' or a space is not read back
+    whole (osk8s's own label has neither)."""
+    if text.strip() == NO_CTR:
+        return None
+    out = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 7 or words[:3] == ["REF", "TYPE", "DIGEST"]:
+            continue
+        name, media_type, digest, labels = words[0], words[1], words[2], " ".join(words[6:])
+        pairs = [p.partition("=") for p in labels.split(",")] if labels != "-" else []
+        out[name] = CtrImage(digest, media_type, {k: v for k, _, v in pairs})
+    return out

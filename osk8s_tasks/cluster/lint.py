@@ -85,10 +85,14 @@ def parse(text: str) -> list[tuple[int, str, str]]:
     return out
 
 
-def _value(text: str, line: int) -> str:
-    """The value on `line` (1-based), for the few keys whose value is no secret (lb-version)."""
+def _value(text: str, line: int) -> str | None:
+    """The value on `line` (1-based) as gcfg reads it: quotes removed, a `;` or `#` comment cut off;
+    None for a bare key (no `=`). Only for the few keys whose value is no secret (lb-version)."""
     raw = text.splitlines()[line - 1].split("=", 1)
-    return raw[1].strip().strip('"') if len(raw) == 2 else ""
+    if len(raw) < 2:
+        return None
+    m = re.match(r'\s*"([^"]*)"|([^;#]*)', raw[1])
+    return m.group(1) if m.group(1) is not None else m.group(2).strip()
 
 
 def lint(text: str, component: str = "occm") -> list[LintFinding]:
@@ -102,7 +106,7 @@ def lint(text: str, component: str = "occm") -> list[LintFinding]:
         if (s, k) in REMOVED:
             findings.append(LintFinding(n, section, key, "removed", REMOVED[(s, k)]))
         elif component == "occm" and (s, k) == ("loadbalancer", "lb-version"):
-            v2 = _value(text, n) == "v2"
+            v2 = _value(text, n) in ("", "v2")  # openstack.go: lbVersion != "" && lbVersion != "v2" is fatal
             findings.append(LintFinding(n, section, key, "advice" if v2 else "fatal", LB_VERSION_V2 if v2 else LB_VERSION_FATAL))
         elif (component, s) in SECTION_HINTS:
             pass

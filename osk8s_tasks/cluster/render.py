@@ -3,6 +3,7 @@ the add-on manifests (templates in kubeadm/ and manifests/, StrictUndefined)."""
 
 from __future__ import annotations
 
+from osk8s_tasks.core.imageref import component_image
 from osk8s_tasks.core.render import render
 
 SIDECARS = (  # (container, image name, extra args) of the cinder-csi controller
@@ -42,7 +43,8 @@ def cinder_conf(settings, cloud: dict) -> str:
 
 
 def occm_manifests(settings) -> str:
-    return render("manifests/occm.yaml.j2", lab=settings.lab.name, cpo=settings.versions.cloud_provider_openstack)
+    image, pull_policy = component_image(settings, "occm")
+    return render("manifests/occm.yaml.j2", lab=settings.lab.name, image=image, pull_policy=pull_policy)
 
 
 def cinder_csi_manifests(settings) -> str:
@@ -50,5 +52,6 @@ def cinder_csi_manifests(settings) -> str:
     tags = {"csi-attacher": v.csi_attacher, "csi-provisioner": v.csi_provisioner, "csi-resizer": v.csi_resizer,
             "livenessprobe": v.csi_livenessprobe}
     sidecars = [(name, f"{image}:{tags[image]}", extra) for name, image, extra in SIDECARS]
-    return render("manifests/cinder-csi.yaml.j2", lab=settings.lab.name, cpo=v.cloud_provider_openstack,
+    image, pull_policy = component_image(settings, "cinder_csi")
+    return render("manifests/cinder-csi.yaml.j2", lab=settings.lab.name, image=image, pull_policy=pull_policy,
                   versions=v, sidecars=sidecars)

@@ -1,7 +1,8 @@
 """`cluster`: Kubernetes on the lab's servers: node preparation on every node concurrently, kubeadm
 init (v1beta4, cloud-provider external) and join, over SSH through the devstack VM as jump host;
 and a lint for cloud.conf files. The task bodies import their steps lazily (inv --list stays fast):
-cluster.nodes, cluster.control_plane, cluster.ssh_config, cluster.addons, cluster.destroy, cluster.lint."""
+cluster.nodes, cluster.control_plane, cluster.ssh_config, cluster.load_images, cluster.addons, cluster.destroy,
+cluster.lint."""
 
 from __future__ import annotations
 
@@ -44,6 +45,25 @@ def addons(c, dry_run=False, log_json=None):
 
     with session(c, "cluster.addons", dry_run, log_json) as s:
         cluster_addons.run_addons(s)
+
+
+@task(name="load-images", positional=["files"], help={
+    "files": "Image archives to load: `docker save` or OCI layout tarballs (plain or gzip). One path, or several "
+             "separated by commas (occm.tar,cinder-csi.tar): Invoke takes one value per positional argument.",
+    **COMMON_HELP,
+})
+def load_images(c, files, dry_run=False, log_json=None):
+    """Copy image archives to every node through the jump host and import them into containerd's
+    k8s.io namespace (`ctr images import --label osk8s.io/archive=sha256:<archive's sha256>`); a
+    node that already has this very archive is skipped, with the reason. Before the first copy,
+    every archive is read as containerd would import it, and each image in cluster.images other
+    than upstream's must be in an archive or already on every node. Then set cluster.images.<add-on>
+    to the loaded name and run cluster.addons (the add-on gets imagePullPolicy: IfNotPresent)."""
+    from osk8s_tasks.core.engine import session
+    from osk8s_tasks.cluster.load_images import run_load_images
+
+    with session(c, "cluster.load-images", dry_run, log_json) as s:
+        run_load_images(s, files)
 
 
 @task(help=COMMON_HELP)
@@ -102,4 +122,4 @@ def lint_cloud_config(c, file, component="occm"):
         raise Exit(code=1)
 
 
-ns = Collection("cluster", ssh_config, prepare_nodes, addons, deploy, destroy, status, lint_cloud_config)
+ns = Collection("cluster", ssh_config, prepare_nodes, load_images, addons, deploy, destroy, status, lint_cloud_config)

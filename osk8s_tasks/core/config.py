@@ -44,6 +44,7 @@ GitRef = Annotated[str, AfterValidator(values.git_ref)]
 OneLine = Annotated[str, AfterValidator(values.one_line)]
 Cidr = Annotated[str, AfterValidator(values.cidr)]
 PosInt = Annotated[int, Field(gt=0)]
+ImageRef = Annotated[str, AfterValidator(values.image_ref)]
 
 
 class Section(BaseModel):
@@ -189,6 +190,13 @@ class Node(Section):
     role: Literal["control-plane", "worker"]
 
 
+class Images(Section):
+    occm: ImageRef | None
+    cinder_csi: ImageRef | None
+    octavia_ingress: ImageRef | None
+    keystone_auth: ImageRef | None
+
+
 class Cluster(Section):
     nodes: Annotated[list[Node], BeforeValidator(values.yaml_string), Field(min_length=1)]
     ssh_user: Annotated[str, AfterValidator(values.user_name)]
@@ -200,6 +208,7 @@ class Cluster(Section):
     lb_provider: Literal["amphora", "ovn"]
     manage_security_groups: bool
     create_monitor: bool
+    images: Images
 
     @model_validator(mode="after")
     def _nodes_and_subnets(self) -> Cluster:
@@ -275,6 +284,8 @@ FIXES = {
     "cluster.lb_provider": "use 'amphora' or 'ovn', matching devstack.octavia_provider",
     "devstack.patches": "put the patch in devstack/patches/ and list its file name",
     "devstack.watchdog.services": "list {unit: g-api, url: 'http://{host_ip}/image'} entries",
+    "cluster.images": "give the name your build has, as `docker images` or `ctr images ls` shows it (e.g. "
+    "registry.k8s.io/provider-os/openstack-cloud-controller-manager:v1.36.0-dev), or leave it unset for upstream's",
 }
 
 
@@ -304,7 +315,7 @@ def _describe(error: dict) -> str:
     keyed = (error.get("ctx") or {}).get("error")
     if isinstance(keyed, KeyedError):
         return f"config: {keyed.key} = {keyed.value!r}: {keyed.message}. Fix: {keyed.fix}"
-    key = ".".join(str(p).rstrip("_") for p in error["loc"]) or "config"
+    key = ".".join(str(p) for p in error["loc"]) or "config"  # pydantic names fields by alias (log.json)
     value = error.get("input")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":

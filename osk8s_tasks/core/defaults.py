@@ -132,6 +132,10 @@ DEFAULTS = {
         "lb_provider": "amphora",  # amphora | ovn
         "manage_security_groups": True,
         "create_monitor": True,
+        # the add-ons' images: None = cloud-provider-openstack's own at versions.cloud_provider_openstack.
+        # Another image is a local build that `inv cluster.load-images FILE...` put on every node
+        # (the nodes cannot pull it); its add-on gets imagePullPolicy: IfNotPresent
+        "images": {"occm": None, "cinder_csi": None, "octavia_ingress": None, "keystone_auth": None},
     },
     "verify": {
         "checks": ["lb", "pv", "ingress", "keystone"],

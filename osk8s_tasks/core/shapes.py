@@ -44,9 +44,11 @@ def remote_file_step(name: str, r, path: str, wanted: Callable[[], str], mode: i
 
 
 def sysctl_probe(keys: list[str], file: str) -> str:
-    """Prints the persisted file, a marker, then `key=value` for each key (empty when unknown)."""
+    """Prints the persisted file, a marker, then `key=value` for each key (empty when unknown).
+    sysctl lives in /usr/sbin, which is not on a Debian user's PATH (the lab VM's vagrant user): it is
+    looked up there last, so a sysctl earlier on the PATH still wins."""
     each = " ".join(shlex.quote(k) for k in keys)
-    return (f"cat {shlex.quote(file)} 2>/dev/null; echo @@osk8s-sysctl@@; "
+    return (f"PATH=\"$PATH:/usr/sbin:/sbin\"; cat {shlex.quote(file)} 2>/dev/null; echo @@osk8s-sysctl@@; "
             f"for k in {each}; do printf '%s=%s\\n' \"$k\" \"$(sysctl -n \"$k\" 2>/dev/null)\"; done")
 
 

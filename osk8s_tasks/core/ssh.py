@@ -298,6 +298,16 @@ class Remote:
         except OSError as exc:
             raise StepFailed(f"upload of {path} to {self.conn.host} failed: {exc}") from None
 
+    def put_file(self, local: Path, path: str) -> None:
+        """Copy a local file to `path` over SFTP (an existing file there, say from mktemp, keeps its mode)."""
+        try:
+            self.open()
+            self.conn.put(str(local), path)
+        except OSError as exc:
+            raise StepFailed(f"upload of {local} to {self.conn.host}:{path} failed: {exc}") from None
+        except Exception as exc:
+            raise StepFailed(describe_ssh_error(exc, self.conn.host)) from None
+
     def install(self, path: str, text: str, mode: int = 0o644, then: str = "") -> None:
         """A root-owned file with this content (parent directories created), then `then`, as root."""
         tmp = self.temp_file(text)

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from osk8s_tasks.core import imageref
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 DNS1123_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -104,4 +106,14 @@ def port_range(value: str) -> str:
     if not m or not 1 <= int(m[1]) <= int(m[2]) <= 65535:
         raise ValueError("must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535 (kube-apiserver's "
                          "--service-node-port-range, e.g. 30000-32767)")
+    return value
+
+
+def image_ref(value: str) -> str:
+    """An image reference containerd accepts (distribution/reference's grammar): it lands in the
+    add-on manifests and is compared with the names containerd gives a loaded image."""
+    try:
+        imageref.normalize(value)
+    except imageref.RefError as exc:
+        raise ValueError(f"not an image reference ({exc})") from None
     return value

@@ -31,8 +31,9 @@ def decide_server(srv, name: str, role: str, want: dict) -> Decision:
     problems = []
     if srv.key_name != want["keypair"]:
         problems.append(f"keypair {srv.key_name} (want {want['keypair']})")
-    if srv.flavor.get("original_name", srv.flavor.get("name")) != want["flavor"]:
-        problems.append(f"flavor {srv.flavor.get('original_name')} (want {want['flavor']})")
+    flavor = srv.flavor.get("original_name", srv.flavor.get("name"))
+    if flavor != want["flavor"]:
+        problems.append(f"flavor {flavor} (want {want['flavor']})")
     if want["config_drive"] and not srv.has_config_drive:
         problems.append("no config drive (cloud-init needs it, or the metadata API, for the SSH key; "
                         "openstack.config_drive is true)")

@@ -9,6 +9,7 @@ import time
 import yaml
 
 from osk8s_tasks.cluster import addons as cluster_addons
+from osk8s_tasks.core.imageref import component_image
 from osk8s_tasks.core.render import render
 from osk8s_tasks.verify import octavia as verify_cloud
 from osk8s_tasks.verify.harness import Ctx, external_ip, http_check, lb_gone, pods_of, rollout_ready, settled, wait
@@ -45,7 +46,8 @@ def controller_docs(ctx: Ctx, content: bool = True, provider: str | None = None)
               "metadata": {"name": "octavia-ingress-controller-config", "namespace": "kube-system",
                            "labels": {"osk8s.io/lab": s.lab.name}},
               "data": {"config": base64.b64encode(config.encode()).decode()}}
-    text = render("manifests/octavia-ingress.yaml.j2", lab=s.lab.name, cpo=s.versions.cloud_provider_openstack)
+    image, pull_policy = component_image(s, "octavia_ingress")
+    text = render("manifests/octavia-ingress.yaml.j2", lab=s.lab.name, image=image, pull_policy=pull_policy)
     return [secret] + [d for d in yaml.safe_load_all(text) if d]
 
 

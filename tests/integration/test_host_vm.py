@@ -4,6 +4,7 @@ built with debootstrap, a TCG VM. Every call goes through the real `inv` CLI, as
 import re
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,7 @@ def lab(tmp_path_factory):
     cfg = state / "lab.yaml"
     cfg.write_text(
         f"lab: {{name: {LAB}, state_dir: {state}}}\n"
-        f"host: {{driver: qemu, box: osk8s-debian12, box_url: {box}, memory: 1024, cpus: 1, disk_gb: 8, boot_timeout: 600}}\n"
+        f"host: {{driver: qemu, box: {Path(box).stem}, box_url: {box}, memory: 1024, cpus: 1, disk_gb: 8, boot_timeout: 600}}\n"
         # devstack.* on the VM itself, with the DevStack stand-in copied there (no internet here)
         "devstack: {repo: 'file:///home/vagrant/devstack-standin.git', branch: master, packages: [git, curl],\n"
         "  watchdog: {services: [{unit: keystone, url: 'http://{host_ip}:15000/'}, {unit: g-api, url: 'http://{host_ip}:19292/'}],\n"

@@ -21,7 +21,7 @@ NS=${OSK8S_VMLAB_NS:-osk8s-vmlab}
 CACHE=${OSK8S_CACHE:-/var/cache/osk8s-test}
 RUN=${OSK8S_VMLAB_RUN:-/run/osk8s-vmlab}
 BOX_NAME=${OSK8S_BOX_NAME:-osk8s-debian12}
-BOX_VERSION=2            # bump when the image recipe below changes
+BOX_VERSION=4            # bump when the image recipe below changes (4: the image is read back before it is published)
 BOX_FILE=$CACHE/$BOX_NAME-v$BOX_VERSION.box
 MIRROR=${OSK8S_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 VAGRANT_PUB=${OSK8S_VAGRANT_PUB:-$(ls /usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub 2>/dev/null | head -1)}
@@ -83,6 +83,11 @@ build_box() {
   if [[ -f $BOX_FILE ]]; then echo "$BOX_FILE"; return 0; fi
   [[ -n $VAGRANT_PUB ]] || { log "vagrant's insecure public key not found: install the vagrant package"; return 1; }
   mkdir -p "$CACHE"
+  # one builder at a time: two runs on one machine (two checkouts, or CI beside a developer) would
+  # otherwise both build, and race for loop devices
+  exec 9>"$CACHE/box.lock"
+  flock 9
+  if [[ -f $BOX_FILE ]]; then echo "$BOX_FILE"; return 0; fi
   W=$(mktemp -d "$CACHE/box-build.XXXXXX"); PL=""; DL=""   # globals: the EXIT trap reads them
   local t0=$SECONDS
   mkdir -p "$W/mnt"
@@ -123,7 +128,8 @@ build_box() {
     systemctl mask e2scrub_reap.service  # ~28 s under TCG, no use in a lab VM
     apt-get clean; rm -rf /var/lib/apt/lists/*'
   install -m 600 -o 1000 -g 1000 "$VAGRANT_PUB" "$W/mnt/home/vagrant/.ssh/authorized_keys"
-  chroot "$W/mnt" grub-install --target=i386-pc --modules="part_msdos ext2" "$DL" >/dev/null 2>&1
+  chroot "$W/mnt" grub-install --target=i386-pc --modules="part_msdos ext2" "$DL" >"$W/grub-install.log" 2>&1 ||
+    { tail -20 "$W/grub-install.log" >&2; return 1; }
   # update-grub writes no menu entry when / is a file-backed loop device: write it ourselves.
   cat >"$W/mnt/boot/grub/grub.cfg" <<GRUB
 serial --unit=0 --speed=115200
@@ -140,7 +146,23 @@ menuentry 'Debian GNU/Linux' {
 GRUB
   for d in sys proc dev/pts dev; do umount "$W/mnt/$d"; done
   fstrim "$W/mnt" >/dev/null 2>&1 || true
-  umount "$W/mnt"; losetup -d "$PL" "$DL"; PL=""; DL=""
+  umount "$W/mnt"
+  # Each loop device caches its own blocks: flush both, detach them and wait until they are gone
+  # before reading disk.raw. Read too early, the file lacked part of the metadata (a box whose
+  # /boot/grub had no grub.cfg: the VM stopped at GRUB's prompt and vagrant waited for an IP).
+  blockdev --flushbufs "$PL" "$DL"
+  losetup -d "$PL" "$DL"
+  local i; for i in $(seq 50); do losetup -l -n -O NAME | grep -qxE "$PL|$DL" || break; sleep 0.2; done
+  PL=""; DL=""; sync "$W/disk.raw"
+  # read the file back, as the VM will, before publishing the box
+  PL=$(losetup -r -f --show -o $((2048 * 512)) --sizelimit $((sectors * 512)) "$W/disk.raw")
+  local f missing=()
+  e2fsck -fn "$PL" >"$W/e2fsck.log" 2>&1 || missing+=("a clean file system (e2fsck: $(tail -1 "$W/e2fsck.log"))")
+  for f in boot/grub/grub.cfg boot/grub/i386-pc/normal.mod vmlinuz initrd.img etc/fstab home/vagrant/.ssh/authorized_keys; do
+    debugfs -R "stat /$f" "$PL" 2>/dev/null | grep -qE 'Type: (regular|symlink)' || missing+=("$f")
+  done
+  losetup -d "$PL"; PL=""
+  ((${#missing[@]} == 0)) || { log "the box image lacks ${missing[*]}: not published"; return 1; }
   qemu-img convert -O qcow2 "$W/disk.raw" "$W/box.img"; rm -f "$W/disk.raw"
   echo '{"provider":"libvirt","format":"qcow2","virtual_size":8}' >"$W/metadata.json"
   printf 'Vagrant.configure("2") do |c|\n  c.vm.provider :libvirt do |l|\n    l.driver = "qemu"\n  end\nend\n' >"$W/Vagrantfile"

@@ -54,6 +54,12 @@ CASES = {
                                       "value not shown"),
     "image over http without checksum": ({"INVOKE_OPENSTACK_IMAGE_URL": "http://example.invalid/n.img"}, [],
                                          "openstack.image", "https"),
+    "image with capitals": ({"INVOKE_CLUSTER_IMAGES_OCCM": "OCCM:dev"}, [], "cluster.images.occm", "lowercase"),
+    "image id as an image": ({"INVOKE_CLUSTER_IMAGES_CINDER_CSI": "f" * 64}, [], "cluster.images.cinder_csi", "64-byte"),
+    "image with a manifest line": ({"INVOKE_CLUSTER_IMAGES_OCCM": "occm:dev\n        command: [touch, {tmp}/pwned]"}, [],
+                                   "cluster.images.occm", "not an image reference"),
+    "unknown image key": ({}, ["cluster:\n  images:\n    ocm: occm:dev\n"], "cluster.images.ocm",
+                          "did you mean cluster.images.occm"),
     "allowed cidr not a network": ({"INVOKE_OPENSTACK_ALLOWED_CIDRS": "[0.0.0.0/33]"}, [], "openstack.allowed_cidrs.0",
                                    "CIDR"),
 }

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from osk8s_tasks.cluster import lint as cloudconf
 from tests.conftest import run_inv
 
@@ -66,6 +68,21 @@ def test_lb_version_is_still_read_and_only_v2_is_accepted():
                 if f.kind == "removed"]
 
 
+@pytest.mark.parametrize("line, kind", [
+    ("lb-version = v2", "advice"), ('lb-version = "v2"', "advice"), ("lb-version = v2 ; as before", "advice"),
+    ("lb-version = v2# as before", "advice"), ('lb-version = "v2" # as before', "advice"),
+    ("lb-version =", "advice"), ('lb-version = ""', "advice"),  # empty: OCCM takes it for v2
+    ("lb-version = v1", "fatal"), ("lb-version = V2", "fatal"), ('lb-version = "v2;"', "fatal"),
+    ("lb-version = v2=v1", "fatal"), ("lb-version = v1=v2", "fatal"),  # the value is all after the first '='
+    ("lb-version", "fatal"),  # gcfg: "blank value not supported for type" (a string needs `=`)
+])
+def test_lb_version_values_as_gcfg_and_occm_read_them(line, kind):
+    """gcfg strips quotes and cuts an unquoted value at `;` or `#`; OCCM exits on any value but
+    empty or v2 (pkg/openstack/openstack.go)."""
+    found = cloudconf.lint(MODERN.replace("[LoadBalancer]\n", f"[LoadBalancer]\n{line}\n"))
+    assert [(f.line, f.section, f.key, f.kind) for f in found] == [(7, "LoadBalancer", "lb-version", kind)]
+
+
 def test_keys_and_sections_match_whatever_their_case_as_gcfg_reads_them():
     """gcfg matches names case-insensitively: `Use-Octavia = yes` is the removed key, silently
     ignored upstream, so it is named with its fix, not as an unknown key."""
@@ -74,3 +91,57 @@ def test_keys_and_sections_match_whatever_their_case_as_gcfg_reads_them():
     assert "lb-provider" in found[("Use-Octavia", "removed")]
     assert "Block Storage v3" in found[("BS-Version", "removed")]
     assert not [k for k in found if k[1] == "unknown"]
+
+
+F = cloudconf.LintFinding
+
+
+@pytest.mark.parametrize("text, findings", [
+    ("[Glboal]\nregion = RegionOne\n",
+     [F(2, "Glboal", "region", "unknown", "section [Glboal] is not read by occm (did you mean [global]?)")]),
+    ("[Octavia]\nprovider = ovn\n", [F(2, "Octavia", "provider", "unknown", "section [Octavia] is not read by occm")]),
+    ("region = RegionOne\n[Global]\n", [F(1, "", "region", "unknown", "section [] is not read by occm")]),
+    ("[Global]\nregoin = RegionOne\n",
+     [F(2, "Global", "regoin", "unknown", "not a [Global] key of occm; it is ignored (did you mean region?)")]),
+    ("[Global]\nXauth-url = http://keystone\n",
+     [F(2, "Global", "Xauth-url", "unknown", "not a [Global] key of occm; it is ignored (did you mean auth-url?)")]),
+    ("[Global]\nzzz = 1\n", [F(2, "Global", "zzz", "unknown", "not a [Global] key of occm; it is ignored")]),
+    ("# a comment\n; another\n\n[Global]\n\nregion = RegionOne\n\n[Route]\nrouter = r\n",  # blank lines go on
+     [F(9, "Route", "router", "unknown", "not a [Route] key of occm; it is ignored (did you mean router-id?)")]),
+    ("[Global]\napplication-credential-secret = c2VjcmV0==\n", []),  # '=' in a value: the key is what precedes the first
+], ids=["section typo", "unknown section", "key before any section", "key typo", "a stray letter", "unknown key",
+        "comments and blank lines", "a value with '='"])
+def test_unknown_sections_and_keys_are_named_with_the_closest_known_one(text, findings):
+    assert cloudconf.lint(text) == findings
+
+
+def test_a_section_read_by_the_other_component_is_named_once():
+    text = "[BlockStorage]\nbs-version = v2\nrescan-on-resize = true\nignore-volume-az = true\n"
+    assert [(f.line, f.key, f.kind) for f in cloudconf.lint(text)] == [(2, "", "misplaced"), (2, "bs-version", "removed")]
+
+
+PASSWORD_ADVICE = ("a user's password in cloud.conf: use an application credential instead (application-credential-id + "
+                   "application-credential-secret; inv openstack.prepare creates one) so the cluster never holds the "
+                   "user's password")
+
+
+@pytest.mark.parametrize("text, findings", [
+    ("[Global]\nauth-url = http://k\nusername = demo\nPassword = pw\n",
+     [F(4, "Global", "password", "advice", PASSWORD_ADVICE)]),
+    ("[Global]\npassword = pw\napplication-credential-id = 1\napplication-credential-secret = s\n", []),
+    ("[Global]\nusername = demo\n[LoadBalancer]\npassword = pw\n",
+     [F(4, "LoadBalancer", "password", "unknown", "not a [LoadBalancer] key of occm; it is ignored")]),
+], ids=["password", "password beside an application credential", "password in another section"])
+def test_a_password_is_advised_against_where_it_is_read(text, findings):
+    assert cloudconf.lint(text) == findings
+
+
+def test_the_report_names_line_kind_section_and_key():
+    findings = cloudconf.lint("[Global]\nregoin = x\n[BlockStorage]\nbs-version = v2\n")
+    assert cloudconf.report("cloud.conf", findings) == (
+        "cloud.conf:\n"
+        "  line 2   unknown   [Global] regoin: not a [Global] key of occm; it is ignored (did you mean region?)\n"
+        "  line 4   misplaced [BlockStorage]: " + cloudconf.SECTION_HINTS[("occm", "blockstorage")] + "\n"
+        "  line 4   removed   [BlockStorage] bs-version: " + cloudconf.REMOVED[("blockstorage", "bs-version")])
+    assert cloudconf.report("cloud.conf", []) == \
+        "cloud.conf: no problems: every key is read by current cloud-provider-openstack"

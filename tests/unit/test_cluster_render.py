@@ -82,3 +82,33 @@ def test_schema_validation_catches_a_broken_manifest():
     doc["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(doc, "1.37.0", strict=True)
+
+
+def containers(docs):
+    return {(d["metadata"]["name"], c["name"]): c for d in docs if d["kind"] in ("Deployment", "DaemonSet")
+            for c in d["spec"]["template"]["spec"]["containers"]}
+
+
+def test_upstream_images_leave_the_pull_policy_to_kubernetes():
+    s = settings()
+    for text in (cluster_render.occm_manifests(s), cluster_render.cinder_csi_manifests(s)):
+        assert "imagePullPolicy" not in text
+
+
+def test_a_loaded_image_is_used_if_present_and_only_where_it_is_set():
+    """cluster.images: the nodes cannot pull a local build, so its containers say IfNotPresent (a
+    tag of :latest, or none, would default to Always); upstream's images stay as they were."""
+    s = settings(images={"occm": "occm:dev", "cinder_csi": "localhost/cinder-csi-plugin:latest"})
+    occm = [d for d in yaml.safe_load_all(cluster_render.occm_manifests(s)) if d]
+    cinder = [d for d in yaml.safe_load_all(cluster_render.cinder_csi_manifests(s)) if d]
+    for doc in occm + cinder:
+        kubernetes_validate.validate(doc, s.versions.kubernetes, strict=True)
+    c = containers(occm)[("openstack-cloud-controller-manager", "openstack-cloud-controller-manager")]
+    assert (c["image"], c["imagePullPolicy"]) == ("occm:dev", "IfNotPresent")
+    plugins = {k: v for k, v in containers(cinder).items() if k[1] == "cinder-csi-plugin"}
+    assert len(plugins) == 2  # the controller's and the node plugin's
+    loaded = {(c["image"], c["imagePullPolicy"]) for c in plugins.values()}
+    assert loaded == {("localhost/cinder-csi-plugin:latest", "IfNotPresent")}
+    sidecars = [c for k, c in containers(cinder).items() if k[1] != "cinder-csi-plugin"]
+    assert sidecars and all("imagePullPolicy" not in c and c["image"].startswith("registry.k8s.io/sig-storage/")
+                            for c in sidecars)

@@ -77,7 +77,8 @@ def test_ingress_manifests_validate_and_route_two_paths(ctx):
 
 
 def test_octavia_ingress_controller_validates_and_keeps_credentials_in_a_secret(ctx):
-    text = render("manifests/octavia-ingress.yaml.j2", lab="golden", cpo="v1.36.0")
+    text = render("manifests/octavia-ingress.yaml.j2", lab="golden",
+                  image="registry.k8s.io/provider-os/octavia-ingress-controller:v1.36.0", pull_policy=None)
     docs = [d for d in yaml.safe_load_all(text) if d]
     validate_all(docs)
     assert "s3cret" not in text and images(docs) == ["registry.k8s.io/provider-os/octavia-ingress-controller:v1.36.0"]
@@ -85,6 +86,25 @@ def test_octavia_ingress_controller_validates_and_keeps_credentials_in_a_secret(
                                  manage_security_groups=True, **CLOUD))
     assert conf["cluster-name"] == "golden" and conf["octavia"]["provider"] == "ovn"
     assert conf["openstack"]["application-credential-id"] == "0a1b2c" and "password" not in conf["openstack"]
+
+
+def test_loaded_ingress_and_keystone_images_are_used_if_present():
+    s = config.validate({"lab": {"name": "golden"}, "cluster": {"images": {
+        "octavia_ingress": "octavia-ingress-controller:dev", "keystone_auth": "localhost/k8s-keystone-auth:dev"}}})
+    loaded = Ctx(SimpleNamespace(settings=s, task="verify.test"), None, None, keep=False, nonce="osk8s-n0nce")
+    ingress = verify_ingress.controller_docs(loaded, content=False)[1:]
+    keystone = keystone_deploy.manifests(s, "http://192.168.121.10/identity/v3", "abc123")
+    validate_all(ingress + keystone)
+    pods = [d["spec"]["template"]["spec"]["containers"][0] for d in ingress + keystone
+            if d["kind"] in ("StatefulSet", "Deployment")]
+    assert [(c["image"], c["imagePullPolicy"]) for c in pods] == [
+        ("octavia-ingress-controller:dev", "IfNotPresent"), ("localhost/k8s-keystone-auth:dev", "IfNotPresent")]
+
+
+def test_upstream_ingress_and_keystone_images_keep_the_default_pull_policy(ctx):
+    docs = verify_ingress.controller_docs(ctx, content=False) + keystone_deploy.manifests(ctx.settings, "", "")
+    pods = [d["spec"]["template"]["spec"]["containers"][0] for d in docs if d["kind"] in ("StatefulSet", "Deployment")]
+    assert len(pods) == 2 and all("imagePullPolicy" not in c for c in pods)
 
 
 def test_keystone_auth_manifests_validate_with_the_viewer_policy(ctx):

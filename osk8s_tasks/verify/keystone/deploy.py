@@ -18,6 +18,7 @@ import yaml
 from osk8s_tasks.core import kube, lab
 from osk8s_tasks.core.engine import Status, Step, StepFailed
 from osk8s_tasks.core.files import write_private
+from osk8s_tasks.core.imageref import component_image
 from osk8s_tasks.core.render import render
 from osk8s_tasks.core.wait import wait_step
 from osk8s_tasks.verify.harness import rollout_ready
@@ -54,7 +55,8 @@ def service_doc(settings) -> dict:
 
 
 def manifests(settings, keystone_url: str, cert_digest: str) -> list[dict]:
-    text = render("manifests/keystone-auth.yaml.j2", lab=settings.lab.name, cpo=settings.versions.cloud_provider_openstack,
+    image, pull_policy = component_image(settings, "keystone_auth")
+    text = render("manifests/keystone-auth.yaml.j2", lab=settings.lab.name, image=image, pull_policy=pull_policy,
                   keystone_url=keystone_url or "http://keystone.invalid/identity", cert_digest=cert_digest,
                   policy_json=json.dumps(policy(settings)))
     return [d for d in yaml.safe_load_all(text) if d]

@@ -1,0 +1,3 @@
+module osk8s.test/ctrformat
+
+go 1.22
