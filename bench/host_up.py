@@ -30,8 +30,10 @@ def timed(cmd, env=None):
 def main(rounds=1):
     work = Path(tempfile.mkdtemp(prefix="osk8s-bench-"))
     cfg = work / "lab.yaml"
-    cfg.write_text(f"lab: {{name: osk8s-bench, state_dir: {work}}}\n"
-                   f"host: {{driver: qemu, box: osk8s-debian12-v4, box_url: {BOX}, memory: 1024, cpus: 1, disk_gb: 8}}\n")
+    cfg.write_text(
+        f"lab: {{name: osk8s-bench, state_dir: {work}}}\n"
+        f"host: {{driver: qemu, box: osk8s-debian12-v4, box_url: {BOX}, memory: 1024, cpus: 1, disk_gb: 8}}\n"
+    )
     inv = [*NETNS, INV, "-f", str(cfg)]
     ours, raw = [], []
     try:
@@ -40,8 +42,13 @@ def main(rounds=1):
             settings = work / "settings.json"
             shutil.copy(work / "osk8s-bench" / "host.json", settings)
             subprocess.run([*inv, "host.destroy"], check=True, capture_output=True)
-            env = dict(os.environ, OSK8S_HOST_SETTINGS=str(settings), VAGRANT_DOTFILE_PATH=str(work / "raw"),
-                       VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt")
+            env = dict(
+                os.environ,
+                OSK8S_HOST_SETTINGS=str(settings),
+                VAGRANT_DOTFILE_PATH=str(work / "raw"),
+                VAGRANT_CHECKPOINT_DISABLE="1",
+                VAGRANT_DEFAULT_PROVIDER="libvirt",
+            )
             raw.append(timed([*NETNS, "vagrant", "up", "--provider=libvirt", "--no-provision"], env))
             subprocess.run([*NETNS, "vagrant", "destroy", "-f"], check=True, capture_output=True, env=env, cwd=ROOT)
     finally:

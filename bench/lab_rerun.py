@@ -37,10 +37,24 @@ def one_round(workers: int) -> tuple[float, float]:
     lab = f"r{uuid.uuid4().hex[:4]}"
     image = Path(f"/tmp/{lab}-node.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
-    nodes = NodesLab(NodesConfig(Path(f"/run/osk8s-bench-{lab}"), lab, workers=workers, prefix="o8r",
-                                 forward_ports=OPENSTACK_PORTS, settings={
-        "openstack": {"clouds_yaml": str(CLOUDS), "cloud": "demo", "admin_cloud": "admin",
-                      "image": {"name": "node", "file": str(image)}, "boot_concurrency": 1}}))
+    nodes = NodesLab(
+        NodesConfig(
+            Path(f"/run/osk8s-bench-{lab}"),
+            lab,
+            workers=workers,
+            prefix="o8r",
+            forward_ports=OPENSTACK_PORTS,
+            settings={
+                "openstack": {
+                    "clouds_yaml": str(CLOUDS),
+                    "cloud": "demo",
+                    "admin_cloud": "admin",
+                    "image": {"name": "node", "file": str(image)},
+                    "boot_concurrency": 1,
+                }
+            },
+        )
+    )
     try:
         config = nodes.start().invoke_config
         try:
@@ -67,8 +81,10 @@ def main(argv=None) -> None:
         pairs.append((first, again))
         print(f"round {i + 1}: first run {first:6.1f} s, re-run {again:5.1f} s, ratio {again / first:.3f}", flush=True)
     ratio = statistics.median(again / first for first, again in pairs)
-    print(f"lab.up --from openstack --until cluster, {a.workers + 1} nodes: median ratio re-run / first run {ratio:.3f} "
-          f"(goal <= 0.10) -> {'met' if ratio <= 0.10 else 'NOT met'}")
+    print(
+        f"lab.up --from openstack --until cluster, {a.workers + 1} nodes: median ratio re-run / first run {ratio:.3f} "
+        f"(goal <= 0.10) -> {'met' if ratio <= 0.10 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,11 +33,19 @@ def main(sizes: list[int]) -> None:
     hosts = node_hosts(Path(f"/run/osk8s-bench-images-{suffix}"), lab, workers=1, prefix=f"o8b{suffix}")
     try:
         cfg = hosts.workdir / "lab.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "lab": {"name": lab, "state_dir": str(hosts.workdir / "state")}, "versions": hosts.pins,
-            "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
-            "cluster": {"ssh_config": str(hosts.ssh_config),
-                        "nodes": [{"name": "master", "role": "control-plane"}, {"name": "worker-1", "role": "worker"}]}}))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "lab": {"name": lab, "state_dir": str(hosts.workdir / "state")},
+                    "versions": hosts.pins,
+                    "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
+                    "cluster": {
+                        "ssh_config": str(hosts.ssh_config),
+                        "nodes": [{"name": "master", "role": "control-plane"}, {"name": "worker-1", "role": "worker"}],
+                    },
+                }
+            )
+        )
 
         def inv(*args) -> float:
             t0 = time.monotonic()
@@ -51,8 +59,11 @@ def main(sizes: list[int]) -> None:
             archive = docker_save(hosts.workdir / f"occm-{size}.tar", [f"o8i/occm:bench-{size}"], filler=size << 20)
             first, second = inv("cluster.load-images", str(archive)), inv("cluster.load-images", str(archive))
             mib = archive.stat().st_size / (1 << 20)
-            print(f"{mib:.0f} MiB, 2 nodes: first run {first:.1f} s ({2 * mib / first:.1f} MiB/s copied and imported), "
-                  f"second run {second:.1f} s (nothing to do)", flush=True)
+            print(
+                f"{mib:.0f} MiB, 2 nodes: first run {first:.1f} s ({2 * mib / first:.1f} MiB/s copied and imported), "
+                f"second run {second:.1f} s (nothing to do)",
+                flush=True,
+            )
     finally:
         hosts.stop()
 

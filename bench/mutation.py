@@ -43,14 +43,37 @@ GOAL = 0.85
 SCOPE = {
     "osk8s_tasks.core.engine": ["*"],
     "osk8s_tasks.core.config": [
-        "_dns_label", "_cidr", "_yaml_string", "_box", "_patch_file", "_remote_path", "_git_ref", "_one_line",
-        "_user_name", "_port_range", "_env_name", "_fix", "_known_keys", "_describe", "_merge", "_plain", "_derive",
-        "validate", "KeyedError.__init__", "ConfigError.__init__", "Devstack.patch_path",
+        "_dns_label",
+        "_cidr",
+        "_yaml_string",
+        "_box",
+        "_patch_file",
+        "_remote_path",
+        "_git_ref",
+        "_one_line",
+        "_user_name",
+        "_port_range",
+        "_env_name",
+        "_fix",
+        "_known_keys",
+        "_describe",
+        "_merge",
+        "_plain",
+        "_derive",
+        "validate",
+        "KeyedError.__init__",
+        "ConfigError.__init__",
+        "Devstack.patch_path",
     ],
     "osk8s_tasks.core.shapes": ["parse_sysctl_probe", "sysctl_file", "sysctl_diff"],
     "osk8s_tasks.core.log": ["secret", "redact", "_redact_processor"],
     "osk8s_tasks.openstack.resources": [
-        "decide_flavor", "decide_keypair", "wanted_rules", "rule_key", "decide_secgroup", "decide_app_credential",
+        "decide_flavor",
+        "decide_keypair",
+        "wanted_rules",
+        "rule_key",
+        "decide_secgroup",
+        "decide_app_credential",
     ],
     "osk8s_tasks.openstack.images": ["decide_image"],
     "osk8s_tasks.openstack.servers": ["decide_server", "decide_fip"],
@@ -58,8 +81,16 @@ SCOPE = {
     "osk8s_tasks.cluster.facts": ["*"],
     "osk8s_tasks.cluster.lint": ["*"],
     "osk8s_tasks.devstack.facts": [
-        "parse_summary", "completed_seconds", "current_phase", "parse_stack_probe", "parse_watchdog_probe", "healthy",
-        "parse_host_ip", "secret_values", "mask_secret_lines", "parse_units",
+        "parse_summary",
+        "completed_seconds",
+        "current_phase",
+        "parse_stack_probe",
+        "parse_watchdog_probe",
+        "healthy",
+        "parse_host_ip",
+        "secret_values",
+        "mask_secret_lines",
+        "parse_units",
     ],
     "osk8s_tasks.verify.octavia": ["rule_allows", "check_load_balancer", "check_volume", "check_ingress_lb"],
     "osk8s_tasks.verify.keystone.model": ["check_policy", "_match", "authorize"],
@@ -96,8 +127,9 @@ def run_mutmut(globs: list[str], jobs: int, log: Path) -> float:
     (ROOT / "mutants").mkdir()
     t0 = time.monotonic()
     with open(log, "w") as out:
-        rc = subprocess.run([MUTMUT, "run", "--max-children", str(jobs), *globs], cwd=ROOT, stdout=out,
-                            stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(
+            [MUTMUT, "run", "--max-children", str(jobs), *globs], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
     if rc:
         tail = "\n".join(log.read_text().replace("\r", "\n").splitlines()[-30:])
         sys.exit(f"mutmut run failed (exit {rc}); the end of {log}:\n{tail}")
@@ -106,8 +138,7 @@ def run_mutmut(globs: list[str], jobs: int, log: Path) -> float:
 
 def results(globs: list[str]) -> dict[str, str]:
     """{mutant name: status} for every mutant in scope (`mutmut results --all true`)."""
-    text = subprocess.run([MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run([MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     out = {}
     for line in text.splitlines():
         name, _, status = line.strip().partition(": ")
@@ -161,12 +192,16 @@ def main() -> None:
         killed, survived, ratio = score(statuses)
         print(f"{module:<{width}}  {killed:>6}  {survived:>8}  {statuses.count('no tests'):>10}  {ratio:6.1%}")
     killed, survived, ratio = score(found.values())
-    print(f"{'total':<{width}}  {killed:>6}  {survived:>8}  {list(found.values()).count('no tests'):>10}  {ratio:6.1%}"
-          f"   (goal >= {GOAL:.0%})")
+    print(
+        f"{'total':<{width}}  {killed:>6}  {survived:>8}  {list(found.values()).count('no tests'):>10}  {ratio:6.1%}"
+        f"   (goal >= {GOAL:.0%})"
+    )
     print(f"{len(found)} mutants in {seconds / 60:.1f} min")
 
-    survivors = sorted((n for n, s in found.items() if s in SURVIVED),
-                       key=lambda n: (module_of(n), n.partition("__mutmut_")[0], int(n.rpartition("_")[2])))
+    survivors = sorted(
+        (n for n, s in found.items() if s in SURVIVED),
+        key=lambda n: (module_of(n), n.partition("__mutmut_")[0], int(n.rpartition("_")[2])),
+    )
     if survivors:
         print(f"\n{len(survivors)} surviving mutants:\n")
         for text in shows(survivors):

@@ -60,7 +60,8 @@ def settle(hosts, timeout: float = 10) -> None:
     """Wait until every test host's sshd has reaped its connections (their CPU is counted then)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(
-            Path(f"/proc/{h.pid}/task/{h.pid}/children").read_text().strip() for h in hosts.hosts):
+        Path(f"/proc/{h.pid}/task/{h.pid}/children").read_text().strip() for h in hosts.hosts
+    ):
         time.sleep(0.05)
     time.sleep(0.1)  # and written their log lines
 
@@ -81,21 +82,38 @@ def one(n: int) -> Run:
     hosts = node_hosts(Path(f"/run/osk8s-bench-{lab}"), lab, workers=n - 1, prefix=PREFIX)
     try:
         cfg, log_json = hosts.workdir / "lab.yaml", hosts.workdir / "run.jsonl"
-        nodes = [{"name": "master", "role": "control-plane"}] + [{"name": f"worker-{i}", "role": "worker"} for i in range(1, n)]
-        cfg.write_text(yaml.safe_dump({"lab": {"name": lab, "state_dir": str(hosts.workdir / "state")}, "versions": hosts.pins,
-                                       "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
-                                       "cluster": {"ssh_config": str(hosts.ssh_config), "nodes": nodes}}))
+        nodes = [{"name": "master", "role": "control-plane"}] + [
+            {"name": f"worker-{i}", "role": "worker"} for i in range(1, n)
+        ]
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "lab": {"name": lab, "state_dir": str(hosts.workdir / "state")},
+                    "versions": hosts.pins,
+                    "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
+                    "cluster": {"ssh_config": str(hosts.ssh_config), "nodes": nodes},
+                }
+            )
+        )
         sshd_log = hosts.workdir / f"{hosts.hosts[0].netns}_sshd.log"
         before = jump_log_count(sshd_log)  # start() probed the port once
         cpu0 = sum(reaped_cpu(h.pid) for h in hosts.hosts) + sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
         t0 = time.perf_counter()
-        proc = subprocess.run([INV, "-f", str(cfg), "cluster.prepare-nodes", "--log-json", str(log_json)],
-                              capture_output=True, cwd=ROOT, timeout=1800)
+        proc = subprocess.run(
+            [INV, "-f", str(cfg), "cluster.prepare-nodes", "--log-json", str(log_json)],
+            capture_output=True,
+            cwd=ROOT,
+            timeout=1800,
+        )
         seconds = time.perf_counter() - t0
         settle(hosts)
         cpu = sum(reaped_cpu(h.pid) for h in hosts.hosts) + sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]) - cpu0
-        return Run(seconds, failed_nodes(log_json, [h.name for h in hosts.hosts[1:]], proc.returncode),
-                   jump_log_count(sshd_log) - before, cpu)
+        return Run(
+            seconds,
+            failed_nodes(log_json, [h.name for h in hosts.hosts[1:]], proc.returncode),
+            jump_log_count(sshd_log) - before,
+            cpu,
+        )
     finally:
         hosts.stop()
 
@@ -112,8 +130,11 @@ def main(argv=None) -> None:
         for n in counts:
             runs[n].append(one(n))
             x = runs[n][-1]
-            print(f"round {r + 1}: {n:>3} nodes {x.seconds:6.2f} s, {x.failed} failed, "
-                  f"{x.jump_connections} connections to the jump host, {x.cpu:.2f} CPU s", flush=True)
+            print(
+                f"round {r + 1}: {n:>3} nodes {x.seconds:6.2f} s, {x.failed} failed, "
+                f"{x.jump_connections} connections to the jump host, {x.cpu:.2f} CPU s",
+                flush=True,
+            )
     base = statistics.median(x.seconds for x in runs[counts[0]])
     print(f"load average at end: {Path('/proc/loadavg').read_text().split()[0]}")
     print()
@@ -121,16 +142,20 @@ def main(argv=None) -> None:
         xs = runs[n]
         med = statistics.median(x.seconds for x in xs)
         cpu = statistics.median(x.cpu for x in xs)
-        print(f"{n:>3} nodes: median {med:6.2f} s  t({n})/t({counts[0]}) = {med / base:.2f}  "
-              f"failed nodes: {sum(x.failed for x in xs)} in {len(xs)} rounds  "
-              f"jump connections per run: {', '.join(str(x.jump_connections) for x in xs)}  "
-              f"runs: {', '.join(f'{x.seconds:.2f}' for x in xs)}  "
-              f"CPU: {cpu:.2f} s (>= {cpu / os.cpu_count():.2f} s of wall time on {os.cpu_count()} CPUs)")
+        print(
+            f"{n:>3} nodes: median {med:6.2f} s  t({n})/t({counts[0]}) = {med / base:.2f}  "
+            f"failed nodes: {sum(x.failed for x in xs)} in {len(xs)} rounds  "
+            f"jump connections per run: {', '.join(str(x.jump_connections) for x in xs)}  "
+            f"runs: {', '.join(f'{x.seconds:.2f}' for x in xs)}  "
+            f"CPU: {cpu:.2f} s (>= {cpu / os.cpu_count():.2f} s of wall time on {os.cpu_count()} CPUs)"
+        )
     if 24 in runs and counts[0] == 1:
         ratio = statistics.median(x.seconds for x in runs[24]) / base
         failed = sum(x.failed for x in runs[24])
-        print(f"goal t(24)/t(1) <= 1.5 with 0 failed nodes: {ratio:.2f}, {failed} failed -> "
-              f"{'met' if ratio <= 1.5 and not failed else 'NOT met'}")
+        print(
+            f"goal t(24)/t(1) <= 1.5 with 0 failed nodes: {ratio:.2f}, {failed} failed -> "
+            f"{'met' if ratio <= 1.5 and not failed else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

@@ -28,21 +28,35 @@ def cloud_values(s, clouds) -> dict:
     net, o = clouds.main.network, s.settings.openstack
     subnet, ext = cloud.by_name(net.subnets(name=o.subnet)), cloud.by_name(net.networks(name=o.external_network))
     if subnet is None or ext is None:
-        raise StepFailed(f"subnet {o.subnet!r} or external network {o.external_network!r} not found. Fix: openstack.* settings")
-    return {"auth_url": cred["auth_url"], "app_credential_id": cred["id"], "app_credential_secret": cred["secret"],
-            "region": cred["region"], "subnet_id": subnet.id, "floating_network_id": ext.id}
+        raise StepFailed(
+            f"subnet {o.subnet!r} or external network {o.external_network!r} not found. Fix: openstack.* settings"
+        )
+    return {
+        "auth_url": cred["auth_url"],
+        "app_credential_id": cred["id"],
+        "app_credential_secret": cred["secret"],
+        "region": cred["region"],
+        "subnet_id": subnet.id,
+        "floating_network_id": ext.id,
+    }
 
 
 def secret(name: str, lab_name: str, text: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": "kube-system", "labels": {"osk8s.io/lab": lab_name}},
-            "data": {"cloud.conf": base64.b64encode(text.encode()).decode()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "namespace": "kube-system", "labels": {"osk8s.io/lab": lab_name}},
+        "data": {"cloud.conf": base64.b64encode(text.encode()).decode()},
+    }
 
 
 def documents(s, clouds) -> list[dict]:
     values, name = cloud_values(s, clouds), s.settings.lab.name
-    docs = [secret("occm-cloud-config", name, cluster_render.cloud_conf(s.settings, values)),
-            secret("cinder-csi-cloud-config", name, cluster_render.cinder_conf(s.settings, values))]
+    docs = [
+        secret("occm-cloud-config", name, cluster_render.cloud_conf(s.settings, values)),
+        secret("cinder-csi-cloud-config", name, cluster_render.cinder_conf(s.settings, values)),
+    ]
     for text in (cluster_render.occm_manifests(s.settings), cluster_render.cinder_csi_manifests(s.settings)):
         docs += [d for d in yaml.safe_load_all(text) if d]
     return docs
@@ -60,15 +74,19 @@ def readiness_steps(s, api) -> list[Step]:
         return Status(True, f"every node has an OpenStack providerID ({nodes[names[0]]}, ...)")
 
     def csi_nodes():
-        have = {c["metadata"]["name"]: [d["name"] for d in (c.get("spec", {}).get("drivers") or [])]
-                for c in api.items("/apis/storage.k8s.io/v1/csinodes")}
+        have = {
+            c["metadata"]["name"]: [d["name"] for d in (c.get("spec", {}).get("drivers") or [])]
+            for c in api.items("/apis/storage.k8s.io/v1/csinodes")
+        }
         missing = [n for n in names if CSI_DRIVER not in have.get(n, [])]
         if missing:
             return Status(False, f"{CSI_DRIVER} not registered on: {', '.join(missing)}", "wait for the CSI node plugin")
         return Status(True, f"{CSI_DRIVER} registered on all {len(names)} nodes")
 
-    return [wait_step("nodes initialised by OCCM", provider_ids, timeout),
-            wait_step("CSI driver registered", csi_nodes, timeout)]
+    return [
+        wait_step("nodes initialised by OCCM", provider_ids, timeout),
+        wait_step("CSI driver registered", csi_nodes, timeout),
+    ]
 
 
 @contextmanager
@@ -100,6 +118,7 @@ def run_addons(s) -> None:
 def _raise(exc):
     def check():
         raise exc
+
     return check
 
 

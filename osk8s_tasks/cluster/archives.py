@@ -43,8 +43,10 @@ LAYOUT_VERSION = "1.0.0"  # image-spec v1.1.1 ImageLayoutVersion
 NAME, REF_NAME = "io.containerd.image.name", "org.opencontainers.image.ref.name"
 JSON_FILES = ("oci-layout", "manifest.json", "index.json")
 JSON_LIMIT = 20 * 1024 * 1024  # importer.go jsonLimit
-SAVE_FIX = ("save the image by its name: `docker save -o FILE NAME:TAG` (not by image ID), or an OCI layout "
-            "tarball whose index.json names it (io.containerd.image.name)")
+SAVE_FIX = (
+    "save the image by its name: `docker save -o FILE NAME:TAG` (not by image ID), or an OCI layout "
+    "tarball whose index.json names it (io.containerd.image.name)"
+)
 
 
 class Refused(Exception):
@@ -99,25 +101,30 @@ def oci_image_name(annotations: dict | None, prefix: str) -> str:
 def usable(name: str, where: str, prefix: str) -> str:
     """A name containerd gives, refused when the kubelet could never ask for it."""
     if name.startswith(prefix + ":"):
-        raise Refused(f"{where} is only the tag {name.removeprefix(prefix + ':')!r} ({REF_NAME}): containerd would "
-                      f"name it {name!r}, a name that changes every day")
+        raise Refused(
+            f"{where} is only the tag {name.removeprefix(prefix + ':')!r} ({REF_NAME}): containerd would "
+            f"name it {name!r}, a name that changes every day"
+        )
     try:
         normal = imageref.normalize(name)
     except imageref.RefError as exc:
         raise Refused(f"{where} is named {name!r}, not an image reference ({exc})") from None
     if normal != name:
-        raise Refused(f"{where} is named {name!r}: containerd stores that as written, while the kubelet asks for "
-                      f"{normal!r}", fix=f"name it {normal!r} in the archive")
+        raise Refused(
+            f"{where} is named {name!r}: containerd stores that as written, while the kubelet asks for {normal!r}",
+            fix=f"name it {normal!r} in the archive",
+        )
     return name
 
 
 def docker_names(contents: Contents) -> tuple[str, ...]:
     manifests = contents.json.get("manifest.json")
     if manifests is None:  # absent, or JSON null: Go leaves the slice nil
-        raise Refused("unrecognized image format: neither manifest.json (docker save) nor oci-layout and index.json "
-                      "(OCI layout)")
+        raise Refused(
+            "unrecognized image format: neither manifest.json (docker save) nor oci-layout and index.json (OCI layout)"
+        )
     if not isinstance(manifests, list) or not all(isinstance(m, dict) for m in manifests):
-        raise Refused("untar manifest \"manifest.json\": not a list of image manifests")
+        raise Refused('untar manifest "manifest.json": not a list of image manifests')
     blobs = set(contents.files)
     for link, target in contents.symlinks.items():
         if target not in blobs:
@@ -134,8 +141,10 @@ def docker_names(contents: Contents) -> tuple[str, ...]:
         if missing:
             raise Refused(f"failed to resolve layers: layer {missing[0]!r} not found")
         if not tags:
-            raise Refused(f"image {n + 1} of manifest.json has no RepoTags: containerd would import it without a "
-                          "name (no image name found)")
+            raise Refused(
+                f"image {n + 1} of manifest.json has no RepoTags: containerd would import it without a "
+                "name (no image name found)"
+            )
         for tag in tags:
             try:
                 names.append(imageref.normalize(tag))
@@ -163,8 +172,10 @@ def oci_names(contents: Contents, prefix: str) -> tuple[str, ...]:
             raise Refused(f"{where}: content digest {digest}: not found", fix="export the whole OCI layout")
         name = oci_image_name(desc.get("annotations"), prefix)
         if not name:
-            raise Refused(f"{where} has no {NAME} (nor a full {REF_NAME}): containerd would import it without a "
-                          "name (no image name found)")
+            raise Refused(
+                f"{where} has no {NAME} (nor a full {REF_NAME}): containerd would import it without a "
+                "name (no image name found)"
+            )
         names.append(usable(name, where, prefix))
     if not names:
         raise Refused("index.json lists no image", fix="export the whole OCI layout")
@@ -200,8 +211,9 @@ def read_contents(stream, gzip: bool = False) -> Contents:
         with tarfile.open(fileobj=stream, mode="r|gz" if gzip else "r|") as tar:
             for member in tar:
                 if member.issym():
-                    symlinks[member.name] = posixpath.normpath(posixpath.join(posixpath.dirname(member.name),
-                                                                              member.linkname))
+                    symlinks[member.name] = posixpath.normpath(
+                        posixpath.join(posixpath.dirname(member.name), member.linkname)
+                    )
                 if not member.isreg():
                     continue
                 name = posixpath.normpath(member.name)
@@ -215,7 +227,7 @@ def read_contents(stream, gzip: bool = False) -> Contents:
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise Refused(f"not a tar archive ({exc})") from None
     if "oci-layout" in found and not isinstance(found["oci-layout"], dict):
-        raise Refused("untar oci layout \"oci-layout\": not a JSON object")
+        raise Refused('untar oci layout "oci-layout": not a JSON object')
     return Contents(frozenset(files), symlinks, found)
 
 
@@ -227,8 +239,10 @@ def read_archive(path: Path, day: str | None = None) -> Archive:
         if not head:
             raise Refused("empty file: unrecognized image format")
         if head == b"\x28\xb5\x2f\xfd":
-            raise Refused("compressed with zstd, which osk8s does not read", fix="decompress it (zstd -d) or save it "
-                          "uncompressed or with gzip")
+            raise Refused(
+                "compressed with zstd, which osk8s does not read",
+                fix="decompress it (zstd -d) or save it uncompressed or with gzip",
+            )
         hashing = _Hashing(f)
         contents = read_contents(hashing, gzip=head[:3] == b"\x1f\x8b\x08")
         while hashing.read(1 << 20):  # the tar's end padding, gzip's trailer: all of the file is copied

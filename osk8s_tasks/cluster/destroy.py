@@ -21,10 +21,14 @@ def api_steps(s, api) -> list[Step]:
         The delete only marks them: `who`'s finalizer (OCCM: service.kubernetes.io/load-balancer-cleanup,
         k8s.io/cloud-provider controllers/service) deletes the load balancer, then the object goes. So
         this waits until they are gone, before the add-ons (the controllers themselves) are deleted."""
+
         def check():
             found = ", ".join(f"{x['metadata']['namespace']}/{x['metadata']['name']}" for x in listing())
-            return Status(not found, f"no {what} left" if not found else f"{what}: {found}",
-                          f"delete {found} ({who} deletes their Octavia load balancers)")
+            return Status(
+                not found,
+                f"no {what} left" if not found else f"{what}: {found}",
+                f"delete {found} ({who} deletes their Octavia load balancers)",
+            )
 
         def delete():
             for x in listing():
@@ -34,29 +38,39 @@ def api_steps(s, api) -> list[Step]:
             ok, _ = until(check, s.settings.verify.timeout, what="cluster.destroy")
             if not ok:
                 left = ", ".join(f"{x['metadata']['namespace']}/{x['metadata']['name']}" for x in listing())
-                raise StepFailed(f"{what} still present after {s.settings.verify.timeout} s: {left} (their finalizer "
-                                 f"waits for {who}: its logs say why). Fix: repair it, then run cluster.destroy again")
+                raise StepFailed(
+                    f"{what} still present after {s.settings.verify.timeout} s: {left} (their finalizer "
+                    f"waits for {who}: its logs say why). Fix: repair it, then run cluster.destroy again"
+                )
 
         return Step(what, check, delete)
 
-    services = lambda: [dict(x, kind="Service") for x in api.items("/api/v1/services")  # noqa: E731
-                        if x.get("spec", {}).get("type") == "LoadBalancer"]
+    services = lambda: [
+        dict(x, kind="Service")
+        for x in api.items("/api/v1/services")  # noqa: E731
+        if x.get("spec", {}).get("type") == "LoadBalancer"
+    ]
     ingresses = lambda: [dict(x, kind="Ingress") for x in api.items("/apis/networking.k8s.io/v1/ingresses")]  # noqa: E731
     docs = list(reversed(documents(s, cloud.Clouds(s.settings))))
 
     def check_addons():
         present = [kube.label(d) for d in docs if api.get(d) is not None]
-        return Status(not present, "no add-on object of the tool left" if not present else f"{len(present)} add-on objects",
-                      "delete " + ", ".join(present))
+        return Status(
+            not present,
+            "no add-on object of the tool left" if not present else f"{len(present)} add-on objects",
+            "delete " + ", ".join(present),
+        )
 
     def delete_addons():
         for d in docs:
             if api.get(d) is not None:
                 api.request("DELETE", kube.path_of(d))
 
-    return [delete_all("Ingresses", ingresses, "/apis/networking.k8s.io/v1", "octavia-ingress-controller"),
-            delete_all("LoadBalancer Services", services, "/api/v1", "the cloud provider"),
-            Step("add-ons", check_addons, delete_addons)]
+    return [
+        delete_all("Ingresses", ingresses, "/apis/networking.k8s.io/v1", "octavia-ingress-controller"),
+        delete_all("LoadBalancer Services", services, "/api/v1", "the cloud provider"),
+        Step("add-ons", check_addons, delete_addons),
+    ]
 
 
 def drain_steps(s, master_remote) -> list[Step]:
@@ -71,17 +85,29 @@ def drain_steps(s, master_remote) -> list[Step]:
             drained = out.exited or out.stdout.strip() == "true"
             return Status(drained, "drained or not in the cluster" if drained else f"{name} schedulable", f"drain {name}")
 
-        steps.append(Step("drained", check, lambda name=name: m.run(
-            f"{KUBECTL} drain {name} --ignore-daemonsets --delete-emptydir-data --force --timeout=300s", sudo=True, timeout=600),
-            node=name))
+        steps.append(
+            Step(
+                "drained",
+                check,
+                lambda name=name: m.run(
+                    f"{KUBECTL} drain {name} --ignore-daemonsets --delete-emptydir-data --force --timeout=300s",
+                    sudo=True,
+                    timeout=600,
+                ),
+                node=name,
+            )
+        )
     return steps
 
 
 def reset_step(r, name: str) -> Step:
     def check():
         left = r.run("ls /etc/kubernetes/*.conf 2>/dev/null", warn=True).stdout.split()
-        return Status(not left, "kubeadm reset done (no /etc/kubernetes/*.conf)" if not left else f"{', '.join(left)} present",
-                      "kubeadm reset -f")
+        return Status(
+            not left,
+            "kubeadm reset done (no /etc/kubernetes/*.conf)" if not left else f"{', '.join(left)} present",
+            "kubeadm reset -f",
+        )
 
     return Step("kubeadm reset", check, lambda: r.run("kubeadm reset -f", sudo=True, timeout=600), node=name)
 
@@ -106,8 +132,11 @@ def run_destroy(s) -> None:
         s.log.info("cluster.nodes_unknown", reason=str(exc))
 
     def check_local():
-        return Status(not kubeconfig.exists(), "no local admin kubeconfig" if not kubeconfig.exists() else "local admin.conf",
-                      f"remove {kubeconfig}")
+        return Status(
+            not kubeconfig.exists(),
+            "no local admin kubeconfig" if not kubeconfig.exists() else "local admin.conf",
+            f"remove {kubeconfig}",
+        )
 
     s.converge([Step("local kubeconfig", check_local, lambda: kubeconfig.unlink(missing_ok=True))])
     clouds = cloud.Clouds(s.settings)

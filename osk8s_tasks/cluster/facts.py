@@ -14,8 +14,10 @@ def parse_lsmod(text: str) -> set[str]:
     return {line.split()[0] for line in text.splitlines()[1:] if line.strip()}
 
 
-SWAP_PROBE = (r"swapon --noheadings --show 2>/dev/null; echo @@osk8s-fstab@@; "
-              r"grep -Ec '^[^#].*\sswap\s' /etc/fstab 2>/dev/null")
+SWAP_PROBE = (
+    r"swapon --noheadings --show 2>/dev/null; echo @@osk8s-fstab@@; "
+    r"grep -Ec '^[^#].*\sswap\s' /etc/fstab 2>/dev/null"
+)
 
 
 def parse_swap(text: str) -> tuple[bool, bool]:
@@ -24,9 +26,11 @@ def parse_swap(text: str) -> tuple[bool, bool]:
     return bool(active.strip()), fstab.strip() not in ("", "0")
 
 
-CONTAINERD_PROBE = ("if command -v containerd >/dev/null; then echo installed; echo @@; "
-                    "grep -c 'SystemdCgroup = true' /etc/containerd/config.toml 2>/dev/null; echo @@; "
-                    "systemctl is-active containerd 2>/dev/null; else echo @@; echo @@; fi")
+CONTAINERD_PROBE = (
+    "if command -v containerd >/dev/null; then echo installed; echo @@; "
+    "grep -c 'SystemdCgroup = true' /etc/containerd/config.toml 2>/dev/null; echo @@; "
+    "systemctl is-active containerd 2>/dev/null; else echo @@; echo @@; fi"
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,10 @@ def parse_containerd(text: str) -> Containerd:
     return Containerd(parts[0].strip() == "installed", parts[1].strip() not in ("", "0"), parts[2].strip() or "unknown")
 
 
-KUBE_VERSIONS_PROBE = ("kubeadm version -o short 2>/dev/null; echo @@; kubelet --version 2>/dev/null; echo @@; "
-                       "kubectl version --client -o yaml 2>/dev/null | grep gitVersion")
+KUBE_VERSIONS_PROBE = (
+    "kubeadm version -o short 2>/dev/null; echo @@; kubelet --version 2>/dev/null; echo @@; "
+    "kubectl version --client -o yaml 2>/dev/null | grep gitVersion"
+)
 
 
 def parse_kube_versions(text: str) -> dict[str, str | None]:
@@ -50,7 +56,7 @@ def parse_kube_versions(text: str) -> dict[str, str | None]:
     `kubelet --version` 'Kubernetes v1.37.2', kubectl's YAML a `gitVersion: v1.37.2` line."""
     parts = (text.split("@@") + ["", "", ""])[:3]
     last = [(p.split() or [None])[-1] for p in parts]
-    return dict(zip(("kubeadm", "kubelet", "kubectl"), last))
+    return dict(zip(("kubeadm", "kubelet", "kubectl"), last, strict=True))
 
 
 NODE_MARK = "@@osk8s-node "
@@ -71,7 +77,7 @@ def parse_node_probe(text: str) -> dict[str, str]:
     current = None
     for line in text.splitlines(keepends=True):
         if line.startswith(NODE_MARK):
-            current = line[len(NODE_MARK):].strip()
+            current = line[len(NODE_MARK) :].strip()
             out[current] = []
         elif current is not None:
             out[current].append(line)

@@ -49,19 +49,24 @@ def archive_status(path: str, day: str | None = None) -> tuple[Status, archives.
     """Is this file an archive containerd imports as usable images? (status, the archive or None)."""
     p = Path(path).expanduser()
     if not p.exists():
-        return Status(False, f"{path}: no such file. Fix: give the path of the image archive "
-                             f"(`docker save -o {p.name or 'occm.tar'} NAME:TAG` writes one)"), None
+        return Status(
+            False,
+            f"{path}: no such file. Fix: give the path of the image archive "
+            f"(`docker save -o {p.name or 'occm.tar'} NAME:TAG` writes one)",
+        ), None
     if not p.is_file():
         return Status(False, f"{path}: not a regular file. Fix: give an image archive (a tar file), not a directory"), None
     try:
         archive = archives.read_archive(p, day)
     except archives.Refused as exc:
-        return Status(False, f"{path}: not an image archive containerd can import as a usable image: {exc.reason}. "
-                             f"Fix: {exc.fix}"), None
+        return Status(
+            False, f"{path}: not an image archive containerd can import as a usable image: {exc.reason}. Fix: {exc.fix}"
+        ), None
     except OSError as exc:
         return Status(False, f"{path}: cannot be read ({exc.strerror or exc}). Fix: check the file's permissions"), None
-    return Status(True, f"{archive.format}, {size_text(archive.size)}, sha256:{archive.sha256[:12]}: "
-                        f"{', '.join(archive.names)}"), archive
+    return Status(
+        True, f"{archive.format}, {size_text(archive.size)}, sha256:{archive.sha256[:12]}: {', '.join(archive.names)}"
+    ), archive
 
 
 def local_images(settings) -> dict[str, str]:
@@ -75,8 +80,9 @@ def local_images(settings) -> dict[str, str]:
     return out
 
 
-def images_problems(wanted: dict[str, str], loaded: list[archives.Archive],
-                    node_images: dict[str, dict[str, facts.CtrImage] | None]) -> list[str]:
+def images_problems(
+    wanted: dict[str, str], loaded: list[archives.Archive], node_images: dict[str, dict[str, facts.CtrImage] | None]
+) -> list[str]:
     """What is wrong before any copy (pure): nodes without containerd, and local images that are
     in no archive given and not already on every node."""
     out = []
@@ -91,10 +97,12 @@ def images_problems(wanted: dict[str, str], loaded: list[archives.Archive],
         lacking = sorted(n for n, images in node_images.items() if images is not None and name not in images)
         if lacking or no_ctr:
             given = ", ".join(a.path.name for a in loaded) or "none"
-            out.append(f"{key} = {image!r} is a local build (not upstream's {imageref.COMPONENTS[key.rsplit('.', 1)[1]]} "
-                       f"at versions.cloud_provider_openstack), in none of the archives given ({given}) and not on "
-                       f"{', '.join(lacking or no_ctr)}. Fix: add its archive to the command (`docker save -o "
-                       f"FILE {image}`), or set {key} to the name an archive holds, or unset it for upstream's image")
+            out.append(
+                f"{key} = {image!r} is a local build (not upstream's {imageref.COMPONENTS[key.rsplit('.', 1)[1]]} "
+                f"at versions.cloud_provider_openstack), in none of the archives given ({given}) and not on "
+                f"{', '.join(lacking or no_ctr)}. Fix: add its archive to the command (`docker save -o "
+                f"FILE {image}`), or set {key} to the name an archive holds, or unset it for upstream's image"
+            )
     return out
 
 
@@ -111,19 +119,25 @@ def decide(archive: archives.Archive, images: dict[str, facts.CtrImage] | None) 
             stale.append(f"{name} is not on the node")
         elif have.labels.get(LABEL) != want:
             other = have.labels.get(LABEL)
-            stale.append(f"{name} on the node is another build ({have.digest[:19]}, "
-                         f"{f'from archive {other[:19]}' if other else 'not loaded by osk8s'})")
+            stale.append(
+                f"{name} on the node is another build ({have.digest[:19]}, "
+                f"{f'from archive {other[:19]}' if other else 'not loaded by osk8s'})"
+            )
     if not stale:
-        return Decision("none", f"{', '.join(archive.names)} already imported from {archive.path.name} "
-                                f"({LABEL}={want[:19]})")
+        return Decision(
+            "none", f"{', '.join(archive.names)} already imported from {archive.path.name} ({LABEL}={want[:19]})"
+        )
     action = "create" if all(s.endswith("is not on the node") for s in stale) else "update"
     why = "; ".join(stale)
     if action == "update":  # the add-on's manifest does not change, so nothing restarts its pods
         why += ": pods already running that name keep the old build until restarted (give each build its own tag)"
-    return Decision(action, why,
-                    diff=f"copy {archive.path.name} ({size_text(archive.size)}) to the node, "
-                         f"ctr -n {NAMESPACE} images import --label {label[:len(LABEL) + 20]}... COPY, remove COPY",
-                    data={"label": label})
+    return Decision(
+        action,
+        why,
+        diff=f"copy {archive.path.name} ({size_text(archive.size)}) to the node, "
+        f"ctr -n {NAMESPACE} images import --label {label[: len(LABEL) + 20]}... COPY, remove COPY",
+        data={"label": label},
+    )
 
 
 def import_command(label: str, path: str) -> str:
@@ -136,8 +150,10 @@ def import_archive(r, archive: archives.Archive, label: str) -> None:
     tmp = r.run(f"mktemp {REMOTE_TEMP}").stdout.strip()
     try:
         r.put_file(archive.path, tmp)
-        r.run(f"echo {archive.sha256}'  '{shlex.quote(tmp)} | sha256sum -c --status || "
-              f"{{ echo 'the copy of {archive.path.name} differs from the local file (sha256)' >&2; exit 1; }}")
+        r.run(
+            f"echo {archive.sha256}'  '{shlex.quote(tmp)} | sha256sum -c --status || "
+            f"{{ echo 'the copy of {archive.path.name} differs from the local file (sha256)' >&2; exit 1; }}"
+        )
         r.run(import_command(label, tmp), sudo=True, timeout=1800)
     finally:
         r.run(f"rm -f {shlex.quote(tmp)}", warn=True)
@@ -169,10 +185,20 @@ def archive_steps(s, node: str, r, state: NodeImages, loaded: list[archives.Arch
                 raise StepFailed(d.reason)
             if d.action != "none":
                 import_archive(r, archive, d.data["label"])
+
         return act
 
-    return [decision_step(f"image archive {a.path.name}", state.get, lambda images, a=a: decide(a, images),
-                          act_for(a), node=node, after_act=state.drop) for a in loaded]
+    return [
+        decision_step(
+            f"image archive {a.path.name}",
+            state.get,
+            lambda images, a=a: decide(a, images),
+            act_for(a),
+            node=node,
+            after_act=state.drop,
+        )
+        for a in loaded
+    ]
 
 
 def read_all(states: dict[str, NodeImages]) -> dict[str, dict[str, facts.CtrImage] | None]:

@@ -13,8 +13,10 @@ from osk8s_tasks.openstack.servers import server_of
 
 
 def host_block(name: str, address: str, user: str, key, known) -> str:
-    return (f"Host {name}\n  HostName {address}\n  User {user}\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
-            f"  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n")
+    return (
+        f"Host {name}\n  HostName {address}\n  User {user}\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n"
+    )
 
 
 def ssh_config_steps(s) -> list[Step]:
@@ -34,18 +36,26 @@ def ssh_config_steps(s) -> list[Step]:
                 raise StepFailed(f"server {name} has no floating IP. Fix: inv openstack.servers")
             keys = parse_console_host_keys(clouds.main.compute.get_server_console_output(srv)["output"])
             if not keys:
-                raise StepFailed(f"{name}: no SSH host keys on its console yet (cloud-init prints them when it is done). "
-                                 "Fix: wait for the server to finish booting, then run cluster.ssh-config again")
+                raise StepFailed(
+                    f"{name}: no SSH host keys on its console yet (cloud-init prints them when it is done). "
+                    "Fix: wait for the server to finish booting, then run cluster.ssh-config again"
+                )
             hosts += [f"{fip.floating_ip_address} {k}" for k in keys]
-            blocks.append(host_block(name, fip.floating_ip_address, s.settings.cluster.ssh_user,
-                                     lab.private_key(s.settings), known))
+            blocks.append(
+                host_block(name, fip.floating_ip_address, s.settings.cluster.ssh_user, lab.private_key(s.settings), known)
+            )
         return "".join(blocks), "".join(f"{h}\n" for h in hosts)
 
     def check():
         config, hosts = wanted()
         ok = path.exists() and path.read_text() == config and known.exists() and known.read_text() == hosts
-        return Status(ok, f"{path.name}: {len(names)} nodes, host keys from their consoles" if ok
-                      else f"{path.name} missing or out of date", "" if ok else f"write {path} and {known.name}")
+        return Status(
+            ok,
+            f"{path.name}: {len(names)} nodes, host keys from their consoles"
+            if ok
+            else f"{path.name} missing or out of date",
+            "" if ok else f"write {path} and {known.name}",
+        )
 
     def apply():
         config, hosts = wanted()

@@ -30,6 +30,7 @@ from osk8s_tasks.core.values import DNS1123_WHY, PROJECT_DIR, KeyedError
 
 SECTIONS = tuple(DEFAULTS)
 
+
 class ConfigError(Exception):
     """Bad configuration; ``str()`` is one line per problem, each naming key, value and fix."""
 
@@ -104,8 +105,12 @@ class Host(Section):
     @model_validator(mode="after")
     def _cpu_mode_fits_driver(self) -> Host:
         if self.driver == "qemu" and self.cpu_mode != "maximum":
-            raise KeyedError("host.cpu_mode", self.cpu_mode, "does not work with driver 'qemu' (TCG)",
-                             "use 'maximum' or leave host.cpu_mode unset")
+            raise KeyedError(
+                "host.cpu_mode",
+                self.cpu_mode,
+                "does not work with driver 'qemu' (TCG)",
+                "use 'maximum' or leave host.cpu_mode unset",
+            )
         return self
 
 
@@ -156,12 +161,19 @@ class Image(Section):
     @model_validator(mode="after")
     def _one_source(self) -> Image:
         if self.url and self.file:
-            raise KeyedError("openstack.image.url", self.url, "given together with openstack.image.file",
-                             "give image.url or image.file, not both")
+            raise KeyedError(
+                "openstack.image.url",
+                self.url,
+                "given together with openstack.image.file",
+                "give image.url or image.file, not both",
+            )
         if self.url and not self.url.startswith("https://") and not self.checksum:
-            raise KeyedError("openstack.image.url", self.url, "is not https and has no checksum: anything on the way "
-                             "could replace the node image", "use an https URL, or set openstack.image.checksum "
-                             "(e.g. sha256:...)")
+            raise KeyedError(
+                "openstack.image.url",
+                self.url,
+                "is not https and has no checksum: anything on the way could replace the node image",
+                "use an https URL, or set openstack.image.checksum (e.g. sha256:...)",
+            )
         return self
 
 
@@ -215,22 +227,28 @@ class Cluster(Section):
         names = [n.name for n in self.nodes]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise KeyedError("cluster.nodes", ", ".join(dupes), "node names must be unique; repeated",
-                             "give each node its own name")
+            raise KeyedError(
+                "cluster.nodes", ", ".join(dupes), "node names must be unique; repeated", "give each node its own name"
+            )
         if not any(n.role == "control-plane" for n in self.nodes):
-            raise KeyedError("cluster.nodes", f"{len(self.nodes)} node(s), all workers",
-                             "at least one node needs role control-plane",
-                             "give one node role: control-plane, e.g. {name: master, role: control-plane}")
+            raise KeyedError(
+                "cluster.nodes",
+                f"{len(self.nodes)} node(s), all workers",
+                "at least one node needs role control-plane",
+                "give one node role: control-plane, e.g. {name: master, role: control-plane}",
+            )
         if ipaddress.ip_network(self.pod_subnet).overlaps(ipaddress.ip_network(self.service_subnet)):
-            raise KeyedError("cluster.pod_subnet", self.pod_subnet, f"overlaps cluster.service_subnet {self.service_subnet}",
-                             "choose two disjoint networks, e.g. 10.244.0.0/16 and 10.96.0.0/12")
+            raise KeyedError(
+                "cluster.pod_subnet",
+                self.pod_subnet,
+                f"overlaps cluster.service_subnet {self.service_subnet}",
+                "choose two disjoint networks, e.g. 10.244.0.0/16 and 10.96.0.0/12",
+            )
         return self
 
 
 class Verify(Section):
-    checks: Annotated[
-        list[Literal["lb", "pv", "ingress", "keystone"]], BeforeValidator(values.yaml_string)
-    ]
+    checks: Annotated[list[Literal["lb", "pv", "ingress", "keystone"]], BeforeValidator(values.yaml_string)]
     keep: bool
     timeout: PosInt
     namespace: Label
@@ -253,8 +271,12 @@ class Settings(Section):
         for n, node in enumerate(self.cluster.nodes):
             full = f"{self.lab.name}-{node.name}"
             if len(full) > 63:
-                raise KeyedError(f"cluster.nodes.{n}.name", node.name, f"server name {full!r} is longer than 63 "
-                                 f"characters: {DNS1123_WHY}", "shorten lab.name or the node name")
+                raise KeyedError(
+                    f"cluster.nodes.{n}.name",
+                    node.name,
+                    f"server name {full!r} is longer than 63 characters: {DNS1123_WHY}",
+                    "shorten lab.name or the node name",
+                )
         return self
 
     @property
@@ -398,4 +420,3 @@ def load(c, overrides: dict[str, Any] | None = None) -> Settings:
         except KeyError:
             continue
     return validate(values, overrides)
-

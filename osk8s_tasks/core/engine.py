@@ -104,7 +104,7 @@ class Session:
 
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(NODE_THREADS, len(groups)))) as pool:
-                errors = dict(zip(groups, pool.map(one, groups.values())))
+                errors = dict(zip(groups, pool.map(one, groups.values()), strict=True))
         finally:
             self.apply_slots = None
         failed = {n: e for n, e in errors.items() if e}
@@ -131,7 +131,7 @@ def converge_steps(s: Session, steps: Iterable[Step]) -> list[Result]:
         log = s.log.bind(step=step.name, node=step.node)
         t0 = time.monotonic()
 
-        def record(outcome: str, detail: str) -> Result:
+        def record(outcome: str, detail: str, step: Step = step, t0: float = t0) -> Result:  # this iteration's step
             r = s.record(Result(s.task, step.name, step.node, outcome, time.monotonic() - t0, detail))
             done.append(r)
             return r
@@ -313,9 +313,14 @@ class Decision:
     data: dict = field(default_factory=dict)
 
 
-def decision_step(name: str, read: Callable[[], Any], decide: Callable[[Any], Decision],
-                  act: Callable[[Decision], None], node: str = "local",
-                  after_act: Callable[[], None] | None = None) -> Step:
+def decision_step(
+    name: str,
+    read: Callable[[], Any],
+    decide: Callable[[Any], Decision],
+    act: Callable[[Decision], None],
+    node: str = "local",
+    after_act: Callable[[], None] | None = None,
+) -> Step:
     """The general step: `read()` does the I/O and returns facts, `decide(facts)` is pure (no I/O:
     table-tested), `act(decision)` changes things. The check is decide(read()); the apply acts on a
     fresh decision (the world may have moved since the check); `after_act` drops caches."""

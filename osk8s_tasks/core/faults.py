@@ -13,18 +13,37 @@ import sys
 from urllib.parse import urlsplit
 
 # Where DevStack (behind Apache: path prefixes) and a plain deployment (ports) serve each API.
-_BY_PATH = {"/identity": "keystone (identity)", "/compute": "nova (compute)", "/networking": "neutron (network)",
-            "/volume": "cinder (block storage)", "/image": "glance (image)", "/load-balancer": "octavia (load balancer)",
-            "/placement": "placement"}
-_BY_PORT = {5000: "keystone (identity)", 8774: "nova (compute)", 9696: "neutron (network)",
-            8776: "cinder (block storage)", 9292: "glance (image)", 9876: "octavia (load balancer)",
-            8778: "placement"}
+_BY_PATH = {
+    "/identity": "keystone (identity)",
+    "/compute": "nova (compute)",
+    "/networking": "neutron (network)",
+    "/volume": "cinder (block storage)",
+    "/image": "glance (image)",
+    "/load-balancer": "octavia (load balancer)",
+    "/placement": "placement",
+}
+_BY_PORT = {
+    5000: "keystone (identity)",
+    8774: "nova (compute)",
+    9696: "neutron (network)",
+    8776: "cinder (block storage)",
+    9292: "glance (image)",
+    9876: "octavia (load balancer)",
+    8778: "placement",
+}
 _URL = re.compile(r"https?://[^\s'\"),]+")
 
 
-_TYPES = {"identity": "keystone (identity)", "compute": "nova (compute)", "network": "neutron (network)",
-          "block-storage": "cinder (block storage)", "volume": "cinder (block storage)", "image": "glance (image)",
-          "load-balancer": "octavia (load balancer)", "placement": "placement"}
+_TYPES = {
+    "identity": "keystone (identity)",
+    "compute": "nova (compute)",
+    "network": "neutron (network)",
+    "block-storage": "cinder (block storage)",
+    "volume": "cinder (block storage)",
+    "image": "glance (image)",
+    "load-balancer": "octavia (load balancer)",
+    "placement": "placement",
+}
 _NOT_SUPPORTED = re.compile(r"The (\S+) service for \S+ exists but does not have any supported versions")
 _catalogs: list = []
 
@@ -71,16 +90,21 @@ def describe(exc: BaseException) -> str | None:
         # openstacksdk found the service in the catalog but its version document did not answer
         url = _endpoint(m.group(1))
         where = f" at {url.rstrip('/')}" if url else ""
-        return (f"{_TYPES.get(m.group(1), m.group(1))}{where} does not answer (its version discovery failed). "
-                "Fix: check that service (on the devstack lab: inv devstack.status), then run the task again: "
-                "it resumes where it stopped")
+        return (
+            f"{_TYPES.get(m.group(1), m.group(1))}{where} does not answer (its version discovery failed). "
+            "Fix: check that service (on the devstack lab: inv devstack.status), then run the task again: "
+            "it resumes where it stopped"
+        )
     if _is(exc, "openstack.exceptions", ("ResourceTimeout",)):
         # the API answered, but the work behind it (a worker, an agent) never finished
-        return (f"the cloud did not finish in time: {text}. Fix: check the service's worker (on the devstack lab: "
-                "inv devstack.status and devstack.logs; an Octavia object stuck in PENDING_* needs o-cw), then run "
-                "the task again")
-    if _is(exc, "keystoneauth1.exceptions", ("ConnectFailure", "ConnectTimeout", "SSLError")) or \
-            _is(exc, "requests.exceptions", ("ConnectionError", "Timeout")):
+        return (
+            f"the cloud did not finish in time: {text}. Fix: check the service's worker (on the devstack lab: "
+            "inv devstack.status and devstack.logs; an Octavia object stuck in PENDING_* needs o-cw), then run "
+            "the task again"
+        )
+    if _is(exc, "keystoneauth1.exceptions", ("ConnectFailure", "ConnectTimeout", "SSLError")) or _is(
+        exc, "requests.exceptions", ("ConnectionError", "Timeout")
+    ):
         why = "does not answer" if "imeout" not in type(exc).__name__ else "timed out"
     elif _is(exc, "keystoneauth1.exceptions", ("HttpError",)) and (getattr(exc, "http_status", 0) or 0) >= 500:
         why = f"answered {exc.http_status}"
@@ -88,5 +112,7 @@ def describe(exc: BaseException) -> str | None:
         why = f"answered {exc.status_code}"
     else:
         return None
-    return (f"{what}{where} {why} ({type(exc).__name__}). Fix: check that service (on the devstack lab: "
-            "inv devstack.status), then run the task again: it resumes where it stopped")
+    return (
+        f"{what}{where} {why} ({type(exc).__name__}). Fix: check that service (on the devstack lab: "
+        "inv devstack.status), then run the task again: it resumes where it stopped"
+    )

@@ -67,7 +67,7 @@ def changed_paths(have, would, where: str = "") -> list[str]:
             out += changed_paths(have.get(k), would.get(k), sub) if k in have and k in would else [sub]
         return out
     if isinstance(have, list) and isinstance(would, list) and len(have) == len(would):
-        return [d for i, (h, w) in enumerate(zip(have, would)) for d in changed_paths(h, w, f"{where}[{i}]")]
+        return [d for i, (h, w) in enumerate(zip(have, would, strict=True)) for d in changed_paths(h, w, f"{where}[{i}]")]
     return [] if have == would else [where or "/"]
 
 
@@ -79,12 +79,19 @@ class Api:
         """One API call: (HTTP status, response body bytes). Only transport failures raise."""
         try:
             m, url, headers, data, post = self.client.param_serialize(
-                method, path, query_params=query or [], body=body, auth_settings=["BearerToken"],
-                header_params={"Content-Type": content_type, "Accept": "application/json"})
+                method,
+                path,
+                query_params=query or [],
+                body=body,
+                auth_settings=["BearerToken"],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+            )
             resp = self.client.call_api(m, url, header_params=headers, body=data, post_params=post)
             resp.read()
         except OSError as exc:
-            raise StepFailed(f"Kubernetes API unreachable ({exc}). Fix: is the control plane up? (inv cluster.status)") from None
+            raise StepFailed(
+                f"Kubernetes API unreachable ({exc}). Fix: is the control plane up? (inv cluster.status)"
+            ) from None
         except Exception as exc:  # urllib3 and the client's own errors all mean: not reachable
             raise StepFailed(f"Kubernetes API {method} {path}: {exc.__class__.__name__}: {exc}") from None
         return resp.status, resp.data or b""
@@ -115,8 +122,13 @@ class Api:
 
     def apply(self, obj: dict):
         """Server-side apply; any error answer raises (a 404 too: e.g. the object's namespace is missing)."""
-        status, data = self.call("PATCH", path_of(obj), body=obj, content_type="application/apply-patch+yaml",
-                                 query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
+        status, data = self.call(
+            "PATCH",
+            path_of(obj),
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
         if status >= 400:
             raise StepFailed(f"Kubernetes API apply {label(obj)}: {status}: {data[:300]!r}")
         return json.loads(data) if data else {}
@@ -125,8 +137,13 @@ class Api:
         """What the server would store if `obj` were applied now: (HTTP status, the object or the error text).
         Its own merge rules decide (list items matched by key, defaults, what admission adds such as the
         ServiceAccount token volume), not a guess of ours; nothing is stored."""
-        status, data = self.call("PATCH", path_of(obj), body=obj, content_type="application/apply-patch+yaml",
-                                 query=[("fieldManager", FIELD_MANAGER), ("force", "true"), ("dryRun", "All")])
+        status, data = self.call(
+            "PATCH",
+            path_of(obj),
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true"), ("dryRun", "All")],
+        )
         if status >= 400:
             return status, data.decode(errors="replace")[:300]
         return status, json.loads(data)
@@ -151,8 +168,9 @@ def apply_step(api: Api, obj: dict) -> Step:
                 return Status(False, f"{label_} does not exist", f"apply {label_}")
             code, would = api.apply_dry_run(obj)
             if code >= 400:
-                return Status(False, f"{label_} differs and the server refuses the change (HTTP {code}: {would})",
-                              f"apply {label_}")
+                return Status(
+                    False, f"{label_} differs and the server refuses the change (HTTP {code}: {would})", f"apply {label_}"
+                )
             diff = changed_paths(live, would)
             if not diff:
                 return Status(True, f"{label_} is as wanted")
@@ -186,23 +204,35 @@ def admin_kubeconfig(text: str, source: str) -> str:
         if len(doc.get(kind) or []) != 1:
             problems.append(f"{len(doc.get(kind) or [])} {kind} (kubeadm writes 1)")
     if problems:
-        raise StepFailed(f"{source}: {', '.join(problems)}. Refused: it is not what kubeadm writes. "
-                         "Fix: check the control plane, then run kubeadm init phase kubeconfig admin there")
+        raise StepFailed(
+            f"{source}: {', '.join(problems)}. Refused: it is not what kubeadm writes. "
+            "Fix: check the control plane, then run kubeadm init phase kubeconfig admin there"
+        )
     cluster, user = doc["clusters"][0].get("cluster") or {}, doc["users"][0].get("user") or {}
     extra = sorted(set(cluster) - _CLUSTER_KEYS) + sorted(set(user) - _USER_KEYS)
     if extra:
-        raise StepFailed(f"{source}: refused, it carries {', '.join(extra)} (kubeadm writes none of them; an exec "
-                         "plugin or auth-provider would run code on this machine). Fix: check the control plane, "
-                         "then run kubeadm init phase kubeconfig admin there")
-    if not cluster.get("server") or (cluster["server"].startswith("https:") and not cluster.get("certificate-authority-data")):
-        raise StepFailed(f"{source}: no server, or no cluster CA to check it against. Fix: check the control plane's admin.conf")
+        raise StepFailed(
+            f"{source}: refused, it carries {', '.join(extra)} (kubeadm writes none of them; an exec "
+            "plugin or auth-provider would run code on this machine). Fix: check the control plane, "
+            "then run kubeadm init phase kubeconfig admin there"
+        )
+    if not cluster.get("server") or (
+        cluster["server"].startswith("https:") and not cluster.get("certificate-authority-data")
+    ):
+        raise StepFailed(
+            f"{source}: no server, or no cluster CA to check it against. Fix: check the control plane's admin.conf"
+        )
     context = doc["contexts"][0]
-    clean = {"apiVersion": "v1", "kind": "Config",
-             "clusters": [{"name": doc["clusters"][0]["name"], "cluster": {k: cluster[k] for k in sorted(cluster)}}],
-             "users": [{"name": doc["users"][0]["name"], "user": {k: user[k] for k in sorted(user)}}],
-             "contexts": [{"name": context["name"], "context": {"cluster": doc["clusters"][0]["name"],
-                                                                "user": doc["users"][0]["name"]}}],
-             "current-context": context["name"]}
+    clean = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": doc["clusters"][0]["name"], "cluster": {k: cluster[k] for k in sorted(cluster)}}],
+        "users": [{"name": doc["users"][0]["name"], "user": {k: user[k] for k in sorted(user)}}],
+        "contexts": [
+            {"name": context["name"], "context": {"cluster": doc["clusters"][0]["name"], "user": doc["users"][0]["name"]}}
+        ],
+        "current-context": context["name"],
+    }
     return yaml.safe_dump(clean, sort_keys=False)
 
 

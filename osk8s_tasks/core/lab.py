@@ -101,9 +101,13 @@ def check_env() -> None:
     """OSK8S_ADMIN_PASSWORD, if set, is safe to write into local.conf; the error never shows it."""
     value = os.environ.get(ENV_ADMIN)
     if value and not SAFE_PASSWORD.fullmatch(value):
-        raise config.ConfigError([f"config: {ENV_ADMIN} (value not shown): must be 8-128 letters, digits or "
-                                  "_ . + = - (DevStack sources local.conf with bash). Fix: choose such a password, "
-                                  "or unset it and let the tool generate one"])
+        raise config.ConfigError(
+            [
+                f"config: {ENV_ADMIN} (value not shown): must be 8-128 letters, digits or "
+                "_ . + = - (DevStack sources local.conf with bash). Fix: choose such a password, "
+                "or unset it and let the tool generate one"
+            ]
+        )
 
 
 def register_known_secrets(settings) -> None:
@@ -113,10 +117,12 @@ def register_known_secrets(settings) -> None:
     check_env()
     if os.environ.get(ENV_ADMIN):
         log.secret(os.environ[ENV_ADMIN])
-    for path, pick in ((secrets_file(settings), lambda d: d.values()),
-                       (app_credential(settings), lambda d: [d.get("secret")]),
-                       (clouds_yaml(settings), _cloud_secrets),
-                       (Path(settings.openstack.clouds_yaml) if settings.openstack.clouds_yaml else None, _cloud_secrets)):
+    for path, pick in (
+        (secrets_file(settings), lambda d: d.values()),
+        (app_credential(settings), lambda d: [d.get("secret")]),
+        (clouds_yaml(settings), _cloud_secrets),
+        (Path(settings.openstack.clouds_yaml) if settings.openstack.clouds_yaml else None, _cloud_secrets),
+    ):
         data = _read(path)
         if isinstance(data, dict):
             for value in pick(data):

@@ -28,8 +28,16 @@ def private_file_step(name: str, path: Path, wanted: Callable[[], str], node: st
     return Step(name, check, lambda: write_private(path, wanted()), node=node)
 
 
-def remote_file_step(name: str, r, path: str, wanted: Callable[[], str], mode: int = 0o644, then: str = "",
-                     node: str | None = None, read: Callable[[], str] | None = None) -> Step:
+def remote_file_step(
+    name: str,
+    r,
+    path: str,
+    wanted: Callable[[], str],
+    mode: int = 0o644,
+    then: str = "",
+    node: str | None = None,
+    read: Callable[[], str] | None = None,
+) -> Step:
     """A root-owned file on a host (`r`: a core.ssh.Remote) with exactly `wanted()`, then `then` as root.
     `read`: the file's content from a probe the caller already ran (default: cat it as root)."""
 
@@ -38,7 +46,9 @@ def remote_file_step(name: str, r, path: str, wanted: Callable[[], str], mode: i
         text = wanted()
         if have == text:
             return Status(True, f"{path} is current")
-        return Status(False, f"{path} is {'different' if have else 'missing'}", f"write {path}" + (f"; {then}" if then else ""))
+        return Status(
+            False, f"{path} is {'different' if have else 'missing'}", f"write {path}" + (f"; {then}" if then else "")
+        )
 
     return Step(name, check, lambda: r.install(path, wanted(), mode=mode, then=then), node=node or r.conn.host)
 
@@ -48,8 +58,10 @@ def sysctl_probe(keys: list[str], file: str) -> str:
     sysctl lives in /usr/sbin, which is not on a Debian user's PATH (the lab VM's vagrant user): it is
     looked up there last, so a sysctl earlier on the PATH still wins."""
     each = " ".join(shlex.quote(k) for k in keys)
-    return (f"PATH=\"$PATH:/usr/sbin:/sbin\"; cat {shlex.quote(file)} 2>/dev/null; echo @@osk8s-sysctl@@; "
-            f"for k in {each}; do printf '%s=%s\\n' \"$k\" \"$(sysctl -n \"$k\" 2>/dev/null)\"; done")
+    return (
+        f'PATH="$PATH:/usr/sbin:/sbin"; cat {shlex.quote(file)} 2>/dev/null; echo @@osk8s-sysctl@@; '
+        f'for k in {each}; do printf \'%s=%s\\n\' "$k" "$(sysctl -n "$k" 2>/dev/null)"; done'
+    )
 
 
 def parse_sysctl_probe(text: str) -> tuple[str, dict[str, str]]:
@@ -69,8 +81,9 @@ def sysctl_diff(values: dict[str, str], file: str, persisted: str, live: dict[st
     return diff + ([f"persist in {file}"] if persisted != sysctl_file(values) else [])
 
 
-def sysctl_step(name: str, r, values: dict[str, str], file: str, why: str, node: str | None = None,
-                read: Callable[[], str] | None = None) -> Step:
+def sysctl_step(
+    name: str, r, values: dict[str, str], file: str, why: str, node: str | None = None, read: Callable[[], str] | None = None
+) -> Step:
     """Kernel parameters set now and persisted in `file` (sysctl -p reads it at boot). `read`: the
     output of sysctl_probe(values, file) from a probe the caller already ran (default: run it)."""
 
@@ -82,5 +95,6 @@ def sysctl_step(name: str, r, values: dict[str, str], file: str, why: str, node:
             return Status(True, f"{', '.join(f'{k}={v}' for k, v in values.items())}, persisted in {file}")
         return Status(False, why, "; ".join(diff))
 
-    return Step(name, check, lambda: r.install(file, sysctl_file(values), then=f"sysctl -q -p {file}"),
-                node=node or r.conn.host)
+    return Step(
+        name, check, lambda: r.install(file, sysctl_file(values), then=f"sysctl -q -p {file}"), node=node or r.conn.host
+    )

@@ -43,8 +43,10 @@ def connect(ssh_config: Path, host: str, gateway=None, connect_timeout: int = 15
     conn = Connection(host, config=cfg, gateway=gateway, connect_timeout=connect_timeout)
     known = conn.ssh_config.get("userknownhostsfile")
     if not known or known == "/dev/null":
-        raise StepFailed(f"{ssh_config}: host {host} has no UserKnownHostsFile; host keys must be recorded. "
-                         "Fix: regenerate it (inv host.ssh-config)")
+        raise StepFailed(
+            f"{ssh_config}: host {host} has no UserKnownHostsFile; host keys must be recorded. "
+            "Fix: regenerate it (inv host.ssh-config)"
+        )
     hop = conn
     while hop is not None:
         # Fabric builds a ProxyJump hop's Connection itself, with paramiko's AutoAddPolicy: every
@@ -88,6 +90,7 @@ def retrying(attempt: Callable[[], object], host: str, log, delays=RETRY_DELAYS,
 def open_connection(conn, log, delays=RETRY_DELAYS) -> None:
     """Open a Fabric Connection now (retrying transient failures); a failed attempt's transport is
     closed, and with it its channel on the jump host."""
+
     def attempt():
         try:
             conn.open()
@@ -100,8 +103,10 @@ def open_connection(conn, log, delays=RETRY_DELAYS) -> None:
 
 def describe_ssh_error(exc: Exception, host: str) -> str:
     if isinstance(exc, paramiko.BadHostKeyException):
-        return (f"host key of {host} does not match the recorded one: the machine was replaced, or "
-                "something is in the way. Fix: if you recreated it, run inv host.ssh-config")
+        return (
+            f"host key of {host} does not match the recorded one: the machine was replaced, or "
+            "something is in the way. Fix: if you recreated it, run inv host.ssh-config"
+        )
     if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
         return f"host key of {host} is not recorded. Fix: inv host.ssh-config"
     if isinstance(exc, paramiko.AuthenticationException):
@@ -126,8 +131,7 @@ def probe(ssh_config: Path, host: str, timeout: int = 15) -> tuple[bool, str]:
 
 def keyscan(address: str, port: int = 22, timeout: int = 10) -> list[str]:
     """known_hosts lines for address:port (all key types)."""
-    proc = subprocess.run(["ssh-keyscan", "-T", str(timeout), "-p", str(port), address],
-                          capture_output=True, text=True)
+    proc = subprocess.run(["ssh-keyscan", "-T", str(timeout), "-p", str(port), address], capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln and not ln.startswith("#")]
     if not lines:
         raise StepFailed(f"ssh-keyscan {address}:{port} returned no host key: {proc.stderr.strip()[-300:]}")

@@ -72,17 +72,22 @@ def remote_path(value: str) -> str:
     """An absolute path that lands in remote shell commands and in local.conf (sourced by bash):
     only characters that mean nothing to a shell."""
     if not re.fullmatch(r"/[A-Za-z0-9._/+-]*", value) or "/../" in f"{value}/" or "//" in value:
-        raise ValueError("must be an absolute path of letters, digits and . _ - + / (no '..', no spaces, "
-                         "quotes, $ or newlines: it lands in shell commands and in local.conf)")
+        raise ValueError(
+            "must be an absolute path of letters, digits and . _ - + / (no '..', no spaces, "
+            "quotes, $ or newlines: it lands in shell commands and in local.conf)"
+        )
     return value
 
 
 def git_ref(value: str) -> str:
     """A branch name as git accepts it, never an option: no leading '-', no '..', no spaces."""
-    if not re.fullmatch(r"[A-Za-z0-9._/+-]+", value) or value.startswith(("-", "/")) or ".." in value \
-            or value.endswith((".", "/", ".lock")):
-        raise ValueError("must be a git branch name: letters, digits and . _ - + /, not starting with '-' or '/', "
-                         "no '..'")
+    if (
+        not re.fullmatch(r"[A-Za-z0-9._/+-]+", value)
+        or value.startswith(("-", "/"))
+        or ".." in value
+        or value.endswith((".", "/", ".lock"))
+    ):
+        raise ValueError("must be a git branch name: letters, digits and . _ - + /, not starting with '-' or '/', no '..'")
     return value
 
 
@@ -90,22 +95,27 @@ def one_line(value: str) -> str:
     """A name that goes into config files (cloud.conf, ssh_config): one line, no quotes or
     control characters, not an option."""
     if not value or re.search(r'[\x00-\x1f\x7f"\\]', value) or value.startswith("-") or value != value.strip():
-        raise ValueError("must be one line without quotes, backslashes or control characters, not starting with "
-                         "'-' or a space (it is written into cloud.conf and ssh_config)")
+        raise ValueError(
+            "must be one line without quotes, backslashes or control characters, not starting with "
+            "'-' or a space (it is written into cloud.conf and ssh_config)"
+        )
     return value
 
 
 def user_name(value: str) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value):
-        raise ValueError("must be a POSIX user name: lower-case letters, digits, '_' and '-' (it is written into ssh_config)")
+        raise ValueError(
+            "must be a POSIX user name: lower-case letters, digits, '_' and '-' (it is written into ssh_config)"
+        )
     return value
 
 
 def port_range(value: str) -> str:
     m = re.fullmatch(r"(\d{1,5})-(\d{1,5})", value)
     if not m or not 1 <= int(m[1]) <= int(m[2]) <= 65535:
-        raise ValueError("must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535 (kube-apiserver's "
-                         "--service-node-port-range, e.g. 30000-32767)")
+        raise ValueError(
+            "must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535 (kube-apiserver's --service-node-port-range, e.g. 30000-32767)"
+        )
     return value
 
 

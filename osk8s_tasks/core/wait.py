@@ -13,8 +13,14 @@ from osk8s_tasks.core.engine import Status, Step, StepFailed
 PROGRESS_SECONDS = 30
 
 
-def until(check: Callable[[], Status], timeout: float, interval: float = 2.0, what: str = "wait",
-          sleep=time.sleep, clock=time.monotonic) -> tuple[bool, str]:
+def until(
+    check: Callable[[], Status],
+    timeout: float,
+    interval: float = 2.0,
+    what: str = "wait",
+    sleep=time.sleep,
+    clock=time.monotonic,
+) -> tuple[bool, str]:
     """Poll check() until it is ok or `timeout` seconds passed: (ok, the last reason)."""
     start = said = clock()
     while True:

@@ -152,6 +152,7 @@ def mask_secret_lines(old: str, new: str) -> tuple[str, str]:
     """Both sides of a local.conf diff with every password-like value masked: the old side shows
     `KEY=***`, the new side `KEY=*** (changed)` where the value differs, so a diff says which
     password changes and never what either value is."""
+
     def values(text):
         return {m.group(1).strip(): m.group(2) for m in map(_SECRET_ASSIGNMENT.match, text.splitlines()) if m}
 

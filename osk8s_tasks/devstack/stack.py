@@ -36,8 +36,10 @@ def _failure(s, r, st: facts.StackState) -> str:
     d = shlex.quote(s.settings.devstack.dest)
     tail = r.run(f"tail -n 12 {d}/{facts.LOG} 2>/dev/null || tail -n 12 {d}/{facts.OUT} 2>/dev/null", warn=True).stdout
     lines = "\n    ".join(x for x in tail.splitlines() if x.strip())
-    return (f"stack.sh failed (exit {st.rc if st.rc is not None else '?'}) in phase {st.phase!r}; last log lines:\n    "
-            f"{lines}\n  Fix the cause, then: inv devstack.stack --force (runs unstack.sh and clean.sh first)")
+    return (
+        f"stack.sh failed (exit {st.rc if st.rc is not None else '?'}) in phase {st.phase!r}; last log lines:\n    "
+        f"{lines}\n  Fix the cause, then: inv devstack.stack --force (runs unstack.sh and clean.sh first)"
+    )
 
 
 class Watchdog:
@@ -87,8 +89,10 @@ def follow(s, r) -> facts.StackState:
             s.watchdog_restarts = dog.summary()
             return st
         if time.monotonic() - t0 > d.stack_timeout:
-            raise StepFailed(f"stack.sh still running after {d.stack_timeout} s (phase {st.phase!r}); it goes on on the VM. "
-                             "Fix: re-run inv devstack.stack to follow it again, or raise devstack.stack_timeout")
+            raise StepFailed(
+                f"stack.sh still running after {d.stack_timeout} s (phase {st.phase!r}); it goes on on the VM. "
+                "Fix: re-run inv devstack.stack to follow it again, or raise devstack.stack_timeout"
+            )
         dog.tick()
         time.sleep(min(d.watchdog.interval, 5) if dog.since else d.watchdog.interval)
 
@@ -107,7 +111,9 @@ def stack_step(s, r, force: bool) -> Step:
             extra = f"; watchdog restarts: {restarts}" if restarts and restarts != "none" else ""
             return Status(True, f"stack.sh completed in {st.seconds} seconds (summary log){extra}")
         if st.state == "running":
-            return Status(False, f"stack.sh is running (phase {st.phase!r})", "follow the running stack.sh (no second start)")
+            return Status(
+                False, f"stack.sh is running (phase {st.phase!r})", "follow the running stack.sh (no second start)"
+            )
         if st.state == "failed":
             raise StepFailed(_failure(s, r, st))
         return Status(False, "DevStack has not been stacked", "start stack.sh detached and follow it")
@@ -115,17 +121,23 @@ def stack_step(s, r, force: bool) -> Step:
     def apply():
         st = stack_state(s, r)
         if force and not forced["done"] and st.state != "running":
-            r.run(f"cd {where} && ./unstack.sh > /dev/null 2>&1; ./clean.sh > /dev/null 2>&1; "
-                  f"rm -f {dest}/{facts.RC} {dest}/{facts.SUMMARY}", warn=True, timeout=1800)
+            r.run(
+                f"cd {where} && ./unstack.sh > /dev/null 2>&1; ./clean.sh > /dev/null 2>&1; "
+                f"rm -f {dest}/{facts.RC} {dest}/{facts.SUMMARY}",
+                warn=True,
+                timeout=1800,
+            )
             forced["done"] = True
             st = stack_state(s, r)
         if st.state != "running":
             # `;` not `&&` before the `&`: an and-list would be backgrounded whole, and its shell
             # would hold the SSH channel open until stack.sh ends.
-            r.run(f"mkdir -p {dest}/logs && rm -f {dest}/{facts.RC} && cd {where} || exit 1; "
-                  f"nohup setsid flock -n {dest}/{facts.LOCK} bash -c "
-                  f"{shlex.quote(f'./stack.sh > {d.dest}/{facts.OUT} 2>&1; echo $? > {d.dest}/{facts.RC}')} "
-                  "> /dev/null 2>&1 < /dev/null &")
+            r.run(
+                f"mkdir -p {dest}/logs && rm -f {dest}/{facts.RC} && cd {where} || exit 1; "
+                f"nohup setsid flock -n {dest}/{facts.LOCK} bash -c "
+                f"{shlex.quote(f'./stack.sh > {d.dest}/{facts.OUT} 2>&1; echo $? > {d.dest}/{facts.RC}')} "
+                "> /dev/null 2>&1 < /dev/null &"
+            )
             s.log.info("stack.started", where=f"{r.conn.host}:{d.dest}/devstack")
             time.sleep(1)
         st = follow(s, r)
@@ -139,13 +151,30 @@ def clouds_yaml(s, ip: str, secrets: dict) -> str:
     auth = f"http://{ip}/identity"
 
     def cloud(user, project):
-        return {"auth": {"auth_url": auth, "username": user, "password": secrets["admin"], "project_name": project,
-                         "user_domain_name": "Default", "project_domain_name": "Default"},
-                "region_name": "RegionOne", "identity_api_version": 3, "interface": "public"}
+        return {
+            "auth": {
+                "auth_url": auth,
+                "username": user,
+                "password": secrets["admin"],
+                "project_name": project,
+                "user_domain_name": "Default",
+                "project_domain_name": "Default",
+            },
+            "region_name": "RegionOne",
+            "identity_api_version": 3,
+            "interface": "public",
+        }
 
-    doc = {"clouds": {"devstack-admin": cloud("admin", "admin"), "devstack": cloud("demo", "demo"),
-                      "devstack-alt": cloud("alt_demo", "alt_demo")}}
-    return "# written by osk8s devstack.stack: DevStack gives every user the admin password\n" + yaml.safe_dump(doc, sort_keys=False)
+    doc = {
+        "clouds": {
+            "devstack-admin": cloud("admin", "admin"),
+            "devstack": cloud("demo", "demo"),
+            "devstack-alt": cloud("alt_demo", "alt_demo"),
+        }
+    }
+    return "# written by osk8s devstack.stack: DevStack gives every user the admin password\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
 
 
 def clouds_step(s, r) -> Step:
@@ -198,14 +227,22 @@ def unstack_step(s, r) -> Step:
 def status_text(s, r) -> str:
     d = s.settings.devstack
     st = stack_state(s, r)
-    head = r.run(f"git -C {shlex.quote(d.dest)}/devstack log -1 --format='%h %cs %s' 2>/dev/null || echo 'no checkout'", warn=True).stdout.strip()
-    state = {"completed": f"completed in {st.seconds} s", "running": f"running, phase {st.phase!r}",
-             "failed": f"FAILED in phase {st.phase!r} (exit {st.rc})", "never": "not stacked"}[st.state]
+    head = r.run(
+        f"git -C {shlex.quote(d.dest)}/devstack log -1 --format='%h %cs %s' 2>/dev/null || echo 'no checkout'", warn=True
+    ).stdout.strip()
+    state = {
+        "completed": f"completed in {st.seconds} s",
+        "running": f"running, phase {st.phase!r}",
+        "failed": f"FAILED in phase {st.phase!r} (exit {st.rc})",
+        "never": "not stacked",
+    }[st.state]
     rows = [("host", r.conn.host), ("devstack", head), ("stack.sh", state)]
     units = [f"{u.name} {u.load} {u.active} {u.sub}" for u in facts.parse_units(r.run(facts.UNITS_PROBE, warn=True).stdout)]
     rows.append(("units", "\n".join(("" if i == 0 else " " * 10) + ln for i, ln in enumerate(units)) or "none"))
     ip = host_ip(r)
-    probe = facts.parse_watchdog_probe(r.run(facts.watchdog_probe([(x.unit, x.url.format(host_ip=ip)) for x in d.watchdog.services]), warn=True).stdout)
+    probe = facts.parse_watchdog_probe(
+        r.run(facts.watchdog_probe([(x.unit, x.url.format(host_ip=ip)) for x in d.watchdog.services]), warn=True).stdout
+    )
     for unit, (state_, code) in sorted(probe.items()):
         rows.append((f"api {unit}", "absent" if state_ == "absent" else f"unit {state_}, HTTP {code or 'no answer'}"))
     return "\n".join(f"{k:<8}  {v}" for k, v in rows)
@@ -221,7 +258,9 @@ def collect_logs(s, r, out) -> str:
         "  if command -v journalctl >/dev/null; then journalctl -u $u --no-pager > $t/journal/$u.log 2>&1; "
         "  else echo 'no journalctl on this host' > $t/journal/$u.log; fi; done; "
         f"cp -L {dest}/{facts.LOG} {dest}/{facts.SUMMARY} {dest}/{facts.OUT} $t/ 2>/dev/null; "
-        f"tar czf {remote_tgz} -C $t . && rm -rf $t", sudo=True)
+        f"tar czf {remote_tgz} -C $t . && rm -rf $t",
+        sudo=True,
+    )
     r.run(f"chown {r.user} {remote_tgz}", sudo=True)
     part = out.with_name(f".{out.name}.part")
     try:

@@ -26,8 +26,9 @@ def target(settings) -> tuple[Path, str]:
     """(ssh_config, alias) of the DevStack host (core.lab.jump_host), which must exist."""
     path, alias = lab.jump_host(settings)
     if not settings.devstack.ssh_target and not path.exists():
-        raise StepFailed(f"no ssh_config for the lab VM ({path}). Fix: inv host.up, "
-                         "or point devstack.ssh_target at another host")
+        raise StepFailed(
+            f"no ssh_config for the lab VM ({path}). Fix: inv host.up, or point devstack.ssh_target at another host"
+        )
     return path, alias
 
 
@@ -72,9 +73,11 @@ def prepare_steps(s, r: Remote) -> list[Step]:
     def apply_dest():
         r.run(f"mkdir -p {shlex.quote(d.dest)} && chown {r.user}: {shlex.quote(d.dest)}", sudo=True)
 
-    return [sysctl_step("ipv6 sysctls", r, SYSCTLS, SYSCTL_FILE, "IPv6 sysctls would break neutron's IPv6 networks"),
-            Step("packages", check_packages, apply_packages, node=r.conn.host),
-            Step(f"{d.dest} owner", check_dest, apply_dest, node=r.conn.host)]
+    return [
+        sysctl_step("ipv6 sysctls", r, SYSCTLS, SYSCTL_FILE, "IPv6 sysctls would break neutron's IPv6 networks"),
+        Step("packages", check_packages, apply_packages, node=r.conn.host),
+        Step(f"{d.dest} owner", check_dest, apply_dest, node=r.conn.host),
+    ]
 
 
 # --- fetch and patch -----------------------------------------------------------------------------
@@ -92,14 +95,20 @@ def fetch_step(s, r: Remote) -> Step:
 
     def check():
         want = upstream()
-        out = r.run(f"git -C {q(where)} remote get-url origin 2>/dev/null && git -C {q(where)} rev-parse HEAD", warn=True).stdout.split()
+        out = r.run(
+            f"git -C {q(where)} remote get-url origin 2>/dev/null && git -C {q(where)} rev-parse HEAD", warn=True
+        ).stdout.split()
         if len(out) < 2:
             return Status(False, f"no DevStack checkout in {where}", f"clone {d.repo} {d.branch} ({want[:12]})")
         url, head = out
         if url != d.repo:
             return Status(False, f"{where} tracks {url}", f"switch origin to {d.repo}, check out {d.branch} ({want[:12]})")
         if head != want:
-            return Status(False, f"{where} is at {head[:12]}", f"check out {d.branch} {head[:12]} -> {want[:12]} (local changes dropped; patches re-applied)")
+            return Status(
+                False,
+                f"{where} is at {head[:12]}",
+                f"check out {d.branch} {head[:12]} -> {want[:12]} (local changes dropped; patches re-applied)",
+            )
         return Status(True, f"{d.branch} at {head[:12]} from {d.repo}")
 
     def apply():
@@ -107,8 +116,11 @@ def fetch_step(s, r: Remote) -> Step:
         if not exists:
             r.run(f"git clone -q --branch {q(d.branch)} {q(d.repo)} {q(where)}", timeout=1800)
         else:
-            r.run(f"cd {q(where)} && git remote set-url origin {q(d.repo)} && git fetch -q origin {q(d.branch)} "
-                  f"&& git checkout -q --force -B {q(d.branch)} FETCH_HEAD", timeout=1800)
+            r.run(
+                f"cd {q(where)} && git remote set-url origin {q(d.repo)} && git fetch -q origin {q(d.branch)} "
+                f"&& git checkout -q --force -B {q(d.branch)} FETCH_HEAD",
+                timeout=1800,
+            )
 
     return Step("devstack checkout", check, apply, node=r.conn.host)
 
@@ -135,8 +147,10 @@ def patch_steps(s, r: Remote) -> list[Step]:
             if forward.exited == 0:
                 return Status(False, f"{name} is not applied", f"apply {name} to {files}")
             why = (forward.stderr or "").strip().splitlines()[:2]
-            raise StepFailed(f"patch {name} applies neither forward nor in reverse to {d.branch}: {' | '.join(why)}. "
-                             "Fix: refresh the patch for this branch or remove it from devstack.patches")
+            raise StepFailed(
+                f"patch {name} applies neither forward nor in reverse to {d.branch}: {' | '.join(why)}. "
+                "Fix: refresh the patch for this branch or remove it from devstack.patches"
+            )
 
         def apply(text=text):
             tmp = r.temp_file(text)
@@ -152,7 +166,9 @@ def patch_steps(s, r: Remote) -> list[Step]:
 def host_ip(r: Remote) -> str:
     ip = facts.parse_host_ip(r.run(facts.HOST_IP_PROBE).stdout)
     if ip is None:
-        raise StepFailed(f"no IPv4 address on the default route's interface of {r.conn.host}. Fix: give the host a default route")
+        raise StepFailed(
+            f"no IPv4 address on the default route's interface of {r.conn.host}. Fix: give the host a default route"
+        )
     return ip
 
 
@@ -168,10 +184,19 @@ def ovn_agent(branch: str) -> str:
 
 def local_conf(s, ip: str, secrets: dict) -> str:
     d = s.settings.devstack
-    return render.render("devstack/local.conf.j2", lab=s.settings.lab.name, host_ip=ip, dest=d.dest,
-                         branch=d.branch, ovn_agent=ovn_agent(d.branch), secrets=secrets, octavia_provider=d.octavia_provider,
-                         amphora_image=d.amphora_image, cinder_lvm_size=d.cinder_lvm_size,
-                         enable_barbican=d.enable_barbican)
+    return render.render(
+        "devstack/local.conf.j2",
+        lab=s.settings.lab.name,
+        host_ip=ip,
+        dest=d.dest,
+        branch=d.branch,
+        ovn_agent=ovn_agent(d.branch),
+        secrets=secrets,
+        octavia_provider=d.octavia_provider,
+        amphora_image=d.amphora_image,
+        cinder_lvm_size=d.cinder_lvm_size,
+        enable_barbican=d.enable_barbican,
+    )
 
 
 def configure_step(s, r: Remote) -> Step:
@@ -181,11 +206,15 @@ def configure_step(s, r: Remote) -> Step:
 
     def check():
         text = local_conf(s, host_ip(r), labsecrets.load(s.settings))
-        out = r.run(f"sha256sum {shlex.quote(path)} 2>/dev/null; stat -c %a {shlex.quote(path)} 2>/dev/null", warn=True).stdout.split()
+        out = r.run(
+            f"sha256sum {shlex.quote(path)} 2>/dev/null; stat -c %a {shlex.quote(path)} 2>/dev/null", warn=True
+        ).stdout.split()
         if labsecrets.missing(s.settings):
-            return Status(False, "the lab's passwords are not generated yet",
-                          f"generate the lab's passwords ({lab.secrets_file(s.settings)}, 0600), write {path} (mode 600):\n"
-                          + text)
+            return Status(
+                False,
+                "the lab's passwords are not generated yet",
+                f"generate the lab's passwords ({lab.secrets_file(s.settings)}, 0600), write {path} (mode 600):\n" + text,
+            )
         if len(out) >= 3 and out[0] == render.digest(text) and out[2] == "600":
             return Status(True, f"local.conf is current (sha256 {out[0][:12]}, mode 600)")
         if len(out) < 3:
@@ -194,7 +223,9 @@ def configure_step(s, r: Remote) -> Step:
         for value in facts.secret_values(current):  # the VM's passwords may not be this run's
             log.secret(value)
         old, new = facts.mask_secret_lines(current, text)
-        diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "local.conf (VM)", "local.conf (wanted)"))
+        diff = "".join(
+            difflib.unified_diff(old.splitlines(True), new.splitlines(True), "local.conf (VM)", "local.conf (wanted)")
+        )
         return Status(False, "local.conf differs", diff or f"mode {out[2]} -> 600")
 
     def apply():
@@ -203,4 +234,3 @@ def configure_step(s, r: Remote) -> Step:
         r.run(f"mv {shlex.quote(path + '.tmp')} {shlex.quote(path)}")
 
     return Step("local.conf", check, apply, node=r.conn.host)
-

@@ -82,8 +82,9 @@ def status(c, log_json=None):
         print(devstack_stack.status_text(s, r))
 
 
-@task(help={"output": "Tarball to write (default .osk8s/<lab>/devstack-logs-<time>.tgz).",
-            "log_json": COMMON_HELP["log_json"]})
+@task(
+    help={"output": "Tarball to write (default .osk8s/<lab>/devstack-logs-<time>.tgz).", "log_json": COMMON_HELP["log_json"]}
+)
 def logs(c, output=None, log_json=None):
     """Collect the journal of every devstack@ unit and the stack logs into a local tarball (0600)."""
     import time

@@ -8,7 +8,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # --- pure parsers ------------------------------------------------------------------------------
 
 

@@ -28,11 +28,15 @@ def plugin_step(lab, s) -> Step:
         if "vagrant-libvirt" in plugins:
             return Status(True, f"vagrant-libvirt {plugins['vagrant-libvirt']} is installed")
         if not lab.host.install_plugin:
-            raise StepFailed("the vagrant-libvirt plugin is missing. Fix: apt-get install vagrant-libvirt, "
-                             "or set host.install_plugin: true to let the tool run `vagrant plugin install`")
+            raise StepFailed(
+                "the vagrant-libvirt plugin is missing. Fix: apt-get install vagrant-libvirt, "
+                "or set host.install_plugin: true to let the tool run `vagrant plugin install`"
+            )
         return Status(False, "vagrant-libvirt plugin missing", "vagrant plugin install vagrant-libvirt")
 
-    return Step("vagrant-libvirt plugin", check, lambda: lab.run("plugin install", ["plugin", "install", "vagrant-libvirt"], s.log))
+    return Step(
+        "vagrant-libvirt plugin", check, lambda: lab.run("plugin install", ["plugin", "install", "vagrant-libvirt"], s.log)
+    )
 
 
 def box_step(lab, s) -> Step:
@@ -48,8 +52,11 @@ def box_step(lab, s) -> Step:
         return Status(False, f"box {h.box} is not installed", f"add box {h.box} from {source}")
 
     def apply():
-        args = ["box", "add", "--provider", "libvirt", "--name", h.box, h.box_url] if h.box_url else \
-            ["box", "add", "--provider", "libvirt", h.box] + (["--box-version", h.box_version] if h.box_version else [])
+        args = (
+            ["box", "add", "--provider", "libvirt", "--name", h.box, h.box_url]
+            if h.box_url
+            else ["box", "add", "--provider", "libvirt", h.box] + (["--box-version", h.box_version] if h.box_version else [])
+        )
         lab.run("box add", args, s.log, progress=True)
 
     return Step(f"box {h.box}", check, apply)
@@ -62,7 +69,9 @@ def settings_step(lab) -> Step:
             return Status(True, f"{lab.settings_file.name} matches the configuration")
         if not lab.settings_file.exists():
             return Status(False, "no settings file for the Vagrantfile yet", f"write {lab.settings_file}")
-        diff = "".join(difflib.unified_diff(lab.settings_file.read_text().splitlines(True), want.splitlines(True), "current", "wanted"))
+        diff = "".join(
+            difflib.unified_diff(lab.settings_file.read_text().splitlines(True), want.splitlines(True), "current", "wanted")
+        )
         return Status(False, "the Vagrantfile settings differ from the configuration", diff)
 
     def apply():
@@ -87,14 +96,19 @@ def domain_step(lab, s) -> Step:
     def check():
         f = lab.facts()
         if f is None:
-            return Status(False, "the lab VM does not exist",
-                          f"create and boot {lab.name} from box {h.box}: {h.memory} MiB, {h.cpus} vCPU, "
-                          f"driver {h.driver}, cpu_mode {h.cpu_mode}, nested {h.nested} (vagrant up)")
+            return Status(
+                False,
+                "the lab VM does not exist",
+                f"create and boot {lab.name} from box {h.box}: {h.memory} MiB, {h.cpus} vCPU, "
+                f"driver {h.driver}, cpu_mode {h.cpu_mode}, nested {h.nested} (vagrant up)",
+            )
         if f.state != "running":
             return Status(False, f"the lab VM is {f.state}", f"start {f.name} (vagrant up)")
         changes = drift(lab, f)
         if changes:
-            return Status(False, "the lab VM runs with other resources than configured", "; ".join(changes) + " (vagrant reload)")
+            return Status(
+                False, "the lab VM runs with other resources than configured", "; ".join(changes) + " (vagrant reload)"
+            )
         return Status(True, f"domain {f.name} is running ({f.memory_mib} MiB, {f.vcpus} vCPU)")
 
     def apply():
@@ -122,11 +136,16 @@ def ssh_config_step(lab, s) -> Step:
             return Status(False, "the lab VM has no DHCP lease yet", "wait for an address, then write ssh_config")
         cfg = remote.read_ssh_config(lab.ssh_config_path)
         if not cfg:
-            return Status(False, "no ssh_config for the lab VM yet", f"write {lab.ssh_config_path} and record host keys of {ip}")
+            return Status(
+                False, "no ssh_config for the lab VM yet", f"write {lab.ssh_config_path} and record host keys of {ip}"
+            )
         header = lab.ssh_config_path.read_text().splitlines()[0]
         if f.uuid not in header:
-            return Status(False, "the lab VM was recreated since the host keys were recorded",
-                          f"re-record host keys of {ip} for domain {f.uuid}")
+            return Status(
+                False,
+                "the lab VM was recreated since the host keys were recorded",
+                f"re-record host keys of {ip} for domain {f.uuid}",
+            )
         if cfg.get("hostname") != ip:
             return Status(False, "the lab VM's address changed", f"HostName {cfg.get('hostname')} -> {ip}")
         if not remote.has_known_host(lab.known_hosts_path, ip, int(cfg.get("port", 22))):
@@ -139,19 +158,24 @@ def ssh_config_step(lab, s) -> Step:
         ip, port = raw["hostname"], int(raw.get("port", 22))
         keys = remote.keyscan(ip, port)
         write_private(lab.known_hosts_path, "\n".join(keys) + "\n")
-        write_private(lab.ssh_config_path, "\n".join([
-            f"# osk8s lab {lab.name}, domain {f.uuid}: written by `inv host.ssh-config`; host keys are checked",
-            f"Host {lab.name}",
-            f"  HostName {ip}",
-            f"  User {raw.get('user', 'vagrant')}",
-            f"  Port {port}",
-            f"  IdentityFile {raw.get('identityfile', lab.private_key())}",
-            "  IdentitiesOnly yes",
-            f"  UserKnownHostsFile {lab.known_hosts_path}",
-            "  StrictHostKeyChecking yes",
-            "  LogLevel ERROR",
-            "",
-        ]))
+        write_private(
+            lab.ssh_config_path,
+            "\n".join(
+                [
+                    f"# osk8s lab {lab.name}, domain {f.uuid}: written by `inv host.ssh-config`; host keys are checked",
+                    f"Host {lab.name}",
+                    f"  HostName {ip}",
+                    f"  User {raw.get('user', 'vagrant')}",
+                    f"  Port {port}",
+                    f"  IdentityFile {raw.get('identityfile', lab.private_key())}",
+                    "  IdentitiesOnly yes",
+                    f"  UserKnownHostsFile {lab.known_hosts_path}",
+                    "  StrictHostKeyChecking yes",
+                    "  LogLevel ERROR",
+                    "",
+                ]
+            ),
+        )
 
     return Step("ssh config", check, apply)
 
@@ -177,8 +201,16 @@ def ssh_step(lab, s) -> Step:
 
 def ensure_up(s) -> None:
     lab = lab_of(s)
-    s.converge([plugin_step(lab, s), settings_step(lab), box_step(lab, s), domain_step(lab, s),
-                ssh_config_step(lab, s), ssh_step(lab, s)])
+    s.converge(
+        [
+            plugin_step(lab, s),
+            settings_step(lab),
+            box_step(lab, s),
+            domain_step(lab, s),
+            ssh_config_step(lab, s),
+            ssh_step(lab, s),
+        ]
+    )
 
 
 def halt_steps(s, lab) -> list[Step]:
@@ -190,7 +222,10 @@ def halt_steps(s, lab) -> list[Step]:
             return Status(True, f"the lab VM is already {f.state}")
         return Status(False, f"the lab VM is {f.state}", f"shut down {f.name} (vagrant halt)")
 
-    return [settings_step(lab), Step("lab VM stopped", check, lambda: lab.run("halt", ["halt", lab.name], s.log, progress=True))]
+    return [
+        settings_step(lab),
+        Step("lab VM stopped", check, lambda: lab.run("halt", ["halt", lab.name], s.log, progress=True)),
+    ]
 
 
 def lab_files(lab) -> list:
@@ -262,8 +297,11 @@ def restore_step(s, lab, name: str) -> Step:
         if snap is None:
             have = ", ".join(x["name"] for x in snaps) or "none"
             raise StepFailed(f"no snapshot {name!r} (snapshots: {have}). Fix: inv host.snapshots")
-        return Status(False, "a restore always reverts: changes made since a snapshot cannot be detected",
-                      f"revert {lab.name} to {name} (taken {snap['created']}, {snap['vm_state']})")
+        return Status(
+            False,
+            "a restore always reverts: changes made since a snapshot cannot be detected",
+            f"revert {lab.name} to {name} (taken {snap['created']}, {snap['vm_state']})",
+        )
 
     def verify():
         current = next((x for x in lab.snapshots() if x["current"]), None)
@@ -304,9 +342,14 @@ def status_text(s) -> str:
     if f is None:
         rows.append(("domain", "not created (inv host.up)"))
     else:
-        rows += [("domain", f"{f.name} ({f.uuid})"), ("state", f.state),
-                 ("resources", f"{f.memory_mib} MiB, {f.vcpus} vCPU"
-                  + (f"  [drift: {'; '.join(drift(lab, f))}]" if drift(lab, f) else ""))]
+        rows += [
+            ("domain", f"{f.name} ({f.uuid})"),
+            ("state", f.state),
+            (
+                "resources",
+                f"{f.memory_mib} MiB, {f.vcpus} vCPU" + (f"  [drift: {'; '.join(drift(lab, f))}]" if drift(lab, f) else ""),
+            ),
+        ]
         if f.state == "running":
             rows.append(("address", lab.ip_address() or "no lease yet"))
             rows.append(("ssh", remote.probe(lab.ssh_config_path, lab.name)[1]))

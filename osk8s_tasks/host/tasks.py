@@ -18,7 +18,12 @@ UP_HELP = {
 }
 
 
-@task(help={"log_json": COMMON_HELP["log_json"], "install_plugin": "Allow `vagrant plugin install vagrant-libvirt` when it is missing."})
+@task(
+    help={
+        "log_json": COMMON_HELP["log_json"],
+        "install_plugin": "Allow `vagrant plugin install vagrant-libvirt` when it is missing.",
+    }
+)
 def check(c, install_plugin=False, log_json=None):
     """Check the KVM host: /dev/kvm, CPU flags, nested virtualization, libvirt, vagrant, plugin,
     memory/CPUs/disk, box. Prints a table with the fix for each problem."""
@@ -26,7 +31,9 @@ def check(c, install_plugin=False, log_json=None):
     from osk8s_tasks.host import check as host_check
     from osk8s_tasks.host import steps
 
-    with session(c, "host.check", log_json=log_json, quiet=True, overrides={"host.install_plugin": install_plugin or None}) as s:
+    with session(
+        c, "host.check", log_json=log_json, quiet=True, overrides={"host.install_plugin": install_plugin or None}
+    ) as s:
         lab = steps.lab_of(s)
         rows = host_check.rows(lab)
         if install_plugin and any(r.name == "vagrant-libvirt plugin" and r.result == "fail" for r in rows):

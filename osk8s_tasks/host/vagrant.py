@@ -93,6 +93,7 @@ class Lab:
 
     def vagrant(self):
         """python-vagrant bound to this lab; its commands' output goes to logs/vagrant.log."""
+
         @contextmanager
         def to_log():
             with open_private(self.vagrant_log, "a") as fh:
@@ -135,11 +136,19 @@ class Lab:
             rc = proc.wait()
         if rc != 0:
             last = "\n    ".join(x for x in tail if x.strip())
-            raise StepFailed(f"`{' '.join(cmd)}` failed ({what}), exit {rc}; last lines:\n    {last}\n  (full output: {self.vagrant_log})")
+            raise StepFailed(
+                f"`{' '.join(cmd)}` failed ({what}), exit {rc}; last lines:\n    {last}\n  (full output: {self.vagrant_log})"
+            )
 
     def capture(self, args: list[str]) -> str:
-        proc = subprocess.run(["vagrant", *args], cwd=Path(self.host.vagrantfile).parent, env=self.env(),
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            ["vagrant", *args],
+            cwd=Path(self.host.vagrantfile).parent,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         if proc.returncode != 0:
             raise StepFailed(f"`vagrant {' '.join(args)}` failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
         return proc.stdout
@@ -217,11 +226,13 @@ class Lab:
         for snap in dom.listAllSnapshots():
             root = ET.fromstring(snap.getXMLDesc())
             created = int(root.findtext("creationTime") or 0)
-            out.append({
-                "name": snap.getName(),
-                "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)),
-                "created_ts": created,
-                "vm_state": root.findtext("state") or "?",
-                "current": snap.getName() == current,
-            })
+            out.append(
+                {
+                    "name": snap.getName(),
+                    "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)),
+                    "created_ts": created,
+                    "vm_state": root.findtext("state") or "?",
+                    "current": snap.getName() == current,
+                }
+            )
         return sorted(out, key=lambda s: s["created_ts"])

@@ -5,14 +5,6 @@ not be read: an unreachable part is one line there, never a failure of the bundl
 
 from __future__ import annotations
 
-import yaml
-
-from osk8s_tasks.cluster.addons import api_of
-from osk8s_tasks.cluster.nodes import connections
-from osk8s_tasks.devstack.stack import collect_logs, register_vm_secrets
-from osk8s_tasks.devstack.steps import connected
-from osk8s_tasks.openstack import clouds as cloud
-
 import io
 import json
 import os
@@ -23,9 +15,16 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import yaml
+
+from osk8s_tasks.cluster.addons import api_of
+from osk8s_tasks.cluster.nodes import connections
 from osk8s_tasks.core import log
-from osk8s_tasks.core.files import make_dirs
 from osk8s_tasks.core.engine import StepFailed
+from osk8s_tasks.core.files import make_dirs
+from osk8s_tasks.devstack.stack import collect_logs, register_vm_secrets
+from osk8s_tasks.devstack.steps import connected
+from osk8s_tasks.openstack import clouds as cloud
 
 Part = tuple[str, Callable[[], Iterator[tuple[str, bytes | str]]]]  # (name, yields (path in bundle, content))
 CONTROLLERS = ("openstack-cloud-controller-manager", "csi-cinder", "octavia-ingress-controller", "k8s-keystone-auth")
@@ -51,19 +50,40 @@ def cloud_parts(s) -> list[Part]:
     lab = s.settings.lab.name
 
     def load_balancers():
-        lbs = [lb for lb in clouds.main.load_balancer.load_balancers()
-               if lb.name.startswith((f"kube_service_{lab}_", f"kube_ingress_{lab}_"))]
+        lbs = [
+            lb
+            for lb in clouds.main.load_balancer.load_balancers()
+            if lb.name.startswith((f"kube_service_{lab}_", f"kube_ingress_{lab}_"))
+        ]
         yield "openstack/load-balancers.json", json.dumps([lb.to_dict(computed=False) for lb in lbs], indent=2, default=str)
         for lb in lbs:
             tree = clouds.main.load_balancer.get_load_balancer_statuses(lb)
             yield f"openstack/lb-status-{lb.name}.json", json.dumps(tree.to_dict(computed=False), indent=2, default=str)
 
     def volumes():
-        vols = [v for v in clouds.main.block_storage.volumes(details=True)
-                if (v.metadata or {}).get("cinder.csi.openstack.org/cluster") == lab]
-        yield "openstack/volumes.json", json.dumps([{"id": v.id, "name": v.name, "status": v.status, "size": v.size,
-                                                     "attachments": v.attachments, "metadata": v.metadata}
-                                                    for v in vols], indent=2, default=str)
+        vols = [
+            v
+            for v in clouds.main.block_storage.volumes(details=True)
+            if (v.metadata or {}).get("cinder.csi.openstack.org/cluster") == lab
+        ]
+        yield (
+            "openstack/volumes.json",
+            json.dumps(
+                [
+                    {
+                        "id": v.id,
+                        "name": v.name,
+                        "status": v.status,
+                        "size": v.size,
+                        "attachments": v.attachments,
+                        "metadata": v.metadata,
+                    }
+                    for v in vols
+                ],
+                indent=2,
+                default=str,
+            ),
+        )
 
     def consoles():
         for name, srv in clouds.servers().items():
@@ -79,13 +99,18 @@ def cluster_parts(s, api) -> list[Part]:
 
     def objects():
         yield "cluster/nodes.yaml", _yaml(api.request("GET", "/api/v1/nodes"))
-        for kind, path in (("deployments", "/apis/apps/v1/namespaces/kube-system/deployments"),
-                           ("daemonsets", "/apis/apps/v1/namespaces/kube-system/daemonsets"),
-                           ("statefulsets", "/apis/apps/v1/namespaces/kube-system/statefulsets"),
-                           ("pods", "/api/v1/namespaces/kube-system/pods")):
+        for kind, path in (
+            ("deployments", "/apis/apps/v1/namespaces/kube-system/deployments"),
+            ("daemonsets", "/apis/apps/v1/namespaces/kube-system/daemonsets"),
+            ("statefulsets", "/apis/apps/v1/namespaces/kube-system/statefulsets"),
+            ("pods", "/api/v1/namespaces/kube-system/pods"),
+        ):
             yield f"cluster/kube-system-{kind}.yaml", _yaml(api.request("GET", path, query=[("labelSelector", sel)]))
-        for kind, path in (("all", f"/api/v1/namespaces/{ns}/pods"), ("services", f"/api/v1/namespaces/{ns}/services"),
-                           ("pvcs", f"/api/v1/namespaces/{ns}/persistentvolumeclaims")):
+        for kind, path in (
+            ("all", f"/api/v1/namespaces/{ns}/pods"),
+            ("services", f"/api/v1/namespaces/{ns}/services"),
+            ("pvcs", f"/api/v1/namespaces/{ns}/persistentvolumeclaims"),
+        ):
             yield f"cluster/{ns}-{kind}.yaml", _yaml(api.request("GET", path) or {})
         for where in ("kube-system", ns):
             yield f"cluster/events-{where}.yaml", _yaml(api.request("GET", f"/api/v1/namespaces/{where}/events") or {})
@@ -100,8 +125,10 @@ def cluster_parts(s, api) -> list[Part]:
                     query = [("container", c["name"])] + ([("previous", "true")] if previous else [])
                     code, body = api.call("GET", f"/api/v1/namespaces/kube-system/pods/{name}/log", query=query)
                     suffix = "previous" if previous else "current"
-                    yield f"cluster/logs/{name}/{c['name']}.{suffix}.log", body if code == 200 else \
-                        f"(no log: HTTP {code}: {body[:200].decode(errors='replace')})\n"
+                    yield (
+                        f"cluster/logs/{name}/{c['name']}.{suffix}.log",
+                        body if code == 200 else f"(no log: HTTP {code}: {body[:200].decode(errors='replace')})\n",
+                    )
 
     return [("cluster objects and events", objects), ("controller pod logs", controller_logs)]
 
@@ -110,8 +137,9 @@ def node_parts(s, remotes: dict) -> list[Part]:
     def journals():
         for node, r in remotes.items():
             for unit in ("kubelet", "containerd"):
-                out = r.run(f"journalctl -u {unit} --no-pager -n 3000 2>&1 || echo 'no journal of {unit}'",
-                            sudo=True, warn=True).stdout
+                out = r.run(
+                    f"journalctl -u {unit} --no-pager -n 3000 2>&1 || echo 'no journal of {unit}'", sudo=True, warn=True
+                ).stdout
                 yield f"nodes/{node}/{unit}.log", out
 
     return [("node journals (kubelet, containerd)", journals)]
@@ -123,11 +151,15 @@ def collect(s, output: str | None = None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(output) if output else s.settings.lab_dir / f"collect-{stamp}.tar.gz"
     make_dirs(out.parent)
-    index: list[str] = [f"osk8s lab {s.settings.lab.name} diagnostics bundle, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-                        "every text is masked: passwords, credential secrets and tokens read as ***", ""]
+    index: list[str] = [
+        f"osk8s lab {s.settings.lab.name} diagnostics bundle, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        "every text is masked: passwords, credential secrets and tokens read as ***",
+        "",
+    ]
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
     try:
         with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as bundle:
+
             def add(path: str, content: bytes | str) -> int:
                 text = content.decode(errors="replace") if isinstance(content, bytes) else content
                 data = log.redact(text).encode()

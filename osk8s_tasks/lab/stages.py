@@ -35,10 +35,11 @@ def outcome_of(rows: list) -> str:
 
 def stage_table(rows: list[StageRow], total: float, dry_run: bool) -> str:
     lines = [("STAGE", "RESULT", "SECONDS", "DETAIL")] + [
-        (r.stage, r.outcome, f"{r.seconds:.1f}", r.detail if len(r.detail) <= 100 else r.detail[:97] + "...")
-        for r in rows]
+        (r.stage, r.outcome, f"{r.seconds:.1f}", r.detail if len(r.detail) <= 100 else r.detail[:97] + "...") for r in rows
+    ]
     w = [max(len(x[i]) for x in lines) for i in range(3)]
     out = [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}  {d}".rstrip() for a, b, c, d in lines]
-    out.append(f"lab.up: {', '.join(f'{sum(r.outcome == o for r in rows)} {o}' for o in ('ok', 'changed', 'would-change', 'skipped', 'failed') if any(r.outcome == o for r in rows)) or 'nothing run'}"
-               f" in {total:.1f} s{' (dry run: nothing was changed)' if dry_run else ''}")
+    outcomes = ("ok", "changed", "would-change", "skipped", "failed")
+    counts = ", ".join(f"{sum(r.outcome == o for r in rows)} {o}" for o in outcomes if any(r.outcome == o for r in rows))
+    out.append(f"lab.up: {counts or 'nothing run'} in {total:.1f} s{' (dry run: nothing was changed)' if dry_run else ''}")
     return "\n".join(out)

@@ -4,6 +4,7 @@ reads it; a part that cannot be reached says why instead of stopping the table."
 from __future__ import annotations
 
 from osk8s_tasks.cluster.addons import api_of
+from osk8s_tasks.core.engine import StepFailed
 from osk8s_tasks.devstack.stack import stack_state
 from osk8s_tasks.devstack.steps import connected
 from osk8s_tasks.host.vagrant import Lab
@@ -11,8 +12,6 @@ from osk8s_tasks.openstack import clouds as cloud
 from osk8s_tasks.openstack.teardown import inventory
 from osk8s_tasks.verify.leftovers import cloud_objects, objects
 from osk8s_tasks.verify.run import cluster_access
-
-from osk8s_tasks.core.engine import StepFailed
 
 
 def _host(s) -> str:
@@ -27,8 +26,12 @@ def _host(s) -> str:
 def _devstack(s) -> str:
     with connected(s) as r:
         st = stack_state(s, r)
-    return {"completed": f"stack.sh completed in {st.seconds} s", "running": f"stack.sh running, phase {st.phase!r}",
-            "failed": f"stack.sh FAILED in phase {st.phase!r} (exit {st.rc})", "never": "not stacked"}[st.state]
+    return {
+        "completed": f"stack.sh completed in {st.seconds} s",
+        "running": f"stack.sh running, phase {st.phase!r}",
+        "failed": f"stack.sh FAILED in phase {st.phase!r} (exit {st.rc})",
+        "never": "not stacked",
+    }[st.state]
 
 
 def _openstack(s) -> str:
@@ -40,7 +43,11 @@ def _openstack(s) -> str:
 def _cluster(s) -> str:
     with api_of(s) as api:
         nodes = api.items("/api/v1/nodes")
-    ready = [n for n in nodes if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))]
+    ready = [
+        n
+        for n in nodes
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+    ]
     with_id = [n for n in nodes if n.get("spec", {}).get("providerID", "").startswith("openstack:///")]
     return f"{len(nodes)} nodes, {len(ready)} Ready, {len(with_id)} with an OpenStack providerID"
 

@@ -16,6 +16,7 @@ from invoke.exceptions import Exit
 from osk8s_tasks.core.help import COMMON_HELP
 from osk8s_tasks.lab.stages import PLAN, STAGES, StageRow, outcome_of, stage_table
 
+
 def selected(start: str | None, until: str | None) -> list[str]:
     """The stages from `start` to `until` (both included), in pipeline order; bad names exit 2."""
     for flag, value in (("--from", start), ("--until", until)):
@@ -25,7 +26,7 @@ def selected(start: str | None, until: str | None) -> list[str]:
     last = STAGES.index(until) if until else len(STAGES) - 1
     if first > last:
         raise Exit(f"lab.up --from {start} comes after --until {until}. Fix: --from an earlier stage", code=2)
-    return list(STAGES[first:last + 1])
+    return list(STAGES[first : last + 1])
 
 
 def _run(c, stage: str, dry_run: bool) -> None:
@@ -87,9 +88,11 @@ def run_up(c, s, stages: list[str]) -> list[StageRow]:
     return rows
 
 
-UP_HELP = {**COMMON_HELP,
-           "from_": f"First stage to run (one of {', '.join(STAGES)}; default host). Past stages are not checked.",
-           "until": "Last stage to run (e.g. cluster stops before verify)."}
+UP_HELP = {
+    **COMMON_HELP,
+    "from_": f"First stage to run (one of {', '.join(STAGES)}; default host). Past stages are not checked.",
+    "until": "Last stage to run (e.g. cluster stops before verify).",
+}
 
 
 @task(help=UP_HELP, auto_shortflags=False)
@@ -117,7 +120,10 @@ def up(c, from_=None, until=None, dry_run=False, log_json=None):
             print(redact(stage_table(rows, time.monotonic() - t0, bool(dry_run))), flush=True)
 
 
-DOWN_HELP = {**COMMON_HELP, "keep_host": "Keep the lab VM (and DevStack on it): tear down only the cloud objects and the cluster."}
+DOWN_HELP = {
+    **COMMON_HELP,
+    "keep_host": "Keep the lab VM (and DevStack on it): tear down only the cloud objects and the cluster.",
+}
 
 
 @task(help=DOWN_HELP)
@@ -133,8 +139,11 @@ def down(c, keep_host=False, dry_run=False, log_json=None):
     from osk8s_tasks.verify import tasks as verify
 
     with session(c, "lab.down", dry_run, log_json) as s:
-        parts = [("verify.destroy", verify.destroy), ("cluster.destroy", cluster.destroy),
-                 ("openstack.teardown", openstack.teardown)]
+        parts = [
+            ("verify.destroy", verify.destroy),
+            ("cluster.destroy", cluster.destroy),
+            ("openstack.teardown", openstack.teardown),
+        ]
         if not keep_host and not s.settings.devstack.ssh_target:
             parts.append(("host.destroy", host.destroy))
         for name, fn in parts:
@@ -164,8 +173,7 @@ def status(c, log_json=None):
         print(lab_status.table(lab_status.rows(s)))
 
 
-@task(help={"output": "Bundle to write (default .osk8s/<lab>/collect-<time>.tar.gz).",
-            "log_json": COMMON_HELP["log_json"]})
+@task(help={"output": "Bundle to write (default .osk8s/<lab>/collect-<time>.tar.gz).", "log_json": COMMON_HELP["log_json"]})
 def collect(c, output=None, log_json=None):
     """One diagnostics bundle (tar.gz, 0600, secrets masked) with an index: DevStack journals and
     logs, Octavia status trees, Cinder volumes, server consoles, cluster objects and events,

@@ -96,9 +96,11 @@ def connect(settings, name: str):
         region = OpenStackConfig(config_files=[explicit] if explicit else files).get_one(cloud=name, timing=True)
     except osx.ConfigException as exc:
         existing = [f for f in files if os.path.exists(f)]
-        raise StepFailed(f"cloud {name!r} is not in clouds.yaml ({exc}; read: {', '.join(existing) or 'no file found'}). "
-                         "Fix: set openstack.cloud / openstack.admin_cloud to a cloud listed there, or run inv devstack.stack, "
-                         "which writes .osk8s/<lab>/clouds.yaml") from None
+        raise StepFailed(
+            f"cloud {name!r} is not in clouds.yaml ({exc}; read: {', '.join(existing) or 'no file found'}). "
+            "Fix: set openstack.cloud / openstack.admin_cloud to a cloud listed there, or run inv devstack.stack, "
+            "which writes .osk8s/<lab>/clouds.yaml"
+        ) from None
     finally:
         if saved is not None:
             os.environ["OS_CLIENT_CONFIG_FILE"] = saved
@@ -109,11 +111,15 @@ def connect(settings, name: str):
     except (ksa.Unauthorized, osx.HttpException) as exc:
         status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
         if status == 401 or isinstance(exc, ksa.Unauthorized):
-            raise StepFailed(f"cloud {name!r}: authentication refused by {auth_url} (401). "
-                             "Fix: check username, password and project of this cloud in clouds.yaml") from None
+            raise StepFailed(
+                f"cloud {name!r}: authentication refused by {auth_url} (401). "
+                "Fix: check username, password and project of this cloud in clouds.yaml"
+            ) from None
         raise StepFailed(f"cloud {name!r}: {auth_url} answered {status}: {exc}") from None
     except (ksa.ConnectFailure, ksa.DiscoveryFailure, ksa.ConnectTimeout) as exc:
-        raise StepFailed(f"cloud {name!r}: cannot reach {auth_url} ({exc.__class__.__name__}). "
-                         "Fix: is the cloud up (inv devstack.status) and auth_url right?") from None
+        raise StepFailed(
+            f"cloud {name!r}: cannot reach {auth_url} ({exc.__class__.__name__}). "
+            "Fix: is the cloud up (inv devstack.status) and auth_url right?"
+        ) from None
     faults.catalog(conn)  # a service that dies later is then named with its endpoint
     return conn

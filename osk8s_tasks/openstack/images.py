@@ -71,7 +71,9 @@ def download(s) -> Path:
     if o.checksum:
         algo, want = o.checksum.split(":", 1)
         if file_hash(target, algo) != want:
-            raise StepFailed(f"{target}: {algo} does not match openstack.image.checksum. Fix: correct the checksum or the source")
+            raise StepFailed(
+                f"{target}: {algo} does not match openstack.image.checksum. Fix: correct the checksum or the source"
+            )
     return target
 
 
@@ -79,7 +81,8 @@ def find_image(s, clouds):
     """Our own upload (<lab>-<name>), else a pre-existing image of the configured name."""
     img = clouds.main.image
     return cloud.by_name(img.images(name=names(s.settings)["image"])) or cloud.by_name(
-        img.images(name=s.settings.openstack.image.name))
+        img.images(name=s.settings.openstack.image.name)
+    )
 
 
 @dataclass
@@ -103,7 +106,9 @@ def decide_image(facts: ImageFacts, name: str, source: dict) -> Decision:
         same = have.hash_value == facts.file_digest
     else:
         props = have.properties or {}
-        same = props.get(SOURCE_PROPERTY) == source["url"] and props.get(CHECKSUM_PROPERTY, "") == (source.get("checksum") or "")
+        same = props.get(SOURCE_PROPERTY) == source["url"] and props.get(CHECKSUM_PROPERTY, "") == (
+            source.get("checksum") or ""
+        )
     if same and have.status == "active":
         return Decision("none", f"image {have.name} matches {label}")
     if have.name != name:
@@ -123,8 +128,11 @@ def image_step(s, clouds) -> Step:
     def decide(facts: ImageFacts) -> Decision:
         d = decide_image(facts, name, source)
         if not source:
-            s.log.warning("image.trusted_by_name", image=facts.have.name, fix="set openstack.image.url (https) or file, "
-                          "with a checksum")
+            s.log.warning(
+                "image.trusted_by_name",
+                image=facts.have.name,
+                fix="set openstack.image.url (https) or file, with a checksum",
+            )
         return d
 
     def act(d):
@@ -134,8 +142,16 @@ def image_step(s, clouds) -> Step:
         path = Path(o.file) if o.file else download(s)
         props = {} if o.file else {SOURCE_PROPERTY: o.url, CHECKSUM_PROPERTY: o.checksum or ""}
         # allow_duplicates: the decision above already looked; the SDK's own look-up is a deprecated find_image
-        created = img.create_image(name=name, filename=str(path), disk_format=o.disk_format, container_format="bare",
-                                   tags=[cloud.tag(s.settings)], wait=True, allow_duplicates=True, **props)
+        created = img.create_image(
+            name=name,
+            filename=str(path),
+            disk_format=o.disk_format,
+            container_format="bare",
+            tags=[cloud.tag(s.settings)],
+            wait=True,
+            allow_duplicates=True,
+            **props,
+        )
         img.wait_for_status(created, "active", wait=600)
 
     return step(clouds, f"image {name}", read, decide, act)

@@ -18,6 +18,7 @@ def preflight_steps(s, clouds) -> list[Step]:
         def check():
             conn = clouds.get(name)
             return Status(True, f"authenticated to {conn.config.auth['auth_url']} as {conn.config.auth.get('username')}")
+
         return check
 
     def networks():
@@ -25,10 +26,19 @@ def preflight_steps(s, clouds) -> list[Step]:
         ext = cloud.by_name(net.networks(name=o.external_network))
         if ext is None or not ext.is_router_external:
             have = [n.name for n in net.networks(is_router_external=True)]
-            raise StepFailed(f"external network {o.external_network!r} not found (external networks: {', '.join(have) or 'none'}). "
-                             "Fix: set openstack.external_network")
-        missing = [f"{k} {v!r}" for k, v, f in (("network", o.network, net.networks), ("subnet", o.subnet, net.subnets),
-                                                 ("router", o.router, net.routers)) if cloud.by_name(f(name=v)) is None]
+            raise StepFailed(
+                f"external network {o.external_network!r} not found (external networks: {', '.join(have) or 'none'}). "
+                "Fix: set openstack.external_network"
+            )
+        missing = [
+            f"{k} {v!r}"
+            for k, v, f in (
+                ("network", o.network, net.networks),
+                ("subnet", o.subnet, net.subnets),
+                ("router", o.router, net.routers),
+            )
+            if cloud.by_name(f(name=v)) is None
+        ]
         if missing:
             raise StepFailed(f"not found: {', '.join(missing)}. Fix: set openstack.network/subnet/router to existing names")
         return Status(True, f"{o.network}/{o.subnet} behind {o.router}, floating IPs from {o.external_network}")
@@ -44,14 +54,22 @@ def preflight_steps(s, clouds) -> list[Step]:
                 with open_url(req, timeout=15) as r:
                     size = r.headers.get("Content-Length", "?")
             except (OSError, ValueError) as exc:
-                raise StepFailed(f"openstack.image.url {o.image.url!r} is unreachable ({exc}). "
-                                 "Fix: check the URL, or download the image and set openstack.image.file") from None
+                raise StepFailed(
+                    f"openstack.image.url {o.image.url!r} is unreachable ({exc}). "
+                    "Fix: check the URL, or download the image and set openstack.image.file"
+                ) from None
             return Status(True, f"image URL answers ({size} bytes)")
         found = find_image(s, clouds)
         if found is None:
-            raise StepFailed(f"no image {o.image.name!r} in the cloud and no source given. "
-                             "Fix: set openstack.image.url or openstack.image.file")
+            raise StepFailed(
+                f"no image {o.image.name!r} in the cloud and no source given. "
+                "Fix: set openstack.image.url or openstack.image.file"
+            )
         return Status(True, f"image {found.name} exists")
 
-    return [Step(f"cloud {o.cloud}", cloud_ok(o.cloud)), Step(f"cloud {o.admin_cloud}", cloud_ok(o.admin_cloud)),
-            Step("networks", networks), Step("image source", image_source)]
+    return [
+        Step(f"cloud {o.cloud}", cloud_ok(o.cloud)),
+        Step(f"cloud {o.admin_cloud}", cloud_ok(o.admin_cloud)),
+        Step("networks", networks),
+        Step("image source", image_source),
+    ]

@@ -22,9 +22,13 @@ PROTOCOL_NUMBERS = {"icmp": "1", "tcp": "6", "udp": "17", "ipip": "4"}
 
 def names(settings) -> dict[str, str]:
     o, lab_name = settings.openstack, settings.lab.name
-    return {"flavor": o.flavor.name or f"{lab_name}-k8s", "keypair": o.keypair or f"{lab_name}-key",
-            "secgroup": o.security_group or f"{lab_name}-k8s", "image": f"{lab_name}-{o.image.name}",
-            "appcred": f"{lab_name}-cloud-provider"}
+    return {
+        "flavor": o.flavor.name or f"{lab_name}-k8s",
+        "keypair": o.keypair or f"{lab_name}-key",
+        "secgroup": o.security_group or f"{lab_name}-k8s",
+        "image": f"{lab_name}-{o.image.name}",
+        "appcred": f"{lab_name}-cloud-provider",
+    }
 
 
 def step(clouds, name: str, read, decide, act) -> Step:
@@ -46,7 +50,9 @@ def decide_flavor(have, name: str, want: dict) -> Decision:
         return Decision("create", f"no flavor {name}", f"create flavor {name}: {want}")
     diff = {k: (getattr(have, k), v) for k, v in want.items() if getattr(have, k) != v}
     if diff:
-        return Decision("replace", f"flavor {name} differs", "; ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items()), have)
+        return Decision(
+            "replace", f"flavor {name} differs", "; ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items()), have
+        )
     return Decision("none", f"flavor {name}: {want['ram']} MiB, {want['vcpus']} vCPU, {want['disk']} GB")
 
 
@@ -61,7 +67,9 @@ def flavor_step(s, clouds) -> Step:
         created = admin.create_flavor(name=name, ram=f.ram, vcpus=f.vcpus, disk=f.disk, is_public=True)
         admin.create_flavor_extra_specs(created, {"osk8s:lab": lab_name})
 
-    return step(clouds, f"flavor {name}", lambda: flavor_named(clouds, name), lambda have: decide_flavor(have, name, want), act)
+    return step(
+        clouds, f"flavor {name}", lambda: flavor_named(clouds, name), lambda have: decide_flavor(have, name, want), act
+    )
 
 
 # --- keypair --------------------------------------------------------------------------------------
@@ -70,7 +78,9 @@ def flavor_step(s, clouds) -> Step:
 def decide_keypair(have, name: str, key: Path, local_public: str | None) -> Decision:
     """have: the keypair of that name or None; local_public: the local key's public half or None."""
     if have is None:
-        return Decision("create", f"no keypair {name}", f"import {'' if local_public else 'a new '}key {key} as keypair {name}")
+        return Decision(
+            "create", f"no keypair {name}", f"import {'' if local_public else 'a new '}key {key} as keypair {name}"
+        )
     if local_public is None or have.public_key.split()[:2] != local_public.split()[:2]:
         why = "no local private key" if local_public is None else "public key differs from the local key"
         return Decision("replace", f"keypair {name}: {why}", f"replace keypair {name} with {key}.pub", have)
@@ -87,8 +97,10 @@ def keypair_step(s, clouds) -> Step:
     def act(d):
         if not key.exists():
             private_dir(key.parent)
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"osk8s {s.settings.lab.name}", "-f", str(key)],
-                           check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"osk8s {s.settings.lab.name}", "-f", str(key)],
+                check=True,
+            )
         key.chmod(0o600)
         if d.action == "replace":
             clouds.main.compute.delete_keypair(d.obj)
@@ -106,13 +118,21 @@ def wanted_rules(settings, cidrs: list[str]) -> list[dict]:
     open to `cidrs` only, one rule each; the nodes' own traffic to the group itself."""
     lo, hi = (int(x) for x in settings.openstack.nodeport_range.split("-"))
     group = "self"
-    outside = [("icmp", None, None, "ping"), ("tcp", 22, 22, "ssh"), ("tcp", 6443, 6443, "kubernetes API"),
-               ("tcp", lo, hi, "NodePort services"), ("udp", lo, hi, "NodePort services (udp)")]
+    outside = [
+        ("icmp", None, None, "ping"),
+        ("tcp", 22, 22, "ssh"),
+        ("tcp", 6443, 6443, "kubernetes API"),
+        ("tcp", lo, hi, "NodePort services"),
+        ("udp", lo, hi, "NodePort services (udp)"),
+    ]
     rules = [(p, a, b, cidr, w) for p, a, b, w in outside for cidr in cidrs]
     rules += [("tcp", 10250, 10250, group, "kubelet"), ("tcp", 2379, 2380, group, "etcd")]
     if settings.cluster.cni == "calico":
-        rules += [("tcp", 179, 179, group, "calico BGP"), ("ipip", None, None, group, "calico IP-in-IP"),
-                  ("udp", 4789, 4789, group, "calico VXLAN")]
+        rules += [
+            ("tcp", 179, 179, group, "calico BGP"),
+            ("ipip", None, None, group, "calico IP-in-IP"),
+            ("udp", 4789, 4789, group, "calico VXLAN"),
+        ]
     else:
         rules += [("udp", 8472, 8472, group, "cilium VXLAN"), ("tcp", 4240, 4240, group, "cilium health")]
     return [{"protocol": p, "port_range_min": a, "port_range_max": b, "remote": r, "why": w} for p, a, b, r, w in rules]
@@ -133,28 +153,68 @@ def decide_secgroup(facts: GroupFacts, name: str, wanted: list[dict]) -> Decisio
     """Missing rules are added; rules the tool made (description `osk8s: ...`) and no longer wants
     are removed (openstack.allowed_cidrs changed): a change is drift. Others' rules stay."""
     if facts.group is None:
-        return Decision("create", f"no security group {name}",
-                        f"create {name} with {len(wanted)} rules (from outside: {', '.join(facts.cidrs)}): "
-                        + ", ".join(dict.fromkeys(w["why"] for w in wanted)))
-    have = {rule_key(r.protocol, r.port_range_min, r.port_range_max,
-                     "self" if r.remote_group_id == facts.group.id else r.remote_ip_prefix): r for r in facts.rules}
+        return Decision(
+            "create",
+            f"no security group {name}",
+            f"create {name} with {len(wanted)} rules (from outside: {', '.join(facts.cidrs)}): "
+            + ", ".join(dict.fromkeys(w["why"] for w in wanted)),
+        )
+    have = {
+        rule_key(
+            r.protocol,
+            r.port_range_min,
+            r.port_range_max,
+            "self" if r.remote_group_id == facts.group.id else r.remote_ip_prefix,
+        ): r
+        for r in facts.rules
+    }
     keys = {rule_key(w["protocol"], w["port_range_min"], w["port_range_max"], w["remote"]) for w in wanted}
-    missing = [w for w in wanted if rule_key(w["protocol"], w["port_range_min"], w["port_range_max"], w["remote"]) not in have]
+    missing = [
+        w for w in wanted if rule_key(w["protocol"], w["port_range_min"], w["port_range_max"], w["remote"]) not in have
+    ]
     extra = [r for k, r in have.items() if k not in keys and (r.description or "").startswith("osk8s:")]
     if not missing and not extra:
-        return Decision("none", f"security group {name}: all {len(wanted)} rules present, from outside {', '.join(facts.cidrs)}")
+        return Decision(
+            "none", f"security group {name}: all {len(wanted)} rules present, from outside {', '.join(facts.cidrs)}"
+        )
 
     def show(proto, lo, hi, remote, why):
         ports = f" {lo or ''}-{hi or ''}".replace(" -", "") if lo or hi else ""
         return f"{why} ({proto}{ports} from {remote})"
 
-    desc = "; ".join(filter(None, [
-        "add: " + ", ".join(show(w["protocol"], w["port_range_min"], w["port_range_max"], w["remote"], w["why"])
-                            for w in missing) if missing else "",
-        "remove: " + ", ".join(show(r.protocol, r.port_range_min, r.port_range_max, r.remote_ip_prefix or "group",
-                                    (r.description or "")[len("osk8s: "):]) for r in extra) if extra else ""]))
-    return Decision("update", f"{len(missing)} rule(s) missing from {name}, {len(extra)} no longer wanted",
-                    desc, facts.group, {"missing": missing, "extra": extra})
+    desc = "; ".join(
+        filter(
+            None,
+            [
+                "add: "
+                + ", ".join(
+                    show(w["protocol"], w["port_range_min"], w["port_range_max"], w["remote"], w["why"]) for w in missing
+                )
+                if missing
+                else "",
+                "remove: "
+                + ", ".join(
+                    show(
+                        r.protocol,
+                        r.port_range_min,
+                        r.port_range_max,
+                        r.remote_ip_prefix or "group",
+                        (r.description or "")[len("osk8s: ") :],
+                    )
+                    for r in extra
+                )
+                if extra
+                else "",
+            ],
+        )
+    )
+    return Decision(
+        "update",
+        f"{len(missing)} rule(s) missing from {name}, {len(extra)} no longer wanted",
+        desc,
+        facts.group,
+        {"missing": missing, "extra": extra},
+    )
 
 
 def allowed_cidrs(settings, clouds) -> list[str]:
@@ -171,8 +231,10 @@ def allowed_cidrs(settings, clouds) -> list[str]:
     if own is not None and own.ip_version == 4:
         cidrs.append(own.cidr)
     if not cidrs:
-        raise StepFailed(f"no IPv4 subnet on external network {o.external_network!r} or subnet {o.subnet!r} to open the "
-                         "nodes to. Fix: set openstack.allowed_cidrs (e.g. [203.0.113.0/24])")
+        raise StepFailed(
+            f"no IPv4 subnet on external network {o.external_network!r} or subnet {o.subnet!r} to open the "
+            "nodes to. Fix: set openstack.allowed_cidrs (e.g. [203.0.113.0/24])"
+        )
     return sorted(dict.fromkeys(cidrs))
 
 
@@ -196,12 +258,24 @@ def secgroup_step(s, clouds) -> Step:
             net.delete_security_group_rule(r)
         for w in d.data["missing"]:
             remote = {"remote_group_id": sg.id} if w["remote"] == "self" else {"remote_ip_prefix": w["remote"]}
-            net.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
-                                           protocol=w["protocol"], port_range_min=w["port_range_min"],
-                                           port_range_max=w["port_range_max"], description=f"osk8s: {w['why']}", **remote)
+            net.create_security_group_rule(
+                security_group_id=sg.id,
+                direction="ingress",
+                ethertype="IPv4",
+                protocol=w["protocol"],
+                port_range_min=w["port_range_min"],
+                port_range_max=w["port_range_max"],
+                description=f"osk8s: {w['why']}",
+                **remote,
+            )
 
-    return step(clouds, f"security group {name}", read,
-                lambda facts: decide_secgroup(facts, name, wanted_rules(s.settings, facts.cidrs)), act)
+    return step(
+        clouds,
+        f"security group {name}",
+        read,
+        lambda facts: decide_secgroup(facts, name, wanted_rules(s.settings, facts.cidrs)),
+        act,
+    )
 
 
 # --- application credential -----------------------------------------------------------------------
@@ -230,11 +304,26 @@ def app_credential_step(s, clouds) -> Step:
         if d.action == "replace":
             conn.identity.delete_application_credential(conn.current_user_id, d.obj)
         cred = conn.identity.create_application_credential(
-            conn.current_user_id, name, description=f"osk8s lab {s.settings.lab.name}: cloud provider", unrestricted=False)
+            conn.current_user_id, name, description=f"osk8s lab {s.settings.lab.name}: cloud provider", unrestricted=False
+        )
         log.secret(cred.secret)
-        write_private(path, yaml.safe_dump({"id": cred.id, "name": name, "secret": cred.secret,
-                                            "auth_url": conn.config.auth["auth_url"],
-                                            "region": conn.config.region_name or "RegionOne"}))
+        write_private(
+            path,
+            yaml.safe_dump(
+                {
+                    "id": cred.id,
+                    "name": name,
+                    "secret": cred.secret,
+                    "auth_url": conn.config.auth["auth_url"],
+                    "region": conn.config.region_name or "RegionOne",
+                }
+            ),
+        )
 
-    return step(clouds, f"application credential {name}", read,
-                lambda facts: decide_app_credential(facts[0], facts[1], name, path), act)
+    return step(
+        clouds,
+        f"application credential {name}",
+        read,
+        lambda facts: decide_app_credential(facts[0], facts[1], name, path),
+        act,
+    )

@@ -23,8 +23,12 @@ def prepare_steps(s, clouds) -> list[Step]:
 
 def report_api(s, clouds) -> None:
     counts = clouds.api_counts()
-    s.log.info("openstack.api", requests=sum(c["requests"] for c in counts.values()),
-               writes=sum(c["writes"] for c in counts.values()), clouds=counts)
+    s.log.info(
+        "openstack.api",
+        requests=sum(c["requests"] for c in counts.values()),
+        writes=sum(c["writes"] for c in counts.values()),
+        clouds=counts,
+    )
     s.log.debug("openstack.api.slowest", requests=clouds.slowest())
 
 

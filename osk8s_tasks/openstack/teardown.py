@@ -29,24 +29,36 @@ def listers(s, clouds) -> dict:
         return []
 
     return {
-        "load balancers (cluster)": lambda: [(lb, f"{lb.name} ({lb.provisioning_status})") for lb in clouds.main.load_balancer.load_balancers()
-                                             if lb.name.startswith(occm) or tag in (lb.tags or [])],
-        "volumes (cluster)": lambda: [(v, f"{v.name or v.id} ({v.status})") for v in clouds.main.block_storage.volumes(details=True)
-                                      if (v.metadata or {}).get(CSI_CLUSTER) == lab or (v.metadata or {}).get("osk8s-lab") == lab],
+        "load balancers (cluster)": lambda: [
+            (lb, f"{lb.name} ({lb.provisioning_status})")
+            for lb in clouds.main.load_balancer.load_balancers()
+            if lb.name.startswith(occm) or tag in (lb.tags or [])
+        ],
+        "volumes (cluster)": lambda: [
+            (v, f"{v.name or v.id} ({v.status})")
+            for v in clouds.main.block_storage.volumes(details=True)
+            if (v.metadata or {}).get(CSI_CLUSTER) == lab or (v.metadata or {}).get("osk8s-lab") == lab
+        ],
         "servers": lambda: [(x, f"{x.name} ({x.status})") for x in clouds.main.compute.servers(tags=tag)],
         "floating IPs": lambda: [(f, f.floating_ip_address) for f in clouds.main.network.ips(tags=tag)],
         "ports": lambda: [(p, p.name or p.id) for p in clouds.main.network.ports(tags=tag)],
         # OCCM's own group per Service (manage-security-groups): lb-sg-<uid>-<ns>-<name>, described
         # "Security Group for <ns>/<name> Service LoadBalancer in cluster <lab>"
         # (cloud-provider-openstack pkg/openstack/loadbalancer_sg.go ensureAndUpdateOctaviaSecurityGroup)
-        "security groups": lambda: [(g, g.name) for g in clouds.main.network.security_groups()
-                                    if tag in (g.tags or []) or g.name.startswith(occm[1])
-                                    or (g.name.startswith("lb-sg-") and (g.description or "").endswith(f" in cluster {lab}"))],
+        "security groups": lambda: [
+            (g, g.name)
+            for g in clouds.main.network.security_groups()
+            if tag in (g.tags or [])
+            or g.name.startswith(occm[1])
+            or (g.name.startswith("lb-sg-") and (g.description or "").endswith(f" in cluster {lab}"))
+        ],
         "keypairs": lambda: [(k, k.name) for k in clouds.main.compute.keypairs() if k.name == n["keypair"]],
         "flavors": flavors,
         "images": lambda: [(i, i.name) for i in clouds.main.image.images(tag=tag)],
-        "application credentials": lambda: [(c, c.name) for c in clouds.main.identity.application_credentials(
-            user=clouds.main.current_user_id, name=n["appcred"])],
+        "application credentials": lambda: [
+            (c, c.name)
+            for c in clouds.main.identity.application_credentials(user=clouds.main.current_user_id, name=n["appcred"])
+        ],
     }
 
 
@@ -111,9 +123,14 @@ def teardown_steps(s, clouds) -> list[Step]:
     def orphans():
         left = {k: v for k, v in inventory(s, clouds).items() if v}
         if left:
-            raise StepFailed("objects of the lab remain: " + "; ".join(f"{k}: {', '.join(lbl for _, lbl in v)}" for k, v in left.items()))
-        return Status(True, f"0 objects with tag {cloud.tag(s.settings)} or the lab's names remain "
-                            "(octavia, cinder, nova, neutron, glance, keystone queried)")
+            raise StepFailed(
+                "objects of the lab remain: " + "; ".join(f"{k}: {', '.join(lbl for _, lbl in v)}" for k, v in left.items())
+            )
+        return Status(
+            True,
+            f"0 objects with tag {cloud.tag(s.settings)} or the lab's names remain "
+            "(octavia, cinder, nova, neutron, glance, keystone queried)",
+        )
 
     steps.append(Step("orphans", orphans))
     return steps

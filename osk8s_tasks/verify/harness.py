@@ -41,8 +41,9 @@ class Ctx:
 
     def record(self, check: str, ok: bool, detail: str, started: float | None = None) -> bool:
         """One assertion of the current verify task: a row in the summary and the reports."""
-        r = Result(self.s.task, check, "cluster", "ok" if ok else "failed",
-                   time.monotonic() - started if started else 0.0, detail)
+        r = Result(
+            self.s.task, check, "cluster", "ok" if ok else "failed", time.monotonic() - started if started else 0.0, detail
+        )
         self.s.record(r)
         (self.s.log.info if ok else self.s.log.error)("verify.ok" if ok else "verify.failed", check=check, detail=detail)
         return ok
@@ -63,8 +64,14 @@ class Ctx:
 
     def render(self, template: str, **values) -> list[dict]:
         s = self.settings
-        text = render(template, lab=s.lab.name, namespace=self.namespace, agnhost=s.versions.agnhost,
-                      busybox=s.versions.busybox, **values)
+        text = render(
+            template,
+            lab=s.lab.name,
+            namespace=self.namespace,
+            agnhost=s.versions.agnhost,
+            busybox=s.versions.busybox,
+            **values,
+        )
         return [d for d in yaml.safe_load_all(text) if d]
 
     def cleanup(self, check: str, docs: list[dict], gone=None) -> None:
@@ -100,16 +107,19 @@ def rollout_ready(api, ns: str, name: str, plural: str = "deployments"):
         d = api.request("GET", f"/apis/apps/v1/namespaces/{ns}/{plural}/{name}") or {}
         want, have = d.get("spec", {}).get("replicas", 1), d.get("status", {}).get(field, 0)
         return Status(have >= want, f"{plural[:-1]} {name}: {have}/{want} {field[:-8]}")
+
     return check
 
 
 def external_ip(api, path: str):
     """A Service's or Ingress's status.loadBalancer.ingress[0].ip, as a check."""
+
     def check():
         obj = api.request("GET", path) or {}
         ingress = obj.get("status", {}).get("loadBalancer", {}).get("ingress") or []
         ip = ingress[0].get("ip") if ingress else None
         return Status(bool(ip), ip or "no external IP yet")
+
     return check
 
 
@@ -187,8 +197,14 @@ def http_check(ctx: Ctx, name: str, url: str, apps: set[str], diagnose) -> bool:
         if code or failing or time.monotonic() - t0 > HTTP_SETTLE:
             break
         time.sleep(2)
-    cause = "; ".join(failing) if failing else ("Octavia looks right: check the echo pods, their endpoints and the "
-                                                "nodes' kube-proxy (kubectl -n %s get endpointslices)" % ctx.namespace)
+    cause = (
+        "; ".join(failing)
+        if failing
+        else (
+            "Octavia looks right: check the echo pods, their endpoints and the "
+            "nodes' kube-proxy (kubectl -n %s get endpointslices)" % ctx.namespace
+        )
+    )
     got = f"HTTP {code}: {body[:80]!r}" if code else f"no answer ({body})"
     return ctx.record(name, False, f"GET {url}: {got}, not an echo pod. Diagnosis: {cause}", t0)
 
@@ -198,16 +214,23 @@ def settled(ctx: Ctx, name: str) -> None:
     address before their last update is done (octavia-ingress-controller rewrites the description after
     setting the Ingress status: pkg/ingress/controller/controller.go ensureIngress), and a check made
     then would blame a state that is about to pass."""
+
     def check():
         lb = cloud.by_name(ctx.clouds.main.load_balancer.load_balancers(name=name))
         state = lb.provisioning_status if lb is not None else "absent"
         return Status(not state.startswith("PENDING_"), f"load balancer {name} is {state}")
+
     wait(check, ctx.settings.verify.timeout, 1.0)
 
 
 def lb_gone(ctx: Ctx, name: str):
     def check():
         lb = cloud.by_name(ctx.clouds.main.load_balancer.load_balancers(name=name))
-        return Status(lb is None, f"load balancer {name} deleted by the cloud provider" if lb is None
-                      else f"load balancer {name} still exists ({lb.provisioning_status})")
+        return Status(
+            lb is None,
+            f"load balancer {name} deleted by the cloud provider"
+            if lb is None
+            else f"load balancer {name} still exists ({lb.provisioning_status})",
+        )
+
     return check

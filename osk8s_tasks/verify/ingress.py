@@ -14,8 +14,13 @@ from osk8s_tasks.core.render import render
 from osk8s_tasks.verify import octavia as verify_cloud
 from osk8s_tasks.verify.harness import Ctx, external_ip, http_check, lb_gone, pods_of, rollout_ready, settled, wait
 
-ASSERTIONS = ["controller ready", "ingress address", "octavia: L7 policies for /a and /b",
-              "HTTP /a and /b", "cleanup: load balancer deleted"]
+ASSERTIONS = [
+    "controller ready",
+    "ingress address",
+    "octavia: L7 policies for /a and /b",
+    "HTTP /a and /b",
+    "cleanup: load balancer deleted",
+]
 
 APPS = ("echo-a", "echo-b")
 
@@ -29,8 +34,10 @@ def ingress_provider(wanted: str, offered: set[str]) -> tuple[str | None, str]:
         return wanted, f"provider {wanted}"
     if "amphora" in offered:
         return "amphora", "ovn has no HTTP listeners: the Ingress uses the amphora provider"
-    return None, ("skipped: octavia-ingress-controller needs HTTP listeners, which the OVN provider does not "
-                  f"support, and this cloud offers no amphora provider (providers: {', '.join(sorted(offered)) or 'none'})")
+    return None, (
+        "skipped: octavia-ingress-controller needs HTTP listeners, which the OVN provider does not "
+        f"support, and this cloud offers no amphora provider (providers: {', '.join(sorted(offered)) or 'none'})"
+    )
 
 
 def controller_docs(ctx: Ctx, content: bool = True, provider: str | None = None) -> list[dict]:
@@ -39,13 +46,24 @@ def controller_docs(ctx: Ctx, content: bool = True, provider: str | None = None)
     config = ""
     if content:
         values = cluster_addons.cloud_values(ctx.s, ctx.clouds)
-        config = render("manifests/octavia-ingress-config.yaml.j2", lab=s.lab.name,
-                        lb_provider=provider or s.cluster.lb_provider,
-                        manage_security_groups=s.cluster.manage_security_groups, **values)
-    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-              "metadata": {"name": "octavia-ingress-controller-config", "namespace": "kube-system",
-                           "labels": {"osk8s.io/lab": s.lab.name}},
-              "data": {"config": base64.b64encode(config.encode()).decode()}}
+        config = render(
+            "manifests/octavia-ingress-config.yaml.j2",
+            lab=s.lab.name,
+            lb_provider=provider or s.cluster.lb_provider,
+            manage_security_groups=s.cluster.manage_security_groups,
+            **values,
+        )
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": "octavia-ingress-controller-config",
+            "namespace": "kube-system",
+            "labels": {"osk8s.io/lab": s.lab.name},
+        },
+        "data": {"config": base64.b64encode(config.encode()).decode()},
+    }
     image, pull_policy = component_image(s, "octavia_ingress")
     text = render("manifests/octavia-ingress.yaml.j2", lab=s.lab.name, image=image, pull_policy=pull_policy)
     return [secret] + [d for d in yaml.safe_load_all(text) if d]
@@ -66,19 +84,35 @@ def run_ingress(ctx: Ctx) -> None:
         ctx.record("octavia provider", True, why)
     ctx.apply(controller_docs(ctx, provider=provider))
     t0 = time.monotonic()
-    ctx.record("controller ready", *wait(rollout_ready(ctx.api, "kube-system", "octavia-ingress-controller", "statefulsets"), timeout), t0)
+    ctx.record(
+        "controller ready",
+        *wait(rollout_ready(ctx.api, "kube-system", "octavia-ingress-controller", "statefulsets"), timeout),
+        t0,
+    )
     docs = ingress_docs(ctx)
     ctx.apply(docs)
     name = f"kube_ingress_{ctx.settings.lab.name}_{ctx.namespace}_echo"
     t0 = time.monotonic()
     ok, ip = wait(external_ip(ctx.api, f"/apis/networking.k8s.io/v1/namespaces/{ctx.namespace}/ingresses/echo"), timeout)
-    if not ctx.record("ingress address", ok, f"Ingress echo: {ip}" if ok else f"Ingress echo: {ip} "
-                      "(octavia-ingress-controller logs: kubectl -n kube-system logs octavia-ingress-controller-0)", t0):
+    if not ctx.record(
+        "ingress address",
+        ok,
+        f"Ingress echo: {ip}"
+        if ok
+        else f"Ingress echo: {ip} "
+        "(octavia-ingress-controller logs: kubectl -n kube-system logs octavia-ingress-controller-0)",
+        t0,
+    ):
         ctx.cleanup("ingress", docs)
         return
     settled(ctx, name)
     ctx.findings("octavia", verify_cloud.check_ingress_lb(ctx.clouds.main, name, {f"/{a[-1]}" for a in APPS}))
     for app in APPS:
-        http_check(ctx, f"HTTP /{app[-1]}", f"http://{ip}/{app[-1]}", pods_of(ctx, app),
-                   lambda: verify_cloud.check_ingress_lb(ctx.clouds.main, name, {f"/{a[-1]}" for a in APPS}))
+        http_check(
+            ctx,
+            f"HTTP /{app[-1]}",
+            f"http://{ip}/{app[-1]}",
+            pods_of(ctx, app),
+            lambda: verify_cloud.check_ingress_lb(ctx.clouds.main, name, {f"/{a[-1]}" for a in APPS}),
+        )
     ctx.cleanup("ingress", docs, gone=lb_gone(ctx, name))

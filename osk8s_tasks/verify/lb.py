@@ -1,7 +1,8 @@
-"""verify.lb: traffic from outside the cluster through Octavia: an echo Deployment behind a Service of type LoadBalancer; the Octavia side checked with
-openstacksdk (verify_cloud); an HTTP request to the floating IP from the devstack VM must be
-answered by one of the echo pods; when it is not, the OpenStack findings name the cause. Then a
-second Service shares that load balancer (the write-up's "can Services share one LB?")."""
+"""verify.lb: traffic from outside the cluster through Octavia: an echo Deployment behind a
+Service of type LoadBalancer; the Octavia side checked with openstacksdk (verify.octavia); an
+HTTP request to the floating IP from the devstack VM must be answered by one of the echo pods;
+when it is not, the OpenStack findings name the cause. Then a second Service shares that load
+balancer (the write-up's "can Services share one LB?")."""
 
 from __future__ import annotations
 
@@ -22,9 +23,14 @@ from osk8s_tasks.verify.harness import (
     wait,
 )
 
-LB_ASSERTIONS = ["echo pods ready", "external IP", "octavia: load balancer, listener, pool members, floating IP, "
-                 "NodePort rule", "HTTP from the devstack VM", "shared load balancer: second listener",
-                 "cleanup: load balancer deleted"]
+LB_ASSERTIONS = [
+    "echo pods ready",
+    "external IP",
+    "octavia: load balancer, listener, pool members, floating IP, NodePort rule",
+    "HTTP from the devstack VM",
+    "shared load balancer: second listener",
+    "cleanup: load balancer deleted",
+]
 
 
 def lb_docs(ctx: Ctx, shared_lb_id: str = "") -> list[dict]:
@@ -39,8 +45,9 @@ def _octavia_findings(ctx: Ctx, service: str, port: int):
     svc = ctx.api.request("GET", _service(ctx, service)) or {}
     node_port = next((p.get("nodePort") for p in svc.get("spec", {}).get("ports", []) if p["port"] == port), None)
     lb = verify_cloud.occm_lb_name(ctx.settings.lab.name, ctx.namespace, "echo")
-    return verify_cloud.check_load_balancer(ctx.clouds.main, lb, port, node_port or 0, node_addresses(ctx.api),
-                                            names(ctx.settings)["secgroup"])
+    return verify_cloud.check_load_balancer(
+        ctx.clouds.main, lb, port, node_port or 0, node_addresses(ctx.api), names(ctx.settings)["secgroup"]
+    )
 
 
 def run_lb(ctx: Ctx) -> None:
@@ -52,14 +59,16 @@ def run_lb(ctx: Ctx) -> None:
     t0 = time.monotonic()
     ok, ip = wait(external_ip(ctx.api, _service(ctx, "echo")), timeout)
     lb_name = verify_cloud.occm_lb_name(lab, ctx.namespace, "echo")
-    if not ctx.record("external IP", ok, f"Service echo: {ip}" if ok else
-                      f"Service echo got no external IP: {ip}. {_why_no_ip(ctx)}", t0):
+    if not ctx.record(
+        "external IP", ok, f"Service echo: {ip}" if ok else f"Service echo got no external IP: {ip}. {_why_no_ip(ctx)}", t0
+    ):
         ctx.cleanup("lb", docs)
         return
     settled(ctx, lb_name)
     ctx.findings("octavia", _octavia_findings(ctx, "echo", 80))
-    http_check(ctx, "HTTP from the devstack VM", f"http://{ip}/", pods_of(ctx, "echo"),
-               lambda: _octavia_findings(ctx, "echo", 80))
+    http_check(
+        ctx, "HTTP from the devstack VM", f"http://{ip}/", pods_of(ctx, "echo"), lambda: _octavia_findings(ctx, "echo", 80)
+    )
     lb = cloud.by_name(ctx.clouds.main.load_balancer.load_balancers(name=lb_name))
     if lb is not None:
         docs = lb_docs(ctx, lb.id)
@@ -72,8 +81,10 @@ def _why_no_ip(ctx: Ctx) -> str:
     failing = [f.detail for f in _octavia_findings(ctx, "echo", 80) if not f.ok]
     if failing:
         return "Octavia: " + "; ".join(failing)
-    return ("Octavia has an ACTIVE load balancer with a floating IP, but the cloud controller did not report it "
-            "(openstack-cloud-controller-manager logs)")
+    return (
+        "Octavia has an ACTIVE load balancer with a floating IP, but the cloud controller did not report it "
+        "(openstack-cloud-controller-manager logs)"
+    )
 
 
 def _shared(ctx: Ctx, lb, ip: str) -> None:
@@ -91,7 +102,17 @@ def _shared(ctx: Ctx, lb, ip: str) -> None:
         problems.append(f"echo-shared got {ip2}, not the shared address {ip}")
     if len(services) < 2:
         problems.append(f"the load balancer's tags name {len(services)} Service(s), not 2 (the shared-LB bookkeeping)")
-    ctx.record("shared load balancer: second listener", not problems, "; ".join(problems) or
-               f"echo and echo-shared share {lb.name} ({ip}): listeners on 80 and 8080, each on its own NodePort", t0)
-    http_check(ctx, "shared load balancer: HTTP", f"http://{ip}:8080/", pods_of(ctx, "echo"),
-               lambda: _octavia_findings(ctx, "echo-shared", 8080))
+    ctx.record(
+        "shared load balancer: second listener",
+        not problems,
+        "; ".join(problems)
+        or f"echo and echo-shared share {lb.name} ({ip}): listeners on 80 and 8080, each on its own NodePort",
+        t0,
+    )
+    http_check(
+        ctx,
+        "shared load balancer: HTTP",
+        f"http://{ip}:8080/",
+        pods_of(ctx, "echo"),
+        lambda: _octavia_findings(ctx, "echo-shared", 8080),
+    )

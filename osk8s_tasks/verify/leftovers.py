@@ -8,11 +8,13 @@ from osk8s_tasks.openstack.teardown import CSI_CLUSTER
 from osk8s_tasks.verify.harness import Ctx, items, wait
 from osk8s_tasks.verify.keystone import check as verify_keystone
 
-KINDS = (("Ingress", "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses"),
-         ("Service", "/api/v1/namespaces/{ns}/services"),
-         ("Deployment", "/apis/apps/v1/namespaces/{ns}/deployments"),
-         ("Pod", "/api/v1/namespaces/{ns}/pods"),
-         ("PersistentVolumeClaim", "/api/v1/namespaces/{ns}/persistentvolumeclaims"))
+KINDS = (
+    ("Ingress", "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses"),
+    ("Service", "/api/v1/namespaces/{ns}/services"),
+    ("Deployment", "/apis/apps/v1/namespaces/{ns}/deployments"),
+    ("Pod", "/api/v1/namespaces/{ns}/pods"),
+    ("PersistentVolumeClaim", "/api/v1/namespaces/{ns}/persistentvolumeclaims"),
+)
 
 
 def objects(s, api) -> list[str]:
@@ -29,10 +31,16 @@ def cloud_objects(s, clouds) -> list[str]:
     pkg/csi/cinder/controllerserver.go CreateVolume, external-provisioner's extra create metadata)."""
     lab, ns = s.settings.lab.name, s.settings.verify.namespace
     prefixes = (f"kube_service_{lab}_{ns}_", f"kube_ingress_{lab}_{ns}_")
-    lbs = [f"load balancer {lb.name} ({lb.provisioning_status})" for lb in clouds.main.load_balancer.load_balancers()
-           if lb.name.startswith(prefixes)]
-    volumes = [f"volume {v.name} ({v.status})" for v in clouds.main.block_storage.volumes(details=True)
-               if (v.metadata or {}).get(CSI_CLUSTER) == lab and (v.metadata or {}).get(PVC_NAMESPACE) == ns]
+    lbs = [
+        f"load balancer {lb.name} ({lb.provisioning_status})"
+        for lb in clouds.main.load_balancer.load_balancers()
+        if lb.name.startswith(prefixes)
+    ]
+    volumes = [
+        f"volume {v.name} ({v.status})"
+        for v in clouds.main.block_storage.volumes(details=True)
+        if (v.metadata or {}).get(CSI_CLUSTER) == lab and (v.metadata or {}).get(PVC_NAMESPACE) == ns
+    ]
     return lbs + volumes
 
 
@@ -57,24 +65,32 @@ def destroy_steps(s, api, clouds) -> list[Step]:
             return Status(True, f"no namespace {s.settings.verify.namespace}")
         if live.get("metadata", {}).get("labels", {}).get("osk8s.io/lab") != s.settings.lab.name:
             return Status(True, f"namespace {s.settings.verify.namespace} is not this lab's: left alone")
-        return Status(False, f"namespace {s.settings.verify.namespace} exists ({len(objects(s, api))} test objects)",
-                      f"delete namespace {s.settings.verify.namespace} (the cloud provider deletes its load balancers "
-                      "and the volumes)")
+        return Status(
+            False,
+            f"namespace {s.settings.verify.namespace} exists ({len(objects(s, api))} test objects)",
+            f"delete namespace {s.settings.verify.namespace} (the cloud provider deletes its load balancers "
+            "and the volumes)",
+        )
 
     def delete_ns():
         """The namespace goes once what is in it went: the Services after OCCM's finalizer deleted their
         load balancers, the claims (and with reclaimPolicy Delete their volumes) after their pods."""
         if not api.get(ns).get("metadata", {}).get("deletionTimestamp"):
             api.delete(ns)
-        ok, detail = wait(lambda: Status(api.get(ns) is None, f"namespace {s.settings.verify.namespace} is terminating"),
-                          s.settings.verify.timeout)
+        ok, detail = wait(
+            lambda: Status(api.get(ns) is None, f"namespace {s.settings.verify.namespace} is terminating"),
+            s.settings.verify.timeout,
+        )
         if not ok:
             raise StepFailed(f"{detail}: kubectl get all -n {s.settings.verify.namespace} shows what holds it")
 
     def check_cloud():
         left = cloud_objects(s, clouds)
-        return Status(not left, "no load balancer or volume of the verify namespace in OpenStack" if not left
-                      else "; ".join(left), "wait for the cloud provider and cinder-csi to delete them")
+        return Status(
+            not left,
+            "no load balancer or volume of the verify namespace in OpenStack" if not left else "; ".join(left),
+            "wait for the cloud provider and cinder-csi to delete them",
+        )
 
     def wait_cloud():
         ok, detail = wait(check_cloud, s.settings.verify.timeout)
@@ -84,10 +100,16 @@ def destroy_steps(s, api, clouds) -> list[Step]:
     def check_keystone():
         _, ident, role = verify_keystone.viewer_grant(ctx)
         has = role is not None
-        return Status(not has, f"{ident['username']} has no {s.settings.verify.viewer_role} role from verify" if not has
-                      else f"{ident['username']} has role {role.name}", f"take role {s.settings.verify.viewer_role} "
-                      f"from {ident['username']}")
+        return Status(
+            not has,
+            f"{ident['username']} has no {s.settings.verify.viewer_role} role from verify"
+            if not has
+            else f"{ident['username']} has role {role.name}",
+            f"take role {s.settings.verify.viewer_role} from {ident['username']}",
+        )
 
-    return [Step("verify namespace", check_ns, delete_ns),
-            Step("verify load balancers and volumes", check_cloud, wait_cloud),
-            Step("keystone test grant", check_keystone, lambda: verify_keystone.cleanup_keystone(ctx))]
+    return [
+        Step("verify namespace", check_ns, delete_ns),
+        Step("verify load balancers and volumes", check_cloud, wait_cloud),
+        Step("keystone test grant", check_keystone, lambda: verify_keystone.cleanup_keystone(ctx)),
+    ]

@@ -47,34 +47,59 @@ def _vip_fip(conn, lb):
     return next(iter(conn.network.ips(port_id=lb.vip_port_id)), None) if lb.vip_port_id else None
 
 
-def check_load_balancer(conn, name: str, port: int, node_port: int, nodes: dict[str, str], secgroup: str) -> list[CloudFinding]:
+def check_load_balancer(
+    conn, name: str, port: int, node_port: int, nodes: dict[str, str], secgroup: str
+) -> list[CloudFinding]:
     """nodes: server name -> fixed address. Stops at the first missing piece it depends on."""
     lbs = conn.load_balancer
     lb = next((x for x in lbs.load_balancers() if x.name == name), None)
     if lb is None:
-        return [CloudFinding(False, "load balancer", f"no Octavia load balancer {name}: is the cloud controller manager running "
-                        "and the Service of type LoadBalancer? (cluster.status)")]
+        return [
+            CloudFinding(
+                False,
+                "load balancer",
+                f"no Octavia load balancer {name}: is the cloud controller manager running "
+                "and the Service of type LoadBalancer? (cluster.status)",
+            )
+        ]
     out = []
     if lb.provisioning_status != "ACTIVE":
-        why = "Octavia failed to build it (octavia-worker logs)" if lb.provisioning_status == "ERROR" else "still being built"
+        why = (
+            "Octavia failed to build it (octavia-worker logs)" if lb.provisioning_status == "ERROR" else "still being built"
+        )
         return [CloudFinding(False, "load balancer", f"{name} is {lb.provisioning_status}: {why}")]
     out.append(CloudFinding(True, "load balancer", f"{name} ACTIVE, VIP {lb.vip_address}"))
     listener = next((x for x in lbs.listeners(load_balancer_id=lb.id) if x.protocol_port == port), None)
     if listener is None:
         have = [x.protocol_port for x in lbs.listeners(load_balancer_id=lb.id)]
-        return out + [CloudFinding(False, "listener", f"no listener on the Service port {port} (listeners on {have or 'none'})")]
+        return out + [
+            CloudFinding(False, "listener", f"no listener on the Service port {port} (listeners on {have or 'none'})")
+        ]
     out.append(CloudFinding(True, "listener", f"{listener.protocol} {port}"))
     members = list(lbs.members(listener.default_pool_id)) if listener.default_pool_id else []
     by_addr = {m.address: m for m in members}
     problems = [f"node {n} ({a}) is not a member" for n, a in nodes.items() if a not in by_addr]
-    problems += [f"member {m.address} on port {m.protocol_port}, the Service's NodePort is {node_port}"
-                 for m in members if m.protocol_port != node_port]
+    problems += [
+        f"member {m.address} on port {m.protocol_port}, the Service's NodePort is {node_port}"
+        for m in members
+        if m.protocol_port != node_port
+    ]
     problems += [f"member {m.address} is not a node of the cluster" for m in members if m.address not in nodes.values()]
-    out.append(CloudFinding(not problems, "pool members", "; ".join(problems) or
-                       f"{len(members)} members, the nodes on NodePort {node_port}"))
+    out.append(
+        CloudFinding(
+            not problems, "pool members", "; ".join(problems) or f"{len(members)} members, the nodes on NodePort {node_port}"
+        )
+    )
     fip = _vip_fip(conn, lb)
-    out.append(CloudFinding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
-                       else f"no floating IP bound to the VIP {lb.vip_address} (floating-network-id in cloud.conf?)"))
+    out.append(
+        CloudFinding(
+            fip is not None,
+            "floating IP",
+            f"{fip.floating_ip_address} -> {lb.vip_address}"
+            if fip
+            else f"no floating IP bound to the VIP {lb.vip_address} (floating-network-id in cloud.conf?)",
+        )
+    )
     # what decides is every group on each node's port (OCCM adds its own with manage-security-groups);
     # the amphora (or OVN's distributed LB) reaches the members from the VIP's subnet
     closed, names = [], set()
@@ -85,21 +110,38 @@ def check_load_balancer(conn, name: str, port: int, node_port: int, nodes: dict[
         if not any(rule_allows(r, node_port, lb.vip_address) for r in rules):
             closed.append(node)
             names |= {conn.network.get_security_group(g).name for g in groups} or {f"(no port with {address})"}
-    out.append(CloudFinding(not closed, "NodePort rule", f"the nodes' security groups allow tcp {node_port} from {lb.vip_address}"
-                       if not closed else f"{', '.join(sorted(names))} has no ingress rule for tcp {node_port} (the "
-                       f"NodePort) from {lb.vip_address}, on {', '.join(closed)}: the load balancer cannot reach the "
-                       f"nodes. Fix: inv openstack.prepare (opens 30000-32767 in {secgroup}) or manage-security-groups = true"))
+    out.append(
+        CloudFinding(
+            not closed,
+            "NodePort rule",
+            f"the nodes' security groups allow tcp {node_port} from {lb.vip_address}"
+            if not closed
+            else f"{', '.join(sorted(names))} has no ingress rule for tcp {node_port} (the "
+            f"NodePort) from {lb.vip_address}, on {', '.join(closed)}: the load balancer cannot reach the "
+            f"nodes. Fix: inv openstack.prepare (opens 30000-32767 in {secgroup}) or manage-security-groups = true",
+        )
+    )
     return out
 
 
 def check_volume(conn, volume_name: str, server_id: str) -> list[CloudFinding]:
     vol = next((v for v in conn.block_storage.volumes(details=True) if v.name == volume_name), None)
     if vol is None:
-        return [CloudFinding(False, "volume", f"no Cinder volume {volume_name}: did the PVC bind? (csi-cinder-controllerplugin logs)")]
+        return [
+            CloudFinding(
+                False, "volume", f"no Cinder volume {volume_name}: did the PVC bind? (csi-cinder-controllerplugin logs)"
+            )
+        ]
     attached = [a.get("server_id") for a in (vol.attachments or [])]
     if vol.status == "available":
-        return [CloudFinding(False, "volume", f"{volume_name} is available, not attached: the CSI attach did not happen "
-                        "(VolumeAttachment events, csi-cinder-controllerplugin logs)")]
+        return [
+            CloudFinding(
+                False,
+                "volume",
+                f"{volume_name} is available, not attached: the CSI attach did not happen "
+                "(VolumeAttachment events, csi-cinder-controllerplugin logs)",
+            )
+        ]
     if vol.status != "in-use":
         return [CloudFinding(False, "volume", f"{volume_name} is {vol.status}")]
     if server_id not in attached:
@@ -127,8 +169,17 @@ def check_ingress_lb(conn, name: str, paths: set[str]) -> list[CloudFinding]:
                 if not policy.redirect_pool_id or not list(lbs.members(policy.redirect_pool_id)):
                     problems.append(f"path {rule.rule_value}: its pool has no members")
     problems += [f"no L7 policy routes {p}" for p in sorted(paths - routed)]
-    out.append(CloudFinding(not problems, "L7 policies", "; ".join(problems) or f"{', '.join(sorted(routed))} routed to pools with members"))
+    out.append(
+        CloudFinding(
+            not problems, "L7 policies", "; ".join(problems) or f"{', '.join(sorted(routed))} routed to pools with members"
+        )
+    )
     fip = _vip_fip(conn, lb)
-    out.append(CloudFinding(fip is not None, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}" if fip
-                       else f"no floating IP bound to the VIP {lb.vip_address}"))
+    out.append(
+        CloudFinding(
+            fip is not None,
+            "floating IP",
+            f"{fip.floating_ip_address} -> {lb.vip_address}" if fip else f"no floating IP bound to the VIP {lb.vip_address}",
+        )
+    )
     return out

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import time
 
-from osk8s_tasks.verify import octavia as verify_cloud
 from osk8s_tasks.cluster.addons import CSI_DRIVER
 from osk8s_tasks.core.engine import Status
+from osk8s_tasks.verify import octavia as verify_cloud
 from osk8s_tasks.verify.harness import Ctx, items, wait
 
-ASSERTIONS = ["default StorageClass is cinder CSI", "PVC bound", "writer pod running",
-              "cinder: volume in-use on the pod's node", "file written", "file read back by a new pod",
-              "cleanup: volume deleted"]
+ASSERTIONS = [
+    "default StorageClass is cinder CSI",
+    "PVC bound",
+    "writer pod running",
+    "cinder: volume in-use on the pod's node",
+    "file written",
+    "file read back by a new pod",
+    "cleanup: volume deleted",
+]
 DEFAULT = "storageclass.kubernetes.io/is-default-class"
 
 
@@ -26,8 +32,10 @@ def default_class(api) -> tuple[bool, str]:
     classes = items(api, "/apis/storage.k8s.io/v1/storageclasses")
     default = [c for c in classes if c["metadata"].get("annotations", {}).get(DEFAULT) == "true"]
     if len(default) != 1:
-        return False, (f"{len(default)} default StorageClasses ({', '.join(c['metadata']['name'] for c in default) or 'none'}): "
-                       "a PVC without a class needs exactly one. Fix: inv cluster.addons")
+        return False, (
+            f"{len(default)} default StorageClasses ({', '.join(c['metadata']['name'] for c in default) or 'none'}): "
+            "a PVC without a class needs exactly one. Fix: inv cluster.addons"
+        )
     sc = default[0]
     if sc.get("provisioner") != CSI_DRIVER:
         return False, f"the default StorageClass {sc['metadata']['name']} uses {sc.get('provisioner')}, not {CSI_DRIVER}"
@@ -48,6 +56,7 @@ def _phase(ctx: Ctx, name: str, want: tuple[str, ...]):
     def check():
         phase = _pod(ctx, name).get("status", {}).get("phase", "absent")
         return Status(phase in want, f"pod {name} is {phase}")
+
     return check
 
 
@@ -59,9 +68,11 @@ def _logs(ctx: Ctx, name: str) -> str:
 def _wrote(ctx: Ctx, name: str):
     """The writer's output is its nonce: a Running pod has started its shell, not necessarily written,
     synced and read the file yet (sync on a real Cinder volume waits for the block device)."""
+
     def check():
         text = _logs(ctx, name)
         return Status(text == ctx.nonce, f"pod {name} printed {text[:80]!r} so far")
+
     return check
 
 
@@ -73,6 +84,7 @@ def _server_of(ctx: Ctx, node: str) -> str:
 def _gone(ctx: Ctx, pod: str):
     def check():
         return Status(not _pod(ctx, pod), f"pod {pod} deleted")
+
     return check
 
 
@@ -87,12 +99,23 @@ def run_pv(ctx: Ctx) -> None:
     writer = docs(ctx, write=True)
     ctx.apply(writer)
     t0 = time.monotonic()
-    bound = wait(lambda: Status(_pvc(ctx).get("status", {}).get("phase") == "Bound",
-                                f"PVC data is {_pvc(ctx).get('status', {}).get('phase', 'absent')}"), timeout)
+    bound = wait(
+        lambda: Status(
+            _pvc(ctx).get("status", {}).get("phase") == "Bound",
+            f"PVC data is {_pvc(ctx).get('status', {}).get('phase', 'absent')}",
+        ),
+        timeout,
+    )
     volume = _pvc(ctx).get("spec", {}).get("volumeName", "")
-    if not ctx.record("PVC bound", bound[0], f"PVC data bound to {volume}" if bound[0] else
-                      f"{bound[1]}: cinder-csi did not provision a volume (kubectl -n {ctx.namespace} describe pvc data; "
-                      "csi-cinder-controllerplugin logs; Cinder quota)", t0):
+    if not ctx.record(
+        "PVC bound",
+        bound[0],
+        f"PVC data bound to {volume}"
+        if bound[0]
+        else f"{bound[1]}: cinder-csi did not provision a volume (kubectl -n {ctx.namespace} describe pvc data; "
+        "csi-cinder-controllerplugin logs; Cinder quota)",
+        t0,
+    ):
         ctx.cleanup("pv", writer)
         return
     t0 = time.monotonic()
@@ -111,8 +134,14 @@ def run_pv(ctx: Ctx) -> None:
     t0 = time.monotonic()
     wait(_wrote(ctx, "writer"), timeout if running else 1)
     text = _logs(ctx, "writer")
-    ctx.record("file written", text == ctx.nonce, f"the pod wrote and read {text!r}" if text == ctx.nonce
-               else f"the pod's output is {text[:120]!r}, not {ctx.nonce!r}", t0)
+    ctx.record(
+        "file written",
+        text == ctx.nonce,
+        f"the pod wrote and read {text!r}"
+        if text == ctx.nonce
+        else f"the pod's output is {text[:120]!r}, not {ctx.nonce!r}",
+        t0,
+    )
     ctx.api.delete(writer[-1])
     wait(_gone(ctx, "writer"), timeout)
     reader = docs(ctx, write=False)
@@ -120,14 +149,25 @@ def run_pv(ctx: Ctx) -> None:
     t0 = time.monotonic()
     done, why = wait(_phase(ctx, "reader", ("Succeeded", "Failed")), timeout)
     text = _logs(ctx, "reader")
-    ctx.record("file read back by a new pod", text == ctx.nonce, f"reader found {text!r} on the volume"
-               if text == ctx.nonce else f"reader found {text[:120]!r}, not {ctx.nonce!r} ({why})", t0)
+    ctx.record(
+        "file read back by a new pod",
+        text == ctx.nonce,
+        f"reader found {text!r} on the volume"
+        if text == ctx.nonce
+        else f"reader found {text[:120]!r}, not {ctx.nonce!r} ({why})",
+        t0,
+    )
     ctx.cleanup("pv", writer[:-1] + reader[-1:], gone=_volume_gone(ctx, volume))
 
 
 def _volume_gone(ctx: Ctx, name: str):
     def check():
         vol = next((v for v in ctx.clouds.main.block_storage.volumes() if v.name == name), None)
-        return Status(vol is None, f"Cinder volume {name} deleted (reclaimPolicy Delete)" if vol is None
-                      else f"Cinder volume {name} still exists ({vol.status})")
+        return Status(
+            vol is None,
+            f"Cinder volume {name} deleted (reclaimPolicy Delete)"
+            if vol is None
+            else f"Cinder volume {name} still exists ({vol.status})",
+        )
+
     return check

@@ -14,15 +14,28 @@ from osk8s_tasks.core.files import write_private
 
 
 def report_rows(results: list[Result]) -> list[dict]:
-    return [{"task": r.task, "check": r.step, "node": r.node, "outcome": r.outcome, "seconds": round(r.seconds, 3),
-             "detail": log.redact(r.detail)} for r in results if r.task.startswith("verify.")]
+    return [
+        {
+            "task": r.task,
+            "check": r.step,
+            "node": r.node,
+            "outcome": r.outcome,
+            "seconds": round(r.seconds, 3),
+            "detail": log.redact(r.detail),
+        }
+        for r in results
+        if r.task.startswith("verify.")
+    ]
 
 
 def write_json(path: str, results: list[Result], lab: str) -> None:
     rows = report_rows(results)
-    doc = {"lab": lab, "passed": not any(r["outcome"] == "failed" for r in rows),
-           "counts": {o: sum(r["outcome"] == o for r in rows) for o in ("ok", "changed", "failed", "skipped", "would-change")},
-           "results": rows}
+    doc = {
+        "lab": lab,
+        "passed": not any(r["outcome"] == "failed" for r in rows),
+        "counts": {o: sum(r["outcome"] == o for r in rows) for o in ("ok", "changed", "failed", "skipped", "would-change")},
+        "results": rows,
+    }
     write_private(Path(path), json.dumps(doc, indent=2) + "\n")
 
 
@@ -32,10 +45,15 @@ def write_junit(path: str, results: list[Result], lab: str) -> None:
     suites = ET.Element("testsuites", name=f"osk8s verify {lab}")
     for task in dict.fromkeys(r["task"] for r in rows):
         mine = [r for r in rows if r["task"] == task]
-        suite = ET.SubElement(suites, "testsuite", name=task, tests=str(len(mine)),
-                              failures=str(sum(r["outcome"] == "failed" for r in mine)),
-                              skipped=str(sum(r["outcome"] in ("skipped", "would-change") for r in mine)),
-                              time=f"{sum(r['seconds'] for r in mine):.3f}")
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=task,
+            tests=str(len(mine)),
+            failures=str(sum(r["outcome"] == "failed" for r in mine)),
+            skipped=str(sum(r["outcome"] in ("skipped", "would-change") for r in mine)),
+            time=f"{sum(r['seconds'] for r in mine):.3f}",
+        )
         for r in mine:
             case = ET.SubElement(suite, "testcase", classname=task, name=r["check"], time=f"{r['seconds']:.3f}")
             if r["outcome"] == "failed":

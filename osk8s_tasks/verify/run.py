@@ -18,6 +18,7 @@ from osk8s_tasks.verify import pv as verify_pv
 from osk8s_tasks.verify.keystone import check as verify_keystone
 from osk8s_tasks.verify.keystone import deploy as keystone_deploy
 
+
 @contextmanager
 def cluster_access(s, need_master: bool):
     """(Api, the control plane's Remote or None): the API as cluster.addons reaches it."""
@@ -54,15 +55,22 @@ def run_checks(c, task: str, checks, keep, junit, json_, dry_run, log_json, coll
                 reports.write_json(json_, s.results, s.settings.lab.name)
         failed = [r for r in s.results if r.outcome == "failed"]
         if not s.dry_run:
-            print(f"{task}: {len(failed)} of {sum(r.outcome in ('ok', 'failed') for r in s.results)} results failed"
-                  + (f" ({', '.join(r.step for r in failed)})" if failed else ""), flush=True)
+            print(
+                f"{task}: {len(failed)} of {sum(r.outcome in ('ok', 'failed') for r in s.results)} results failed"
+                + (f" ({', '.join(r.step for r in failed)})" if failed else ""),
+                flush=True,
+            )
         if failed and collect_on_failure and not s.dry_run:
             print(f"{task}: diagnostics bundle {lab_collect.collect(s)}", flush=True)
 
 
 def run_each(s, checks: list[str], keep: bool) -> None:
-    runners = {"lb": verify_lb.run_lb, "pv": verify_pv.run_pv, "ingress": ingress.run_ingress,
-               "keystone": lambda ctx: verify_keystone.run_keystone(ctx, master)}
+    runners = {
+        "lb": verify_lb.run_lb,
+        "pv": verify_pv.run_pv,
+        "ingress": ingress.run_ingress,
+        "keystone": lambda ctx: verify_keystone.run_keystone(ctx, master),
+    }
     clouds, api, master, unreachable = cloud.Clouds(s.settings), None, None, ""
     with ExitStack() as stack:
         try:
@@ -73,7 +81,9 @@ def run_each(s, checks: list[str], keep: bool) -> None:
             if not s.dry_run:
                 raise
             unreachable = str(exc)
-            s.log.warning("verify.cluster_unreachable", reason=unreachable, then="listing the plan without reading the cluster")
+            s.log.warning(
+                "verify.cluster_unreachable", reason=unreachable, then="listing the plan without reading the cluster"
+            )
         for check in checks:
             ctx = harness.Ctx(s.child(f"verify.{check}", s.settings), api, clouds, keep)
             t0 = time.monotonic()

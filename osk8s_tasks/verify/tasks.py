@@ -31,31 +31,49 @@ def _task(name: str, doc: str):
     return task(name=name, help=HELP)(body)
 
 
-lb = _task("lb", """LoadBalancer Service -> Octavia LB, members, floating IP, HTTP; then a shared LB.
+lb = _task(
+    "lb",
+    """LoadBalancer Service -> Octavia LB, members, floating IP, HTTP; then a shared LB.
 
     An echo Deployment behind a LoadBalancer Service: Octavia LB ACTIVE with a listener
     on the Service port, the nodes as members on its NodePort, a floating IP on the VIP, and an HTTP
     answer from the devstack VM (else: the missing NodePort rule or member mismatch, named). Then a
-    second Service shares that load balancer (loadbalancer.openstack.org/load-balancer-id).""")
-pv = _task("pv", """PVC -> Cinder volume in-use on the Pod's node, data kept, volume deleted after.
+    second Service shares that load balancer (loadbalancer.openstack.org/load-balancer-id).""",
+)
+pv = _task(
+    "pv",
+    """PVC -> Cinder volume in-use on the Pod's node, data kept, volume deleted after.
 
     A PVC without a class binds through the default (cinder CSI) StorageClass; the Cinder
     volume is in-use on the Pod's node; a file written by one Pod is read by the next; after cleanup
-    the volume is deleted.""")
-ingress = _task("ingress", """Ingress with two paths through octavia-ingress-controller, checked over HTTP.
+    the volume is deleted.""",
+)
+ingress = _task(
+    "ingress",
+    """Ingress with two paths through octavia-ingress-controller, checked over HTTP.
 
     octavia-ingress-controller and an Ingress routing /a and /b to two Services
-    through one Octavia load balancer, checked in Octavia and over HTTP from the devstack VM.""")
-keystone = _task("keystone", """Keystone users on the cluster: k8s-keystone-auth set up, authn and authz checked.
+    through one Octavia load balancer, checked in Octavia and over HTTP from the devstack VM.""",
+)
+keystone = _task(
+    "keystone",
+    """Keystone users on the cluster: k8s-keystone-auth set up, authn and authz checked.
 
     Deploy k8s-keystone-auth (serving cert from a lab CA the apiserver pins;
     token webhook + structured authorization Node,RBAC,Webhook), write a client-keystone-auth
     kubeconfig, then: TokenReview from the webhook, Forbidden before any binding, a RoleBinding to
-    the project group, the Keystone viewer-role policy, revoked and garbage tokens rejected.""")
+    the project group, the Keystone viewer-role policy, revoked and garbage tokens rejected.""",
+)
 
 
-@task(name="all", help={**HELP, "checks": "Comma-separated subset, e.g. lb,pv (default: verify.checks).",
-                         "collect_on_failure": "When any assertion failed, write the lab.collect bundle and print its path."})
+@task(
+    name="all",
+    help={
+        **HELP,
+        "checks": "Comma-separated subset, e.g. lb,pv (default: verify.checks).",
+        "collect_on_failure": "When any assertion failed, write the lab.collect bundle and print its path.",
+    },
+)
 def all_(c, checks=None, keep=False, junit=None, json=None, dry_run=False, log_json=None, collect_on_failure=False):
     """Every check in verify.checks (lb, pv, ingress, keystone), one table and report.
 

@@ -39,8 +39,17 @@ from tests.peers.netfwd import OPENSTACK_PORTS
 
 pytestmark = pytest.mark.sshd
 LAB = f"k{uuid.uuid4().hex[:4]}"
-ADDON_KINDS = ("secret", "serviceaccount", "clusterrole", "clusterrolebinding", "rolebinding", "daemonset",
-               "deployment", "csidriver", "storageclass")
+ADDON_KINDS = (
+    "secret",
+    "serviceaccount",
+    "clusterrole",
+    "clusterrolebinding",
+    "rolebinding",
+    "daemonset",
+    "deployment",
+    "csidriver",
+    "storageclass",
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +60,25 @@ def lab(loopback_cloud):
         image = Path(f"/tmp/{LAB}-node.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
         cleanup.callback(image.unlink, missing_ok=True)
-        nodes = NodesLab(NodesConfig(workdir, LAB, workers=2, prefix="o8e", forward_ports=OPENSTACK_PORTS, settings={
-            "openstack": {"clouds_yaml": str(loopback_cloud), "cloud": "demo", "admin_cloud": "admin",
-                          "image": {"name": "node", "file": str(image)},
-                          "boot_concurrency": 1},  # nova on sqlite builds one server at a time
-            "verify": {"timeout": 180}}))
+        nodes = NodesLab(
+            NodesConfig(
+                workdir,
+                LAB,
+                workers=2,
+                prefix="o8e",
+                forward_ports=OPENSTACK_PORTS,
+                settings={
+                    "openstack": {
+                        "clouds_yaml": str(loopback_cloud),
+                        "cloud": "demo",
+                        "admin_cloud": "admin",
+                        "image": {"name": "node", "file": str(image)},
+                        "boot_concurrency": 1,
+                    },  # nova on sqlite builds one server at a time
+                    "verify": {"timeout": 180},
+                },
+            )
+        )
         cleanup.callback(nodes.stop)
         ep = nodes.start()
 
@@ -65,9 +88,21 @@ def lab(loopback_cloud):
 
             def kubectl(self, *args, check=True) -> str:
                 """The real kubectl with the tool's admin kubeconfig, in the control plane's namespace."""
-                out = subprocess.run(["ip", "netns", "exec", ep.netns[ep.control_plane], str(build.binary("kubectl")),
-                                      "--kubeconfig", str(ep.state_dir / "admin.conf"), *args],
-                                     capture_output=True, text=True, timeout=120)
+                out = subprocess.run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ep.netns[ep.control_plane],
+                        str(build.binary("kubectl")),
+                        "--kubeconfig",
+                        str(ep.state_dir / "admin.conf"),
+                        *args,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
                 assert out.returncode == 0 or not check, out.stderr
                 return out.stdout
 
@@ -94,7 +129,9 @@ def _addon_versions(lab) -> dict[str, str]:
     out = {}
     for kind in ADDON_KINDS:
         for o in lab.get(kind, "-A", "-l", f"osk8s.io/lab={LAB}")["items"]:
-            out[f"{o['kind']} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"] = o["metadata"]["resourceVersion"]
+            out[f"{o['kind']} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"] = o["metadata"][
+                "resourceVersion"
+            ]
     return out
 
 
@@ -115,8 +152,10 @@ def test_dry_run_changes_nothing(lab):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "would change" in r.stdout and "kubeadm init" in r.stdout
     assert "Secret kube-system/occm-cloud-config" in r.stdout  # the add-ons are planned too
-    assert all(not [c for c in calls(lab.hosts, h) if not c.startswith(("sysctl -n", "kubeadm version"))]
-               for h in lab.hosts.hosts[1:])
+    assert all(
+        not [c for c in calls(lab.hosts, h) if not c.startswith(("sysctl -n", "kubeadm version"))]
+        for h in lab.hosts.hosts[1:]
+    )
 
 
 def test_deploy_then_second_deploy_installs_inits_joins_and_applies_nothing(lab):
@@ -139,10 +178,15 @@ def test_deploy_then_second_deploy_installs_inits_joins_and_applies_nothing(lab)
     assert init.stat().st_mode & 0o777 == 0o600 and "v1beta4" in init.read_text()
     assert not any(t in first.stdout + first.stderr for t in tokens)  # join tokens never logged
     applied = _addon_versions(lab)
-    for name in ("Secret kube-system/occm-cloud-config", "Secret kube-system/cinder-csi-cloud-config",
-                 "DaemonSet kube-system/openstack-cloud-controller-manager", "DaemonSet kube-system/csi-cinder-nodeplugin",
-                 "Deployment kube-system/csi-cinder-controllerplugin", "CSIDriver /cinder.csi.openstack.org",
-                 "StorageClass /csi-cinder"):
+    for name in (
+        "Secret kube-system/occm-cloud-config",
+        "Secret kube-system/cinder-csi-cloud-config",
+        "DaemonSet kube-system/openstack-cloud-controller-manager",
+        "DaemonSet kube-system/csi-cinder-nodeplugin",
+        "Deployment kube-system/csi-cinder-controllerplugin",
+        "CSIDriver /cinder.csi.openstack.org",
+        "StorageClass /csi-cinder",
+    ):
         assert name in applied, sorted(applied)
     secret = lab.get("secret", "-n", "kube-system", "occm-cloud-config")
     conf = base64.b64decode(secret["data"]["cloud.conf"]).decode()
@@ -168,8 +212,9 @@ def test_deploy_then_second_deploy_installs_inits_joins_and_applies_nothing(lab)
         assert driver["nodeID"] == lab.servers[csinode["metadata"]["name"]].id
         assert driver["topologyKeys"] == ["topology.cinder.csi.openstack.org/zone"]
     pods = lab.get("pods", "-n", "kube-system", "-l", f"osk8s.io/lab={LAB}")["items"]
-    assert len(pods) == 1 + 1 + 3 and all(p["status"]["phase"] == "Running" for p in pods), \
-        [(p["metadata"]["name"], p["status"].get("phase")) for p in pods]
+    assert len(pods) == 1 + 1 + 3 and all(p["status"]["phase"] == "Running" for p in pods), [
+        (p["metadata"]["name"], p["status"].get("phase")) for p in pods
+    ]
     lab.applied = applied
     time.sleep(5)  # settled: the controllers' own writes to their objects' status are done
 
@@ -177,8 +222,13 @@ def test_deploy_then_second_deploy_installs_inits_joins_and_applies_nothing(lab)
     versions = _addon_versions(lab)
     second = lab.inv("cluster.deploy")
     assert second.returncode == 0 and not re.search(r"\schanged\s", second.stdout), second.stdout + second.stderr
-    new = {h.name: calls(lab.hosts, h)[before[h.name]:] for h in lab.hosts.hosts[1:]}
-    assert not [c for cs in new.values() for c in cs if re.match(r"(apt-get .*install|kubeadm (init|join|token)|kubectl .* apply)", c)]
+    new = {h.name: calls(lab.hosts, h)[before[h.name] :] for h in lab.hosts.hosts[1:]}
+    assert not [
+        c
+        for cs in new.values()
+        for c in cs
+        if re.match(r"(apt-get .*install|kubeadm (init|join|token)|kubectl .* apply)", c)
+    ]
     assert _addon_versions(lab) == versions  # nothing re-applied: every object already as wanted
     status = lab.inv("cluster.status")
     assert status.returncode == 0 and "openstack:///" in status.stdout
@@ -199,8 +249,11 @@ def test_a_load_balancer_service_is_built_by_occm_in_octavia(lab):
     fip = next(lab.conn.network.ips(port_id=lb.vip_port_id))
     assert svc["status"]["loadBalancer"]["ingress"][0]["ip"] == fip.floating_ip_address
     node_port = svc["spec"]["ports"][0]["nodePort"]
-    members = {(m.address, m.protocol_port) for p in lab.conn.load_balancer.pools(loadbalancer_id=lb.id)
-               for m in lab.conn.load_balancer.members(p)}
+    members = {
+        (m.address, m.protocol_port)
+        for p in lab.conn.load_balancer.pools(loadbalancer_id=lb.id)
+        for m in lab.conn.load_balancer.members(p)
+    }
     workers = {n: next(iter(s.addresses.values()))[0]["addr"] for n, s in lab.servers.items() if "worker" in n}
     assert members == {(a, node_port) for a in workers.values()}  # kubeadm excludes the control plane from LBs
     group = next(lab.conn.network.security_groups(name=f"lb-sg-{svc['metadata']['uid']}-default-echo"))

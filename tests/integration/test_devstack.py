@@ -38,12 +38,23 @@ def lab(request):
             self.hosts, self.state = hosts, shared / "state"
 
         def config(self, host, **devstack):
-            cfg = {"ssh_target": host.name, "ssh_config": str(hosts.ssh_config), "repo": f"file://{repo}",
-                   "branch": "master", "packages": ["git", "curl"], "patches": [str(patch)],
-                   "watchdog": {"services": [{"unit": "keystone", "url": "http://{host_ip}:15000/"},
-                                             {"unit": "g-api", "url": "http://{host_ip}:19292/"}],
-                                "unhealthy_seconds": 3, "interval": 1},
-                   **devstack}
+            cfg = {
+                "ssh_target": host.name,
+                "ssh_config": str(hosts.ssh_config),
+                "repo": f"file://{repo}",
+                "branch": "master",
+                "packages": ["git", "curl"],
+                "patches": [str(patch)],
+                "watchdog": {
+                    "services": [
+                        {"unit": "keystone", "url": "http://{host_ip}:15000/"},
+                        {"unit": "g-api", "url": "http://{host_ip}:19292/"},
+                    ],
+                    "unhealthy_seconds": 3,
+                    "interval": 1,
+                },
+                **devstack,
+            }
             path = shared / f"{host.name}.yaml"
             path.write_text(yaml.safe_dump({"lab": {"name": host.name, "state_dir": str(self.state)}, "devstack": cfg}))
             return path
@@ -55,7 +66,7 @@ def lab(request):
             """A file under the host's /opt/stack, links resolved inside the host's own view."""
             f = hosts.private(host, "/opt/stack") / path
             while f.is_symlink() and os.readlink(f).startswith("/opt/stack/"):
-                f = hosts.private(host, "/opt/stack") / os.readlink(f)[len("/opt/stack/"):]
+                f = hosts.private(host, "/opt/stack") / os.readlink(f)[len("/opt/stack/") :]
             return f
 
         def netns(self, host, *cmd):
@@ -90,7 +101,15 @@ def test_deploy_then_second_deploy_changes_nothing(lab):
     log_json = lab.state / "deploy.jsonl"
     first = lab.inv(h, "devstack.deploy", "--log-json", str(log_json))
     assert first.returncode == 0, first.stdout + first.stderr
-    for step in ("ipv6 sysctls", "/opt/stack owner", "devstack checkout", "patch add-phase.patch", "local.conf", "stack.sh", "clouds.yaml"):
+    for step in (
+        "ipv6 sysctls",
+        "/opt/stack owner",
+        "devstack checkout",
+        "patch add-phase.patch",
+        "local.conf",
+        "stack.sh",
+        "clouds.yaml",
+    ):
         assert re.search(rf"{re.escape(step)}\s.*\schanged\s", first.stdout), step
     assert "Patched by osk8s" in first.stderr  # the patch took effect: its phase ran
     # nova's metadata API runs (DevStack starts it only when local.conf enables n-api-meta): the
@@ -143,11 +162,16 @@ def test_killed_connection_mid_stack_reattaches_and_nothing_runs_twice(lab):
     lab.file(h, ".").mkdir(parents=True, exist_ok=True)
     lab.file(h, ".standin-phase-seconds").write_text("1.5")
     cfg = lab.config(h)
-    proc = subprocess.Popen([INV, "-f", str(cfg), "devstack.deploy"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [INV, "-f", str(cfg), "devstack.deploy"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 120
-    while not ((summary := lab.file(h, "logs/stack.sh.log.summary")).exists() and "Starting Keystone" in summary.read_text()):
-        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() is not None else "timeout"
+    while not (
+        (summary := lab.file(h, "logs/stack.sh.log.summary")).exists() and "Starting Keystone" in summary.read_text()
+    ):
+        assert time.monotonic() < deadline and proc.poll() is None, (
+            proc.stdout.read() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)  # the tool and its SSH connection die mid-stack
     proc.wait()

@@ -27,10 +27,16 @@ def hosts():
 
 def _inv(hosts, *args, **versions):
     cfg = hosts.workdir / f"lab-{uuid.uuid4().hex[:6]}.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "lab": {"name": LAB, "state_dir": str(hosts.workdir / "state")}, "versions": {**hosts.pins, **versions},
-        "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
-        "cluster": {"ssh_config": str(hosts.ssh_config), "nodes": [{"name": "master", "role": "control-plane"}]}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "lab": {"name": LAB, "state_dir": str(hosts.workdir / "state")},
+                "versions": {**hosts.pins, **versions},
+                "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
+                "cluster": {"ssh_config": str(hosts.ssh_config), "nodes": [{"name": "master", "role": "control-plane"}]},
+            }
+        )
+    )
     return run_inv(["-f", str(cfg), *args], timeout=300)
 
 

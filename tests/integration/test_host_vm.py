@@ -31,7 +31,8 @@ def lab(tmp_path_factory):
     cfg = state / "lab.yaml"
     cfg.write_text(
         f"lab: {{name: {LAB}, state_dir: {state}}}\n"
-        f"host: {{driver: qemu, box: {Path(box).stem}, box_url: {box}, memory: 1024, cpus: 1, disk_gb: 8, boot_timeout: 600}}\n"
+        f"host: {{driver: qemu, box: {Path(box).stem}, box_url: {box}, memory: 1024, cpus: 1, disk_gb: 8,"
+        " boot_timeout: 600}\n"
         # devstack.* on the VM itself, with the DevStack stand-in copied there (no internet here)
         "devstack: {repo: 'file:///home/vagrant/devstack-standin.git', branch: master, packages: [git, curl],\n"
         "  watchdog: {services: [{unit: keystone, url: 'http://{host_ip}:15000/'}, {unit: g-api, url: 'http://{host_ip}:19292/'}],\n"
@@ -88,8 +89,12 @@ def test_ssh_through_the_generated_config(lab):
     cfg = (lab.lab_dir / "ssh_config").read_text()
     assert "StrictHostKeyChecking yes" in cfg and "StrictHostKeyChecking no" not in cfg
     assert oct((lab.lab_dir / "ssh_config").stat().st_mode & 0o777) == "0o600"
-    plain = subprocess.run(["ip", "netns", "exec", NETNS, "ssh", "-F", str(lab.lab_dir / "ssh_config"), LAB, "hostname"],
-                           capture_output=True, text=True, timeout=60)
+    plain = subprocess.run(
+        ["ip", "netns", "exec", NETNS, "ssh", "-F", str(lab.lab_dir / "ssh_config"), LAB, "hostname"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert plain.stdout.strip() == LAB, plain.stderr  # OpenSSH accepts the file and the recorded keys
 
 
@@ -98,8 +103,12 @@ def test_devstack_deploy_on_the_vm_then_again_changes_nothing(lab, tmp_path):
 
     repo = standin_repo(tmp_path)
     tar = subprocess.run(["tar", "czf", "-", "-C", str(repo.parent), repo.name], capture_output=True, check=True).stdout
-    copy = subprocess.run(["ip", "netns", "exec", NETNS, "ssh", "-F", str(lab.lab_dir / "ssh_config"), LAB,
-                           "tar xzf - -C /home/vagrant"], input=tar, capture_output=True, timeout=120)
+    copy = subprocess.run(
+        ["ip", "netns", "exec", NETNS, "ssh", "-F", str(lab.lab_dir / "ssh_config"), LAB, "tar xzf - -C /home/vagrant"],
+        input=tar,
+        capture_output=True,
+        timeout=120,
+    )
     assert copy.returncode == 0, copy.stderr
     first = lab("devstack.deploy")
     assert first.returncode == 0, first.stdout + first.stderr

@@ -45,8 +45,7 @@ import pytest
 import yaml
 
 from osk8s_tasks.cluster import render as cluster_render
-from osk8s_tasks.core import config
-from osk8s_tasks.core import kube
+from osk8s_tasks.core import config, kube
 from osk8s_tasks.core import ssh as remote
 from osk8s_tasks.core.engine import StepFailed
 from tests.conftest import ROOT, require_root_tools, run_inv
@@ -61,7 +60,7 @@ RUNNER_IMAGE = "registry.k8s.io/provider-os/k8s-keystone-auth:v0.0.0-osk8s-test"
 
 # Test-only tasks (the tool's task surface stays as it is): the control-plane part of cluster.deploy
 # without the add-ons, and the node part of cluster.destroy without the cloud teardown.
-TEST_TASKS = '''
+TEST_TASKS = """
 from invoke import task
 from osk8s_tasks import ns
 from osk8s_tasks.core.engine import session
@@ -89,7 +88,7 @@ def reset_nodes(c):
 
 ns.add_task(control_plane)
 ns.add_task(reset_nodes)
-'''
+"""
 
 
 class QuietLog:
@@ -113,13 +112,27 @@ def lab():
 
         class Lab:
             def inv(self, *args, timeout=600):
-                return run_inv(["-r", str(nodes.hosts.workdir), "-f", str(ep.invoke_config), *args], cwd=ROOT, timeout=timeout)
+                return run_inv(
+                    ["-r", str(nodes.hosts.workdir), "-f", str(ep.invoke_config), *args], cwd=ROOT, timeout=timeout
+                )
 
             def kubectl(self, *args, check=True) -> str:
                 """The real kubectl with the tool's admin kubeconfig, in the control plane's namespace."""
-                out = subprocess.run(["ip", "netns", "exec", ep.netns[ep.control_plane], str(build.binary("kubectl")),
-                                      "--kubeconfig", str(ep.state_dir / "admin.conf"), *args],
-                                     capture_output=True, text=True, timeout=60)
+                out = subprocess.run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ep.netns[ep.control_plane],
+                        str(build.binary("kubectl")),
+                        "--kubeconfig",
+                        str(ep.state_dir / "admin.conf"),
+                        *args,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
                 if check:
                     assert out.returncode == 0, out.stderr
                 return out.stdout
@@ -158,8 +171,15 @@ def rss_kib(lab, node: str) -> dict[str, int]:
             rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
         except (OSError, AttributeError):
             continue
-        name = ("kubelet-standin" if b"tests.peers.k8s.kubelet" in cmdline else "shims" if b"shim.py" in cmdline
-                else comm if comm in ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok") else None)
+        name = (
+            "kubelet-standin"
+            if b"tests.peers.k8s.kubelet" in cmdline
+            else "shims"
+            if b"shim.py" in cmdline
+            else comm
+            if comm in ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok")
+            else None
+        )
         if name:
             out[name] = out.get(name, 0) + rss
     return out
@@ -176,8 +196,9 @@ def test_topology_forwards_between_nodes_only(lab):
     rules = subprocess.run(["ip", "netns", "exec", gw, "ip", "rule"], capture_output=True, text=True, check=True).stdout
     for node in lab.ep.nodes:  # what a node sends is routed by the nodes' table only
         assert re.search(rf"^100:\s+from all iif {lab.ep.netns[node]}h lookup 198\b", rules, re.M), rules
-    table = subprocess.run(["ip", "netns", "exec", gw, "ip", "route", "show", "table", "198"],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    table = subprocess.run(
+        ["ip", "netns", "exec", gw, "ip", "route", "show", "table", "198"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     table = [r.strip() for r in table]
     assert "unreachable default" in table and len(table) == len(lab.ep.nodes) + 1, table
     assert all(r.startswith("198.19.") or r == "unreachable default" for r in table), table
@@ -192,9 +213,12 @@ def test_kubeadm_validates_the_tools_configs(lab, tmp_path):
     now and the golden ones, and rejects broken ones."""
     kubeadm = str(build.binary("kubeadm"))
     s = lab.settings()
-    rendered = {"init.yaml": cluster_render.init_config(s, "198.19.1.2", lab.master, "198.19.1.2"),
-                "join.yaml": cluster_render.join_config(s, lab.worker, "198.19.1.2:6443", "abcdef.0123456789abcdef",
-                                                        "sha256:" + "0" * 64)}
+    rendered = {
+        "init.yaml": cluster_render.init_config(s, "198.19.1.2", lab.master, "198.19.1.2"),
+        "join.yaml": cluster_render.join_config(
+            s, lab.worker, "198.19.1.2:6443", "abcdef.0123456789abcdef", "sha256:" + "0" * 64
+        ),
+    }
     for name, text in rendered.items():
         (tmp_path / name).write_text(text)
     goldens = [ROOT / "tests" / "golden" / "kubeadm-init.yaml", ROOT / "tests" / "golden" / "kubeadm-join.yaml"]
@@ -203,7 +227,9 @@ def test_kubeadm_validates_the_tools_configs(lab, tmp_path):
         assert r.returncode == 0 and r.stdout.strip() == "ok", f"{path}: {r.stdout}{r.stderr}"
     broken = {
         "bad-subnet.yaml": rendered["init.yaml"].replace(s.cluster.pod_subnet, "10.244.0.0/33"),
-        "unknown-field.yaml": rendered["join.yaml"].replace("kind: JoinConfiguration", "kind: JoinConfiguration\nnodeRegistrations: {}"),
+        "unknown-field.yaml": rendered["join.yaml"].replace(
+            "kind: JoinConfiguration", "kind: JoinConfiguration\nnodeRegistrations: {}"
+        ),
         "old-api.yaml": rendered["init.yaml"].replace("kubeadm.k8s.io/v1beta4", "kubeadm.k8s.io/v1beta2"),
     }
     for name, text in broken.items():
@@ -218,38 +244,74 @@ def test_deploy_brings_up_a_real_control_plane(lab):
     t0 = time.monotonic()
     first = lab.inv("control-plane")
     assert first.returncode == 0, first.stdout + first.stderr
-    lab.figures.update(control_plane_run_s=round(time.monotonic() - t0, 1),
-                       kubeadm_init_s=seconds(first.stdout, "kubeadm init", lab.master),
-                       kubeadm_join_s=seconds(first.stdout, "kubeadm join", lab.worker))
+    lab.figures.update(
+        control_plane_run_s=round(time.monotonic() - t0, 1),
+        kubeadm_init_s=seconds(first.stdout, "kubeadm init", lab.master),
+        kubeadm_join_s=seconds(first.stdout, "kubeadm join", lab.worker),
+    )
     assert count(lab, lab.master, r"kubeadm init") == 1 and count(lab, lab.worker, r"kubeadm join") == 1
     # the real /etc/kubernetes tree kubeadm wrote on the control plane
     etc = lab.nodes.private(lab.master, "/etc/kubernetes")
-    for f in ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf",
-              "pki/ca.crt", "pki/ca.key", "pki/apiserver.crt", "pki/apiserver-kubelet-client.crt", "pki/front-proxy-ca.crt",
-              "pki/sa.key", "pki/sa.pub", "pki/etcd/ca.crt", "pki/etcd/server.crt", "pki/apiserver-etcd-client.crt",
-              "manifests/etcd.yaml", "manifests/kube-apiserver.yaml", "manifests/kube-controller-manager.yaml",
-              "manifests/kube-scheduler.yaml"):
+    for f in (
+        "admin.conf",
+        "super-admin.conf",
+        "controller-manager.conf",
+        "scheduler.conf",
+        "kubelet.conf",
+        "pki/ca.crt",
+        "pki/ca.key",
+        "pki/apiserver.crt",
+        "pki/apiserver-kubelet-client.crt",
+        "pki/front-proxy-ca.crt",
+        "pki/sa.key",
+        "pki/sa.pub",
+        "pki/etcd/ca.crt",
+        "pki/etcd/server.crt",
+        "pki/apiserver-etcd-client.crt",
+        "manifests/etcd.yaml",
+        "manifests/kube-apiserver.yaml",
+        "manifests/kube-controller-manager.yaml",
+        "manifests/kube-scheduler.yaml",
+    ):
         assert (etc / f).is_file(), f
-    sans = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(etc / "pki/apiserver.crt")],
-                          capture_output=True, text=True, check=True).stdout
+    sans = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(etc / "pki/apiserver.crt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "IP Address:127.0.0.1" in sans and f"IP Address:{lab.ep.nodes[lab.master]}" in sans
     apiserver = yaml.safe_load((etc / "manifests/kube-apiserver.yaml").read_text())["spec"]["containers"][0]
     assert apiserver["image"] == "registry.k8s.io/kube-apiserver:v1.37.2"
-    assert "--authorization-mode=Node,RBAC" in apiserver["command"] and "--enable-admission-plugins=NodeRestriction" in apiserver["command"]
+    assert (
+        "--authorization-mode=Node,RBAC" in apiserver["command"]
+        and "--enable-admission-plugins=NodeRestriction" in apiserver["command"]
+    )
     # each component is the built binary, run with the manifest's command exactly
     containers = lab.nodes.status()[lab.master].containers
-    assert sorted(c.rsplit("/", 1)[-1] for c in containers) == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    assert sorted(c.rsplit("/", 1)[-1] for c in containers) == [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ]
     procs = {comm: pid for pid, comm in lab.nodes.processes(lab.master)}
     argv = Path(f"/proc/{procs['kube-apiserver']}/cmdline").read_bytes().split(b"\0")[:-1]
     assert [a.decode() for a in argv[1:]] == apiserver["command"][1:]
     assert argv[0].decode() == str(build.binary("kube-apiserver"))
     # their output as the CRI writes it, where the kubelet puts it
-    logs = list(lab.nodes.private(lab.master, "/var/log/pods").glob(f"kube-system_kube-apiserver-{lab.master}_*/kube-apiserver/0.log"))
+    logs = list(
+        lab.nodes.private(lab.master, "/var/log/pods").glob(
+            f"kube-system_kube-apiserver-{lab.master}_*/kube-apiserver/0.log"
+        )
+    )
     assert len(logs) == 1
     line = logs[0].read_text().splitlines()[0]
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (stdout|stderr) [FP] ", line), line
     rss = {k: v // 1024 for k, v in rss_kib(lab, lab.master).items()}
-    rss["control_plane_and_kwok"] = sum(rss[k] for k in ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok"))
+    rss["control_plane_and_kwok"] = sum(
+        rss[k] for k in ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok")
+    )
     lab.figures["rss_mib"] = rss
     lab.figures["rss_mib_worker"] = {k: v // 1024 for k, v in rss_kib(lab, lab.worker).items()}
 
@@ -267,9 +329,27 @@ def test_api_through_the_ssh_forward_with_the_kubeadm_ca(lab):
             assert api.client.configuration.verify_ssl and api.client.configuration.ssl_ca_cert
             assert api.call("GET", "/readyz") == (200, b"ok")
         # the same forward with another CA: refused (the check is real, not skipped)
-        other = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                                "-keyout", "/dev/null", "-subj", "/CN=kubernetes", "-days", "1"],
-                               capture_output=True, text=True, check=True).stdout
+        other = subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "/dev/null",
+                "-subj",
+                "/CN=kubernetes",
+                "-days",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         forged = lab.ep.state_dir / "admin.conf"
         saved = forged.read_text()
         try:
@@ -285,22 +365,32 @@ def test_nodes_registered_ready_and_tainted(lab):
     deadline = time.monotonic() + 60
     while True:
         nodes = {n["metadata"]["name"]: n for n in lab.get("nodes")["items"]}
-        ready = {n: any(c["type"] == "Ready" and c["status"] == "True" for c in v["status"].get("conditions", []))
-                 for n, v in nodes.items()}
+        ready = {
+            n: any(c["type"] == "Ready" and c["status"] == "True" for c in v["status"].get("conditions", []))
+            for n, v in nodes.items()
+        }
         if all(ready.values()) or time.monotonic() > deadline:
             break
         time.sleep(2)
     assert set(nodes) == {lab.master, lab.worker} and all(ready.values()), ready
     for name, node in nodes.items():
         labels, taints = node["metadata"]["labels"], {(t["key"], t["effect"]) for t in node["spec"].get("taints", [])}
-        assert labels["kubernetes.io/hostname"] == name and labels["kubernetes.io/os"] == "linux" and labels["kubernetes.io/arch"]
+        assert (
+            labels["kubernetes.io/hostname"] == name
+            and labels["kubernetes.io/os"] == "linux"
+            and labels["kubernetes.io/arch"]
+        )
         assert ("node.cloudprovider.kubernetes.io/uninitialized", "NoSchedule") in taints  # --cloud-provider=external
         assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.37.2"
         assert node["spec"]["podCIDR"]  # allocated by the real kube-controller-manager
         lease = lab.get("lease", "-n", "kube-node-lease", name)
-        assert lease["spec"]["holderIdentity"] == name and lease["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
+        assert (
+            lease["spec"]["holderIdentity"] == name
+            and lease["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
+        )
     assert ("node-role.kubernetes.io/control-plane", "NoSchedule") in {
-        (t["key"], t["effect"]) for t in nodes[lab.master]["spec"]["taints"]}  # kubeadm's mark-control-plane
+        (t["key"], t["effect"]) for t in nodes[lab.master]["spec"]["taints"]
+    }  # kubeadm's mark-control-plane
     assert "node-role.kubernetes.io/control-plane" not in nodes[lab.worker]["metadata"]["labels"]
 
 
@@ -327,7 +417,9 @@ def test_worker_joined_through_discovery_and_a_signed_csr(lab):
     pem = current.parent / Path(target).name
     assert oct(pem.stat().st_mode & 0o777) == "0o600"
     assert base64.b64decode(csr["status"]["certificate"]).decode() in pem.read_text()
-    subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(pem)], capture_output=True, text=True).stdout
+    subject = subprocess.run(
+        ["openssl", "x509", "-noout", "-subject", "-in", str(pem)], capture_output=True, text=True
+    ).stdout
     assert f"O = system:nodes, CN = system:node:{lab.worker}" in subject
     ca = lab.nodes.private(lab.master, "/etc/kubernetes") / "pki" / "ca.crt"
     assert subprocess.run(["openssl", "verify", "-CAfile", str(ca), str(pem)], capture_output=True).returncode == 0
@@ -341,8 +433,15 @@ def test_pods_really_scheduled_and_run(lab):
     per node, the real scheduler binds them, kwok reports them Running with an IP of the node's
     podCIDR. Mirror pods show the static pods' real containers. A pod with a pod-runner image is
     left alone by kwok (the runner refuses its tag): it stays Pending."""
-    lab.kubectl("run", "runner-image", "--image", RUNNER_IMAGE, "--restart=Never",
-                "--overrides", json.dumps({"spec": {"nodeName": lab.worker, "tolerations": [{"operator": "Exists"}]}}))
+    lab.kubectl(
+        "run",
+        "runner-image",
+        "--image",
+        RUNNER_IMAGE,
+        "--restart=Never",
+        "--overrides",
+        json.dumps({"spec": {"nodeName": lab.worker, "tolerations": [{"operator": "Exists"}]}}),
+    )
     nodes = {n["metadata"]["name"]: n for n in lab.get("nodes")["items"]}
     deadline = time.monotonic() + 60
     while True:
@@ -356,11 +455,17 @@ def test_pods_really_scheduled_and_run(lab):
 
     for p in running:
         assert any(c["type"] == "PodScheduled" and c["status"] == "True" for c in p["status"]["conditions"])
-        assert ipaddress.ip_address(p["status"]["podIP"]) in ipaddress.ip_network(nodes[p["spec"]["nodeName"]]["spec"]["podCIDR"])
-    mirrors = [p for p in lab.get("pods", "-n", "kube-system")["items"]
-               if "kubernetes.io/config.mirror" in p["metadata"].get("annotations", {})]
+        assert ipaddress.ip_address(p["status"]["podIP"]) in ipaddress.ip_network(
+            nodes[p["spec"]["nodeName"]]["spec"]["podCIDR"]
+        )
+    mirrors = [
+        p
+        for p in lab.get("pods", "-n", "kube-system")["items"]
+        if "kubernetes.io/config.mirror" in p["metadata"].get("annotations", {})
+    ]
     assert sorted(p["metadata"]["name"] for p in mirrors) == sorted(
-        f"{c}-{lab.master}" for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"))
+        f"{c}-{lab.master}" for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    )
     for p in mirrors:
         assert p["status"]["phase"] == "Running" and p["metadata"]["ownerReferences"][0]["kind"] == "Node"
         assert p["status"]["containerStatuses"][0]["containerID"].startswith("osk8s-runtime-standin://")
@@ -378,8 +483,10 @@ def test_second_run_changes_nothing(lab):
     assert again.returncode == 0 and not re.search(r"\schanged\s", again.stdout), again.stdout
     second = lab.inv("control-plane")
     assert second.returncode == 0 and not re.search(r"\schanged\s", second.stdout), second.stdout + second.stderr
-    new = [c for n in lab.ep.nodes for c in calls(lab.nodes.hosts, lab.nodes._host(n))[before[n]:]]
-    assert not [c for c in new if re.match(r"(apt-get .*install|kubeadm (init|join|token)|kubectl .* apply|systemctl (re)?start)", c)]
+    new = [c for n in lab.ep.nodes for c in calls(lab.nodes.hosts, lab.nodes._host(n))[before[n] :]]
+    assert not [
+        c for c in new if re.match(r"(apt-get .*install|kubeadm (init|join|token)|kubectl .* apply|systemctl (re)?start)", c)
+    ]
 
 
 def test_a_manifest_edit_restarts_the_apiserver(lab):
@@ -440,14 +547,18 @@ def test_reset_stops_everything(lab):
 
 # ---- the stand-ins' pure parts (no lab needed) ------------------------------------------------------
 
-@pytest.mark.parametrize("method,target,want", [
-    ("GET", "/api/v1/nodes?limit=1", "/api/v1/nodes?limit=1&fieldSelector=metadata.name%3Dn1"),  # kwok's waitForReady
-    ("GET", "/api/v1/nodes?fieldSelector=metadata.name%3Dn1&watch=true", None),  # its informer: already scoped
-    ("GET", "/api/v1/nodes/n1", None),
-    ("PATCH", "/api/v1/nodes/n1/status", None),
-    ("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1", None),
-    ("GET", "/api/v1/namespaces/default/pods", None),  # refused by the Node authorizer, as it should be
-])
+
+@pytest.mark.parametrize(
+    "method,target,want",
+    [
+        ("GET", "/api/v1/nodes?limit=1", "/api/v1/nodes?limit=1&fieldSelector=metadata.name%3Dn1"),  # kwok's waitForReady
+        ("GET", "/api/v1/nodes?fieldSelector=metadata.name%3Dn1&watch=true", None),  # its informer: already scoped
+        ("GET", "/api/v1/nodes/n1", None),
+        ("PATCH", "/api/v1/nodes/n1/status", None),
+        ("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1", None),
+        ("GET", "/api/v1/namespaces/default/pods", None),  # refused by the Node authorizer, as it should be
+    ],
+)
 def test_kwok_proxy_narrows_only_the_unscoped_node_list(method, target, want):
     from tests.peers.k8s.kwok import scoped
 
@@ -462,16 +573,19 @@ def test_static_pod_images_are_the_built_binaries_only():
     pod = StaticPod("/etc/kubernetes/manifests/x.yaml", "u", "x-n", "kube-system", {})
 
     def argv(image, command=("kube-apiserver", "--a=1"), args=("--b",)):
-        return container_argv(pod, {"name": "c", "image": image, "command": list(command), "args": list(args)},
-                              binaries, versions)
+        return container_argv(
+            pod, {"name": "c", "image": image, "command": list(command), "args": list(args)}, binaries, versions
+        )
 
     assert argv("registry.k8s.io/kube-apiserver:v1.37.2") == ["/bin/kube-apiserver", "--a=1", "--b"]
     assert argv("registry.k8s.io/etcd:3.7.0-0", ("etcd", "--data-dir=/var/lib/etcd"), ())[0] == "/bin/etcd"
-    for image, command in [("registry.k8s.io/kube-apiserver:v1.37.1", ("kube-apiserver",)),  # not the built version
-                           ("registry.k8s.io/etcd:3.6.5-0", ("etcd",)),
-                           ("registry.k8s.io/kube-apiserver@sha256:" + "0" * 64, ("kube-apiserver",)),
-                           ("registry.k8s.io/kube-proxy:v1.37.2", ("kube-proxy",)),  # not a static pod binary here
-                           ("registry.k8s.io/kube-apiserver:v1.37.2", ("/bin/sh", "-c", "kube-apiserver"))]:
+    for image, command in [
+        ("registry.k8s.io/kube-apiserver:v1.37.1", ("kube-apiserver",)),  # not the built version
+        ("registry.k8s.io/etcd:3.6.5-0", ("etcd",)),
+        ("registry.k8s.io/kube-apiserver@sha256:" + "0" * 64, ("kube-apiserver",)),
+        ("registry.k8s.io/kube-proxy:v1.37.2", ("kube-proxy",)),  # not a static pod binary here
+        ("registry.k8s.io/kube-apiserver:v1.37.2", ("/bin/sh", "-c", "kube-apiserver")),
+    ]:
         with pytest.raises(ValueError):
             argv(image, command)
 
@@ -491,8 +605,13 @@ def test_cri_log_lines(tmp_path):
     w.close()
     lines = [ln.split(" ", 3) for ln in (tmp_path / "c" / "0.log").read_text().splitlines()]
     assert [(s, t, c[:5]) for _, s, t, c in lines] == [
-        ("stdout", "F", "one"), ("stderr", "F", "err"), ("stdout", "F", "two"), ("stdout", "P", "xxxxx"),
-        ("stdout", "F", "xxxxx"), ("stdout", "F", "tail")]
+        ("stdout", "F", "one"),
+        ("stderr", "F", "err"),
+        ("stdout", "F", "two"),
+        ("stdout", "P", "xxxxx"),
+        ("stdout", "F", "xxxxx"),
+        ("stdout", "F", "tail"),
+    ]
     assert len(lines[3][3]) == 16 * 1024 and len(lines[4][3]) == 5
     assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", ln[0]) for ln in lines)
 
@@ -500,17 +619,30 @@ def test_cri_log_lines(tmp_path):
 def test_kubelet_flags_as_kubeadm_writes_them(tmp_path):
     from tests.peers.k8s.kubelet import initial_node, parse_flags, parse_taints
 
-    f = parse_flags(["--kubeconfig=/etc/kubernetes/kubelet.conf", "--config", "/var/lib/kubelet/config.yaml",
-                     "--hostname-override=lab-worker-1", "--cloud-provider=external",
-                     "--register-with-taints=a=b:NoSchedule,c:NoExecute", f"--root-dir={tmp_path}"])
+    f = parse_flags(
+        [
+            "--kubeconfig=/etc/kubernetes/kubelet.conf",
+            "--config",
+            "/var/lib/kubelet/config.yaml",
+            "--hostname-override=lab-worker-1",
+            "--cloud-provider=external",
+            "--register-with-taints=a=b:NoSchedule,c:NoExecute",
+            f"--root-dir={tmp_path}",
+        ]
+    )
     assert f.hostname_override == "lab-worker-1" and f.config == "/var/lib/kubelet/config.yaml"
-    assert parse_taints(f.register_with_taints) == [{"key": "a", "value": "b", "effect": "NoSchedule"},
-                                                    {"key": "c", "effect": "NoExecute"}]
+    assert parse_taints(f.register_with_taints) == [
+        {"key": "a", "value": "b", "effect": "NoSchedule"},
+        {"key": "c", "effect": "NoExecute"},
+    ]
     with pytest.raises(SystemExit, match="unknown flag: --no-such-flag"):
         parse_flags(["--no-such-flag=1"])
     node = initial_node("lab-worker-1", "lab-worker-1", f, {}, "v1.37.2")
-    assert node["spec"]["taints"][-1] == {"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true",
-                                          "effect": "NoSchedule"}
+    assert node["spec"]["taints"][-1] == {
+        "key": "node.cloudprovider.kubernetes.io/uninitialized",
+        "value": "true",
+        "effect": "NoSchedule",
+    }
     assert node["status"]["addresses"] == [{"type": "Hostname", "address": "lab-worker-1"}]  # the cloud provider sets them
     assert "alpha.kubernetes.io/provided-node-ip" not in node["metadata"]["annotations"]
     f.node_ip = "198.19.2.2"

@@ -48,8 +48,12 @@ def test_project_policy_matches_by_id_or_name(demo):
     user = ka.token_review(AUTH, demo)["user"]
     pid = user["extra"][ka.PROJECT_ID][0]
     for value in (pid, "demo"):
-        policy = [{"resource": {"verbs": ["*"], "resources": ["*"], "version": "*", "namespace": "*"},
-                   "match": [{"type": "project", "values": [value]}]}]
+        policy = [
+            {
+                "resource": {"verbs": ["*"], "resources": ["*"], "version": "*", "namespace": "*"},
+                "match": [{"type": "project", "values": [value]}],
+            }
+        ]
         assert ka.authorize(policy, user, "create", "deployments", "default", group="apps")
 
 

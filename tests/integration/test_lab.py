@@ -35,10 +35,25 @@ def lab(loopback_cloud):
         image = Path(f"/tmp/{LAB}-node.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
         cleanup.callback(image.unlink, missing_ok=True)
-        nodes = NodesLab(NodesConfig(workdir, LAB, workers=1, prefix="o8l", forward_ports=OPENSTACK_PORTS, settings={
-            "openstack": {"clouds_yaml": str(loopback_cloud), "cloud": "demo", "admin_cloud": "admin",
-                          "image": {"name": "node", "file": str(image)}, "boot_concurrency": 1},
-            "verify": {"timeout": 180}}))
+        nodes = NodesLab(
+            NodesConfig(
+                workdir,
+                LAB,
+                workers=1,
+                prefix="o8l",
+                forward_ports=OPENSTACK_PORTS,
+                settings={
+                    "openstack": {
+                        "clouds_yaml": str(loopback_cloud),
+                        "cloud": "demo",
+                        "admin_cloud": "admin",
+                        "image": {"name": "node", "file": str(image)},
+                        "boot_concurrency": 1,
+                    },
+                    "verify": {"timeout": 180},
+                },
+            )
+        )
         cleanup.callback(nodes.stop)
         ep = nodes.start()
 
@@ -58,9 +73,13 @@ def lab(loopback_cloud):
 
 
 def _owned(conn) -> list:
-    return (list(conn.compute.servers(tags=TAG)) + list(conn.network.security_groups(tags=TAG))
-            + list(conn.network.ips(tags=TAG)) + list(conn.image.images(tag=TAG))
-            + [lb for lb in conn.load_balancer.load_balancers() if f"_{LAB}_" in lb.name])
+    return (
+        list(conn.compute.servers(tags=TAG))
+        + list(conn.network.security_groups(tags=TAG))
+        + list(conn.network.ips(tags=TAG))
+        + list(conn.image.images(tag=TAG))
+        + [lb for lb in conn.load_balancer.load_balancers() if f"_{LAB}_" in lb.name]
+    )
 
 
 def _stage(out: str, stage: str) -> str:
@@ -96,11 +115,16 @@ def test_up_builds_the_lab_and_a_second_run_changes_nothing(lab):
     assert _stage(second.stdout, "openstack") == "ok" and _stage(second.stdout, "cluster") == "ok", second.stdout
     assert not re.search(r"\schanged\s", second.stdout), second.stdout
     lab.first, lab.second = first.seconds, second.seconds
-    print(f"lab.up --from openstack --until cluster: first {first.seconds:.1f} s, second {second.seconds:.1f} s "
-          f"({second.seconds / first.seconds:.2f})")
+    print(
+        f"lab.up --from openstack --until cluster: first {first.seconds:.1f} s, second {second.seconds:.1f} s "
+        f"({second.seconds / first.seconds:.2f})"
+    )
     status = lab.inv("lab.status")
     assert status.returncode == 0, status.stdout + status.stderr
-    assert "devstack.ssh_target gateway" in status.stdout and "2 nodes, 2 Ready, 2 with an OpenStack providerID" in status.stdout
+    assert (
+        "devstack.ssh_target gateway" in status.stdout
+        and "2 nodes, 2 Ready, 2 with an OpenStack providerID" in status.stdout
+    )
 
 
 def _lab_secrets(lab) -> list[str]:
@@ -125,8 +149,14 @@ def test_collect_holds_every_part_the_peers_can_give_and_no_secret(lab, tmp_path
     with tarfile.open(out) as t:
         members = {m.name: t.extractfile(m).read() for m in t.getmembers() if m.isfile()}
     index = members["index.txt"].decode()
-    for part in ("octavia load balancers", "cinder volumes", "server consoles", "cluster objects and events",
-                 "controller pod logs", "node journals"):
+    for part in (
+        "octavia load balancers",
+        "cinder volumes",
+        "server consoles",
+        "cluster objects and events",
+        "controller pod logs",
+        "node journals",
+    ):
         assert re.search(rf"^ok\s+{re.escape(part)}", index, re.M), index
     # the gateway is no DevStack host: the one part that cannot be read is one line, not a failure
     assert re.search(r"^missing devstack", index, re.M), index

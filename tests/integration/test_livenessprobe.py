@@ -34,11 +34,22 @@ def healthz(port: int) -> tuple[int, str]:
 
 def test_probe_follows_the_real_driver(tmp_path):
     sock, port = tmp_path / "csi.sock", free_port()
-    plugin = subprocess.Popen([build.ensure(["cinder-csi-plugin"])["cinder-csi-plugin"], f"--endpoint=unix://{sock}",
-                               "--provide-controller-service=false", f"--cloud-config={tmp_path}/none.conf"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    probe = subprocess.Popen([sys.executable, "-I", str(STANDIN), f"--csi-address={sock}", f"--health-port={port}"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    plugin = subprocess.Popen(
+        [
+            build.ensure(["cinder-csi-plugin"])["cinder-csi-plugin"],
+            f"--endpoint=unix://{sock}",
+            "--provide-controller-service=false",
+            f"--cloud-config={tmp_path}/none.conf",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    probe = subprocess.Popen(
+        [sys.executable, "-I", str(STANDIN), f"--csi-address={sock}", f"--health-port={port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -65,6 +76,7 @@ def test_probe_follows_the_real_driver(tmp_path):
 def test_flags_upstream_does_not_know_are_refused(tmp_path):
     r = subprocess.run([sys.executable, "-I", str(STANDIN), "--csi-adress=/x"], capture_output=True, text=True)
     assert r.returncode == 2
-    r = subprocess.run([sys.executable, "-I", str(STANDIN), "--health-port=1", "--http-endpoint=:2"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-I", str(STANDIN), "--health-port=1", "--http-endpoint=:2"], capture_output=True, text=True
+    )
     assert r.returncode == 1 and "Only one of" in r.stderr

@@ -49,12 +49,24 @@ def lab(tmp_path_factory):
 
             def config(self, **images) -> Path:
                 cfg = hosts.workdir / f"lab-{len(images)}-{'-'.join(sorted(images))}.yaml"
-                cfg.write_text(yaml.safe_dump({
-                    "lab": {"name": LAB, "state_dir": str(hosts.workdir / "state")}, "versions": hosts.pins,
-                    "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
-                    "cluster": {"ssh_config": str(hosts.ssh_config), "images": images,
-                                "nodes": [{"name": "master", "role": "control-plane"},
-                                          {"name": "worker-1", "role": "worker"}, {"name": "worker-2", "role": "worker"}]}}))
+                cfg.write_text(
+                    yaml.safe_dump(
+                        {
+                            "lab": {"name": LAB, "state_dir": str(hosts.workdir / "state")},
+                            "versions": hosts.pins,
+                            "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
+                            "cluster": {
+                                "ssh_config": str(hosts.ssh_config),
+                                "images": images,
+                                "nodes": [
+                                    {"name": "master", "role": "control-plane"},
+                                    {"name": "worker-1", "role": "worker"},
+                                    {"name": "worker-2", "role": "worker"},
+                                ],
+                            },
+                        }
+                    )
+                )
                 return cfg
 
             def inv(self, *args, images=None):
@@ -103,13 +115,23 @@ def test_a_node_without_containerd_is_refused_before_any_copy(lab):
 
 
 BAD = [
-    ("a missing file", lambda lab: f"{lab.occm},{lab.occm.parent / 'occm-v2.tar'}", {},
-     ["occm-v2.tar: no such file. Fix:"]),
-    ("not an image archive", lambda lab: f"{lab.notes},{lab.occm}", {},
-     ["notes.txt: not an image archive containerd can import", "Fix: save the image by its name"]),
-    ("a local image in no archive", lambda lab: str(lab.occm), {"occm": "o8i/occm:other"},
-     ["cluster.images.occm = 'o8i/occm:other' is a local build", "in none of the archives given (occm.tar)",
-      "Fix: add its archive to the command"]),
+    ("a missing file", lambda lab: f"{lab.occm},{lab.occm.parent / 'occm-v2.tar'}", {}, ["occm-v2.tar: no such file. Fix:"]),
+    (
+        "not an image archive",
+        lambda lab: f"{lab.notes},{lab.occm}",
+        {},
+        ["notes.txt: not an image archive containerd can import", "Fix: save the image by its name"],
+    ),
+    (
+        "a local image in no archive",
+        lambda lab: str(lab.occm),
+        {"occm": "o8i/occm:other"},
+        [
+            "cluster.images.occm = 'o8i/occm:other' is a local build",
+            "in none of the archives given (occm.tar)",
+            "Fix: add its archive to the command",
+        ],
+    ),
 ]
 
 
@@ -156,8 +178,9 @@ def test_dry_run_then_load_then_nothing_to_do(lab):
         assert store[OCCM]["labels"] == {"osk8s.io/archive": f"sha256:{sha['occm.tar']}"}, store
         assert store[INGRESS]["labels"] == {"osk8s.io/archive": f"sha256:{sha['ingress.tar']}"}, store
         imports = lab.imports(h)
-        assert len(imports) == 2 and all(c.startswith("ctr -n k8s.io images import --label osk8s.io/archive=sha256:")
-                                         for c in imports), imports
+        assert len(imports) == 2 and all(
+            c.startswith("ctr -n k8s.io images import --label osk8s.io/archive=sha256:") for c in imports
+        ), imports
         assert lab.copies(h) == before[h.name] + 1  # one SFTP session carried both copies: the check above sees copies
         copies = [c.split()[-1] for c in imports]
         assert all(c.startswith("/tmp/osk8s-image.") and not Path(c).exists() for c in copies), copies  # removed
@@ -167,8 +190,9 @@ def test_dry_run_then_load_then_nothing_to_do(lab):
     assert f"{TASK}: {2 * len(names) + 3} ok, 0 failed" in second.stdout, second.stdout  # 2 archives + nodes row
     assert sorted(rows(second.stdout, "ok")) == sorted(names * 2) and not rows(second.stdout, "changed")
     for n in names:
-        assert re.search(rf"image archive occm.tar\s+{n}\s+ok\s+\S+\s+{re.escape(OCCM)} already imported from occm.tar",
-                         second.stdout), second.stdout
+        assert re.search(
+            rf"image archive occm.tar\s+{n}\s+ok\s+\S+\s+{re.escape(OCCM)} already imported from occm.tar", second.stdout
+        ), second.stdout
     assert all(len(lab.imports(h)) == 2 for h in lab.nodes)
 
 
@@ -196,6 +220,15 @@ def test_ctr_ls_as_containerd_prints_it(lab):
     ssh = ["ip", "netns", "exec", gateway.netns, "ssh", "-F", str(lab.hosts.ssh_config), "-o", "BatchMode=yes", node.name]
     r = subprocess.run([*ssh, "sudo -n ctr -n k8s.io images ls"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    images = [{"name": n, "media_type": v["target"]["mediaType"], "digest": v["target"]["digest"], "size": v["size"],
-               "platforms": v["platforms"], "labels": v["labels"]} for n, v in sorted(store.items())]
+    images = [
+        {
+            "name": n,
+            "media_type": v["target"]["mediaType"],
+            "digest": v["target"]["digest"],
+            "size": v["size"],
+            "platforms": v["platforms"],
+            "labels": v["labels"],
+        }
+        for n, v in sorted(store.items())
+    ]
     assert r.stdout == ctr_ls(images)

@@ -41,12 +41,20 @@ def lab():
         sshd_config = (hosts.workdir / f"{gateway.netns}_sshd_config").read_text()
         assert "maxstartups" not in sshd_config.lower()  # the jump host keeps OpenSSH's default 10:30:100
         cfg = hosts.workdir / "lab.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "lab": {"name": LAB, "state_dir": str(hosts.workdir / "state")}, "versions": hosts.pins,
-            "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
-            "cluster": {"ssh_config": str(hosts.ssh_config),
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "lab": {"name": LAB, "state_dir": str(hosts.workdir / "state")},
+                    "versions": hosts.pins,
+                    "devstack": {"ssh_target": "gateway", "ssh_config": str(hosts.ssh_config)},
+                    "cluster": {
+                        "ssh_config": str(hosts.ssh_config),
                         "nodes": [{"name": "master", "role": "control-plane"}]
-                        + [{"name": f"worker-{i}", "role": "worker"} for i in range(1, NODES)]}}))
+                        + [{"name": f"worker-{i}", "role": "worker"} for i in range(1, NODES)],
+                    },
+                }
+            )
+        )
 
         class Lab:
             sshd_log = hosts.workdir / f"{gateway.netns}_sshd.log"
@@ -99,7 +107,7 @@ def test_24_nodes_through_one_jump_host_converge_then_all_ok(lab):
     assert dropped == 0 and 1 <= accepted <= 2
     assert f"cluster.prepare-nodes: {NODES * STEPS} ok, 0 failed" in second.stdout, second.stdout
     assert _rows(second.stdout, "ok") == {n: STEPS for n in names}
-    new = [c for h in lab.nodes for c in calls(lab.hosts, h)[before[h.name]:]]
+    new = [c for h in lab.nodes for c in calls(lab.hosts, h)[before[h.name] :]]
     assert not [c for c in new if re.match(r"(apt-get .*install|modprobe|sysctl -q -p|systemctl restart)", c)], new
 
 
@@ -190,13 +198,18 @@ def test_a_connection_dropped_before_the_banner_is_retried(lab, tmp_path):
     relay = DropFirst(gateway.address)
     try:
         known = tmp_path / "known_hosts"
-        key = next(ln.split(" ", 1)[1] for ln in lab.hosts.known_hosts.read_text().splitlines()
-                   if ln.startswith(f"{gateway.address} "))
+        key = next(
+            ln.split(" ", 1)[1]
+            for ln in lab.hosts.known_hosts.read_text().splitlines()
+            if ln.startswith(f"{gateway.address} ")
+        )
         known.write_text(lab.hosts.known_hosts.read_text() + f"[127.0.0.1]:{relay.port} {key}\n")
         config = tmp_path / "ssh_config"
-        config.write_text(lab.hosts.ssh_config.read_text().replace(str(lab.hosts.known_hosts), str(known))
-                          + f"Host relayed\n  HostName 127.0.0.1\n  Port {relay.port}\n  User {USER}\n"
-                          f"  IdentityFile {lab.hosts.client_key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n")
+        config.write_text(
+            lab.hosts.ssh_config.read_text().replace(str(lab.hosts.known_hosts), str(known))
+            + f"Host relayed\n  HostName 127.0.0.1\n  Port {relay.port}\n  User {USER}\n"
+            f"  IdentityFile {lab.hosts.client_key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n"
+        )
         node = lab.nodes[0]
         log = Log()
         with remote.through_jump_host(config, "relayed", config, [node.name], log) as nodes:

@@ -40,21 +40,35 @@ def cloud(tmp_path_factory, loopback_cloud):
         state = work / "state"
 
         def config(self, **openstack):
-            cfg = {"lab": {"name": LAB, "state_dir": str(self.state)},
-                   "openstack": {"clouds_yaml": str(BASE / "clouds.yaml"), "cloud": "demo", "admin_cloud": "admin",
-                                 "image": {"name": "node", "file": str(image)}, "server_timeout": 120,
-                                 # nova on sqlite cannot build servers concurrently ("database is locked")
-                                 "boot_concurrency": 1, **openstack},
-                   "cluster": {"nodes": [{"name": "master", "role": "control-plane"}, {"name": "worker-1", "role": "worker"},
-                                         {"name": "worker-2", "role": "worker"}]}}
+            cfg = {
+                "lab": {"name": LAB, "state_dir": str(self.state)},
+                "openstack": {
+                    "clouds_yaml": str(BASE / "clouds.yaml"),
+                    "cloud": "demo",
+                    "admin_cloud": "admin",
+                    "image": {"name": "node", "file": str(image)},
+                    "server_timeout": 120,
+                    # nova on sqlite cannot build servers concurrently ("database is locked")
+                    "boot_concurrency": 1,
+                    **openstack,
+                },
+                "cluster": {
+                    "nodes": [
+                        {"name": "master", "role": "control-plane"},
+                        {"name": "worker-1", "role": "worker"},
+                        {"name": "worker-2", "role": "worker"},
+                    ]
+                },
+            }
             path = work / f"lab-{uuid.uuid4().hex[:6]}.yaml"
             path.write_text(yaml.safe_dump(cfg))
             return path
 
         def inv(self, *args, **openstack):
             log = work / f"log-{uuid.uuid4().hex[:6]}.jsonl"
-            r = run_inv(["-f", str(self.config(**openstack)), *args, "--log-json", str(log)], timeout=600,
-                        env=SDK_WARNINGS_AS_ERRORS)
+            r = run_inv(
+                ["-f", str(self.config(**openstack)), *args, "--log-json", str(log)], timeout=600, env=SDK_WARNINGS_AS_ERRORS
+            )
             r.events = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
             r.writes = sum(e["writes"] for e in r.events if e["event"] == "openstack.api")
             m = re.search(r": .* in ([\d.]+) s", r.stdout)
@@ -73,15 +87,22 @@ def cloud(tmp_path_factory, loopback_cloud):
 
 
 def _owned(conn):
-    return (list(conn.compute.servers(tags=TAG)) + list(conn.network.security_groups(tags=TAG))
-            + list(conn.network.ips(tags=TAG)) + list(conn.image.images(tag=TAG)))
+    return (
+        list(conn.compute.servers(tags=TAG))
+        + list(conn.network.security_groups(tags=TAG))
+        + list(conn.network.ips(tags=TAG))
+        + list(conn.image.images(tag=TAG))
+    )
 
 
-@pytest.mark.parametrize("case, args, expect", [
-    ("unknown cloud", {"cloud": "nosuchcloud"}, "cloud 'nosuchcloud' is not in clouds.yaml"),
-    ("missing external network", {"external_network": "nosuchnet"}, "external network 'nosuchnet' not found"),
-    ("unreachable image URL", {"image": {"name": "node", "url": "https://127.0.0.1:9/node.qcow2"}}, "is unreachable"),
-])
+@pytest.mark.parametrize(
+    "case, args, expect",
+    [
+        ("unknown cloud", {"cloud": "nosuchcloud"}, "cloud 'nosuchcloud' is not in clouds.yaml"),
+        ("missing external network", {"external_network": "nosuchnet"}, "external network 'nosuchnet' not found"),
+        ("unreachable image URL", {"image": {"name": "node", "url": "https://127.0.0.1:9/node.qcow2"}}, "is unreachable"),
+    ],
+)
 def test_bad_input_fails_before_any_write(cloud, case, args, expect):
     r = cloud.inv("openstack.deploy", **args)
     assert r.returncode == 1 and expect in r.stdout + r.stderr, r.stdout + r.stderr
@@ -152,8 +173,16 @@ def test_deploy_then_second_run_is_all_ok_with_zero_writes(cloud):
     flavor = next(f for f in admin.compute.flavors() if f.name == f"{LAB}-k8s")
     assert (flavor.ram, flavor.vcpus, flavor.disk) == (4096, 2, 20)
     sg = next(conn.network.security_groups(name=f"{LAB}-k8s"))
-    rules = {(r.protocol, r.port_range_min, r.port_range_max) for r in conn.network.security_group_rules(security_group_id=sg.id)}
-    assert {("tcp", 30000, 32767), ("udp", 30000, 32767), ("tcp", 22, 22), ("tcp", 6443, 6443), ("tcp", 10250, 10250)} <= rules
+    rules = {
+        (r.protocol, r.port_range_min, r.port_range_max) for r in conn.network.security_group_rules(security_group_id=sg.id)
+    }
+    assert {
+        ("tcp", 30000, 32767),
+        ("udp", 30000, 32767),
+        ("tcp", 22, 22),
+        ("tcp", 6443, 6443),
+        ("tcp", 10250, 10250),
+    } <= rules
     image = next(conn.image.images(name=f"{LAB}-node"))
     assert image.hash_value == hashlib.sha512(cloud.image_file.read_bytes()).hexdigest() and TAG in image.tags
     servers = list(conn.compute.servers(tags=TAG))
@@ -173,16 +202,21 @@ def test_deploy_then_second_run_is_all_ok_with_zero_writes(cloud):
     wall2 = time.monotonic() - t0
     assert second.returncode == 0 and not re.search(r"\schanged\s", second.stdout), second.stdout
     assert second.writes == 0 and first.writes > 0
-    print(f"\nfirst run {first.seconds:.2f} s in the tool ({wall1:.2f} s wall, {first.writes} API writes); "
-          f"second run {second.seconds:.2f} s ({wall2:.2f} s wall, 0 writes): {second.seconds / first.seconds:.1%}")
+    print(
+        f"\nfirst run {first.seconds:.2f} s in the tool ({wall1:.2f} s wall, {first.writes} API writes); "
+        f"second run {second.seconds:.2f} s ({wall2:.2f} s wall, 0 writes): {second.seconds / first.seconds:.1%}"
+    )
     assert second.seconds <= 0.10 * first.seconds
 
 
 def test_deleted_rule_is_recreated_and_reported(cloud):
     conn = cloud.sdk()
     sg = next(conn.network.security_groups(name=f"{LAB}-k8s"))
-    rule = next(r for r in conn.network.security_group_rules(security_group_id=sg.id)
-                if (r.protocol, r.port_range_min) == ("tcp", 30000))
+    rule = next(
+        r
+        for r in conn.network.security_group_rules(security_group_id=sg.id)
+        if (r.protocol, r.port_range_min) == ("tcp", 30000)
+    )
     conn.network.delete_security_group_rule(rule)
     r = cloud.inv("openstack.prepare")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -197,8 +231,11 @@ def test_nodes_are_open_only_to_the_allowed_cidrs_and_a_change_is_drift(cloud):
     sg = next(conn.network.security_groups(name=f"{LAB}-k8s"))
 
     def outside():
-        return {(r.protocol, r.port_range_min, r.remote_ip_prefix) for r in conn.network.security_group_rules(
-            security_group_id=sg.id, direction="ingress") if r.remote_group_id is None}
+        return {
+            (r.protocol, r.port_range_min, r.remote_ip_prefix)
+            for r in conn.network.security_group_rules(security_group_id=sg.id, direction="ingress")
+            if r.remote_group_id is None
+        }
 
     public = next(conn.network.subnets(network_id=next(conn.network.networks(name="public")).id)).cidr
     private = next(conn.network.subnets(name="private-subnet")).cidr
@@ -218,8 +255,15 @@ def test_a_server_without_config_drive_is_drift_with_the_fix_never_replaced(clou
     flavor = next(f for f in cloud.sdk("admin").compute.flavors() if f.name == f"{LAB}-k8s")
     net = next(conn.network.networks(name="private"))
     image = next(conn.image.images(name=f"{LAB}-node"))
-    srv = conn.compute.create_server(name=name, flavor_id=flavor.id, image_id=image.id, key_name=f"{LAB}-key",
-                                     networks=[{"uuid": net.id}], security_groups=[{"name": f"{LAB}-k8s"}], tags=[TAG])
+    srv = conn.compute.create_server(
+        name=name,
+        flavor_id=flavor.id,
+        image_id=image.id,
+        key_name=f"{LAB}-key",
+        networks=[{"uuid": net.id}],
+        security_groups=[{"name": f"{LAB}-k8s"}],
+        tags=[TAG],
+    )
     srv = conn.compute.wait_for_server(srv, wait=120)
     try:
         path = cloud.config()
@@ -292,10 +336,13 @@ def test_teardown_deletes_cluster_objects_first_then_everything_twice(cloud):
     assert order.index("volumes (cluster)") < order.index("servers")
     assert "0 objects with tag" in r.stdout
     admin = cloud.sdk("admin")
-    left = (_owned(conn) + [x for x in conn.load_balancer.load_balancers() if x.name == name]
-            + [v for v in conn.block_storage.volumes() if v.name == "pvc-1234"]
-            + [f for f in admin.compute.flavors() if f.name == f"{LAB}-k8s"]
-            + [k for k in conn.compute.keypairs() if k.name == f"{LAB}-key"])
+    left = (
+        _owned(conn)
+        + [x for x in conn.load_balancer.load_balancers() if x.name == name]
+        + [v for v in conn.block_storage.volumes() if v.name == "pvc-1234"]
+        + [f for f in admin.compute.flavors() if f.name == f"{LAB}-k8s"]
+        + [k for k in conn.compute.keypairs() if k.name == f"{LAB}-key"]
+    )
     assert left == []
     again = cloud.inv("openstack.teardown")
     assert again.returncode == 0 and again.writes == 0 and not re.search(r"\schanged\s", again.stdout)

@@ -97,8 +97,9 @@ class ControlPlane:
 
     def start(self) -> ControlPlane:
         require_root_tools("ip", "unshare", "nsenter", "curl")
-        self.bins = build.ensure(["kubeadm", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd",
-                                  "k8s-keystone-auth"])
+        self.bins = build.ensure(
+            ["kubeadm", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "k8s-keystone-auth"]
+        )
         sh("ip", "netns", "del", NS, check=False)
         sh("ip", "link", "del", f"{NS}h", check=False)
         net = free_net()
@@ -108,14 +109,21 @@ class ControlPlane:
         sh("ip", "link", "set", f"{NS}n", "netns", NS)
         sh("ip", "addr", "add", f"{net}.1/24", "dev", f"{NS}h")
         sh("ip", "link", "set", f"{NS}h", "up")
-        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{self.ip}/24", "dev", f"{NS}n"],
-                    ["ip", "link", "set", f"{NS}n", "up"], ["ip", "route", "add", "default", "via", f"{net}.1"]):
+        for cmd in (
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "addr", "add", f"{self.ip}/24", "dev", f"{NS}n"],
+            ["ip", "link", "set", f"{NS}n", "up"],
+            ["ip", "route", "add", "default", "via", f"{net}.1"],
+        ):
             sh("ip", "netns", "exec", NS, *cmd)
         self.etc.mkdir(parents=True, exist_ok=True)
         # the kubeadm config osk8s renders, etcd's data directory moved into the work directory
-        docs = list(yaml.safe_load_all(cluster_render.init_config(config.validate({"lab": {"name": "o8r"}}),
-                                                                   self.ip, NODE, None)))
-        next(d for d in docs if d["kind"] == "ClusterConfiguration")["etcd"] = {"local": {"dataDir": str(self.workdir / "etcd")}}
+        docs = list(
+            yaml.safe_load_all(cluster_render.init_config(config.validate({"lab": {"name": "o8r"}}), self.ip, NODE, None))
+        )
+        next(d for d in docs if d["kind"] == "ClusterConfiguration")["etcd"] = {
+            "local": {"dataDir": str(self.workdir / "etcd")}
+        }
         self.kubeadm_config = self.workdir / "kubeadm.yaml"
         self.kubeadm_config.write_text(yaml.safe_dump_all(docs))
         for phase in (["certs", "all"], ["kubeconfig", "all"], ["control-plane", "all"], ["etcd", "local"]):
@@ -128,20 +136,42 @@ class ControlPlane:
         wait("kube-apiserver /readyz", lambda: self.admin.request("GET", "/readyz") is not None, timeout=120)
         # what kubeadm init does once the API answers (EnsureAdminClusterRoleBinding), as system:masters
         root = KubeClient.from_kubeconfig(self.etc / "super-admin.conf", self.workdir / "super-admin-pki")
-        wait("kubeadm:cluster-admins", lambda: root.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
-            "metadata": {"name": "kubeadm:cluster-admins"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-            "subjects": [{"kind": "Group", "name": "kubeadm:cluster-admins", "apiGroup": "rbac.authorization.k8s.io"}]}))
+        wait(
+            "kubeadm:cluster-admins",
+            lambda: root.request(
+                "POST",
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                {
+                    "metadata": {"name": "kubeadm:cluster-admins"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                    "subjects": [
+                        {"kind": "Group", "name": "kubeadm:cluster-admins", "apiGroup": "rbac.authorization.k8s.io"}
+                    ],
+                },
+            ),
+        )
         wait("the kubernetes Service", lambda: self.admin.get("/api/v1/namespaces/default/services/kubernetes"))
         self.kubeadm("init", "phase", "addon", "kube-proxy", "--config", str(self.kubeadm_config))
-        wait("the controller-manager's default ServiceAccount",  # pods are refused before it exists
-             lambda: self.admin.get("/api/v1/namespaces/default/serviceaccounts/default"), timeout=60)
+        wait(
+            "the controller-manager's default ServiceAccount",  # pods are refused before it exists
+            lambda: self.admin.get("/api/v1/namespaces/default/serviceaccounts/default"),
+            timeout=60,
+        )
         return self
 
     def in_etc(self, argv: list[str]) -> list[str]:
         """argv in a private mount namespace where /etc/kubernetes is this control plane's directory."""
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                f'mount --bind "{self.etc}" /etc/kubernetes && exec "$@"', "sh", *argv]
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount --bind "{self.etc}" /etc/kubernetes && exec "$@"',
+            "sh",
+            *argv,
+        ]
 
     def kubeadm(self, *args: str) -> None:
         proc = subprocess.run(self.in_etc([str(self.bins["kubeadm"]), *args]), capture_output=True, text=True)
@@ -149,8 +179,13 @@ class ControlPlane:
 
     def run(self, name: str, argv: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(["ip", "netns", "exec", NS, *self.in_etc(argv)], stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            ["ip", "netns", "exec", NS, *self.in_etc(argv)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def stop(self) -> None:
         for name in reversed(CONTROL_PLANE):  # each by its PID (session leader: ip netns exec, unshare, sh exec)
@@ -175,17 +210,34 @@ class Node:
         self.stop_ = threading.Event()
 
     def register(self) -> Node:
-        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE, "labels": {
-            "kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": NODE,
+                "labels": {"kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
+            },
+        }
         self.api.request("POST", "/api/v1/nodes", node)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        status = {"status": {
-            "addresses": [{"type": "InternalIP", "address": self.cp.ip}, {"type": "Hostname", "address": NODE}],
-            "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110"},
-            "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110"},
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "o8r test node",
-                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
-            "nodeInfo": {"kubeletVersion": "v1.37.2", "operatingSystem": "linux", "architecture": "amd64"}}}
+        status = {
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": self.cp.ip}, {"type": "Hostname", "address": NODE}],
+                "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110"},
+                "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110"},
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "o8r test node",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }
+                ],
+                "nodeInfo": {"kubeletVersion": "v1.37.2", "operatingSystem": "linux", "architecture": "amd64"},
+            }
+        }
         self.api.request("PATCH", f"/api/v1/nodes/{NODE}/status", status, content_type="application/merge-patch+json")
         threading.Thread(target=self.heartbeat, daemon=True).start()
         return self
@@ -200,9 +252,14 @@ class Node:
                 self.api.request("PUT", f"{path}/{NODE}", lease)
             except ApiError as e:
                 if e.status == 404:
-                    self.api.request("POST", path, {"metadata": {"name": NODE, "namespace": "kube-node-lease"},
-                                                    "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40,
-                                                             "renewTime": now}})
+                    self.api.request(
+                        "POST",
+                        path,
+                        {
+                            "metadata": {"name": NODE, "namespace": "kube-node-lease"},
+                            "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40, "renewTime": now},
+                        },
+                    )
             except OSError:
                 pass
             self.stop_.wait(10)
@@ -213,6 +270,7 @@ class Node:
 
 class Keystone(BaseHTTPRequestHandler):
     """A dummy Keystone: version discovery, and 404 for any token (Keystone's answer to a garbage one)."""
+
     requests: list[str] = []
 
     def log_message(self, *args):
@@ -221,8 +279,15 @@ class Keystone(BaseHTTPRequestHandler):
     def do_GET(self):
         Keystone.requests.append(self.path)
         if self.path.rstrip("/") in ("", "/v3"):
-            body = json.dumps({"version": {"id": "v3.14", "status": "stable",
-                                           "links": [{"rel": "self", "href": f"http://127.0.0.1:{self.server.server_port}/v3/"}]}})
+            body = json.dumps(
+                {
+                    "version": {
+                        "id": "v3.14",
+                        "status": "stable",
+                        "links": [{"rel": "self", "href": f"http://127.0.0.1:{self.server.server_port}/v3/"}],
+                    }
+                }
+            )
             code = 200
         else:
             code, body = 404, json.dumps({"error": {"code": 404, "message": "Could not find token", "title": "Not Found"}})
@@ -252,13 +317,26 @@ def lab(tmp_path_factory):
         cp.start()
         node = Node(cp).register()
         fwd.start(NS, [keystone.server_port])
-        images = {"registry.k8s.io/provider-os/k8s-keystone-auth": cp.bins["k8s-keystone-auth"],
-                  "registry.k8s.io/kube-proxy": proxy.ARGV,
-                  CRASHER: [sys.executable, "-I", "-c", "import sys; print('crasher: exiting 3', flush=True); sys.exit(3)"],
-                  PROBED: [sys.executable, "-I", "-c", PROBED_PROGRAM],
-                  WRITER: [sys.executable, "-I", "-c", "import sys, time; open(sys.argv[1], 'w').write(sys.argv[2]); time.sleep(1)"],
-                  READER: [sys.executable, "-I", "-c", "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.1)\n"
-                           "print(open(sys.argv[1]).read(), *sys.argv[2:], os.getuid(), oct(os.stat(os.path.dirname(sys.argv[1])).st_mode & 0o7777), flush=True)"]}
+        images = {
+            "registry.k8s.io/provider-os/k8s-keystone-auth": cp.bins["k8s-keystone-auth"],
+            "registry.k8s.io/kube-proxy": proxy.ARGV,
+            CRASHER: [sys.executable, "-I", "-c", "import sys; print('crasher: exiting 3', flush=True); sys.exit(3)"],
+            PROBED: [sys.executable, "-I", "-c", PROBED_PROGRAM],
+            WRITER: [
+                sys.executable,
+                "-I",
+                "-c",
+                "import sys, time; open(sys.argv[1], 'w').write(sys.argv[2]); time.sleep(1)",
+            ],
+            READER: [
+                sys.executable,
+                "-I",
+                "-c",
+                "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.1)\n"
+                "print(open(sys.argv[1]).read(), *sys.argv[2:], os.getuid(),"
+                " oct(os.stat(os.path.dirname(sys.argv[1])).st_mode & 0o7777), flush=True)",
+            ],
+        }
         runner = PodRunner(NODE, cp.ip, cp.etc / "kubelet.conf", images, workdir / "pods-state", workdir / "pod-logs")
         seen: dict[str, float] = {}
 
@@ -275,8 +353,16 @@ def lab(tmp_path_factory):
                 stop.wait(1)
 
         threading.Thread(target=kubelet_loop, daemon=True).start()
-        yield {"cp": cp, "node": node, "runner": runner, "workdir": workdir, "keystone": keystone, "fwd": fwd,
-               "seen": seen, "images": images}
+        yield {
+            "cp": cp,
+            "node": node,
+            "runner": runner,
+            "workdir": workdir,
+            "keystone": keystone,
+            "fwd": fwd,
+            "seen": seen,
+            "images": images,
+        }
     finally:  # each part stopped even when another fails to
         stop.set()
         for part in ([runner.stop] if runner else []) + [fwd.stop, keystone.shutdown, cp.stop]:
@@ -296,9 +382,18 @@ def apply(api: KubeClient, doc: dict) -> None:
     kind, md = doc["kind"], doc["metadata"]
     group = doc["apiVersion"]
     base = f"/api/{group}" if "/" not in group else f"/apis/{group}"
-    plural = {"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
-              "Role": "roles", "RoleBinding": "rolebindings", "ConfigMap": "configmaps", "Service": "services",
-              "Deployment": "deployments", "Secret": "secrets", "Pod": "pods"}[kind]
+    plural = {
+        "ServiceAccount": "serviceaccounts",
+        "ClusterRole": "clusterroles",
+        "ClusterRoleBinding": "clusterrolebindings",
+        "Role": "roles",
+        "RoleBinding": "rolebindings",
+        "ConfigMap": "configmaps",
+        "Service": "services",
+        "Deployment": "deployments",
+        "Secret": "secrets",
+        "Pod": "pods",
+    }[kind]
     coll = f"{base}/namespaces/{md['namespace']}/{plural}" if md.get("namespace") else f"{base}/{plural}"
     try:
         have = api.get(f"{coll}/{md['name']}")
@@ -315,8 +410,12 @@ def apply(api: KubeClient, doc: dict) -> None:
 def delete(api: KubeClient, doc: dict) -> None:
     group, md = doc["apiVersion"], doc["metadata"]
     base = f"/api/{group}" if "/" not in group else f"/apis/{group}"
-    plural = {"Role": "roles", "RoleBinding": "rolebindings", "ClusterRole": "clusterroles",
-              "ClusterRoleBinding": "clusterrolebindings"}[doc["kind"]]
+    plural = {
+        "Role": "roles",
+        "RoleBinding": "rolebindings",
+        "ClusterRole": "clusterroles",
+        "ClusterRoleBinding": "clusterrolebindings",
+    }[doc["kind"]]
     coll = f"{base}/namespaces/{md['namespace']}/{plural}" if md.get("namespace") else f"{base}/{plural}"
     api.request("DELETE", f"{coll}/{md['name']}")
 
@@ -357,15 +456,21 @@ def ready(pod: dict) -> bool:
 def test_kube_proxy_daemonset_runs_the_stand_in(lab):
     """kubeadm's kube-proxy DaemonSet, its command line and ConfigMap as kubeadm wrote them, runs the stand-in
     under the kube-proxy ServiceAccount; the kubernetes Service's ClusterIP then answers in the namespace."""
-    pod = wait("kube-proxy Running and Ready", lambda: (p := get_pod(lab, "kube-system", "k8s-app=kube-proxy"))
-               and ready(p) and p, timeout=120)
+    pod = wait(
+        "kube-proxy Running and Ready",
+        lambda: (p := get_pod(lab, "kube-system", "k8s-app=kube-proxy")) and ready(p) and p,
+        timeout=120,
+    )
     spec = pod["spec"]["containers"][0]
     assert spec["command"][:2] == ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf"]
     assert pod["status"]["podIP"] == lab["cp"].ip and pod["status"]["hostIP"] == lab["cp"].ip
     svc = lab["cp"].admin.get("/api/v1/namespaces/default/services/kubernetes")["spec"]["clusterIP"]
     ca = lab["cp"].etc / "pki" / "ca.crt"
-    out = wait("the kubernetes ClusterIP answering", lambda: (r := in_ns(
-        "curl", "-sS", "--cacert", str(ca), f"https://{svc}:443/livez")).returncode == 0 and r, timeout=60)
+    out = wait(
+        "the kubernetes ClusterIP answering",
+        lambda: (r := in_ns("curl", "-sS", "--cacert", str(ca), f"https://{svc}:443/livez")).returncode == 0 and r,
+        timeout=60,
+    )
     assert out.stdout.strip() == "ok"
     log = (lab["workdir"] / "pod-logs").glob(f"kube-system_{pod['metadata']['name']}_*/kube-proxy/0.log")
     text = next(log).read_text()
@@ -387,10 +492,16 @@ def keystone_docs(lab, role_instead_of_clusterrole: bool) -> tuple[list[dict], P
         ca, ca_key = pki.ensure_ca(d, "o8r")
         pki.issue_serving_cert(crt, key, ca, ca_key, keystone_deploy.cert_names(cluster_ip))
     docs = keystone_deploy.manifests(settings, url, hashlib.sha256(crt.read_bytes()).hexdigest()[:16])
-    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-              "metadata": {"name": "keystone-auth-certs", "namespace": "kube-system", "labels": {"osk8s.io/lab": "o8r"}},
-              "data": {"tls.crt": base64.b64encode(crt.read_bytes()).decode(),
-                       "tls.key": base64.b64encode(key.read_bytes()).decode()}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "keystone-auth-certs", "namespace": "kube-system", "labels": {"osk8s.io/lab": "o8r"}},
+        "data": {
+            "tls.crt": base64.b64encode(crt.read_bytes()).decode(),
+            "tls.key": base64.b64encode(key.read_bytes()).decode(),
+        },
+    }
     docs = [secret] + [x for x in docs if x["kind"] != "Service"]
     if role_instead_of_clusterrole:  # the old manifest: a namespaced Role for the ConfigMaps
         old = []
@@ -398,16 +509,21 @@ def keystone_docs(lab, role_instead_of_clusterrole: bool) -> tuple[list[dict], P
             if x["kind"] == "ClusterRole":
                 x = {**x, "kind": "Role", "metadata": {**x["metadata"], "namespace": "kube-system"}}
             elif x["kind"] == "ClusterRoleBinding":
-                x = {**x, "kind": "RoleBinding", "metadata": {**x["metadata"], "namespace": "kube-system"},
-                     "roleRef": {**x["roleRef"], "kind": "Role"}}
+                x = {
+                    **x,
+                    "kind": "RoleBinding",
+                    "metadata": {**x["metadata"], "namespace": "kube-system"},
+                    "roleRef": {**x["roleRef"], "kind": "Role"},
+                }
             old.append(x)
         docs = old
     return docs, d / "ca.crt"
 
 
 def webhook_review(url: str, ca: Path, token: str = "garbage-token") -> tuple[int, dict]:
-    body = json.dumps({"apiVersion": "authentication.k8s.io/v1beta1", "kind": "TokenReview",
-                       "spec": {"token": token}}).encode()
+    body = json.dumps(
+        {"apiVersion": "authentication.k8s.io/v1beta1", "kind": "TokenReview", "spec": {"token": token}}
+    ).encode()
     req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     ctx = ssl.create_default_context(cafile=str(ca))
     ctx.check_hostname = False  # the pod's own IP is not in the certificate (the Service's names and ClusterIP are)
@@ -429,14 +545,21 @@ def test_keystone_auth_under_real_rbac(lab):
     t0 = time.monotonic()
     for doc in docs:
         apply(api, doc)
-    pod = wait("k8s-keystone-auth running", lambda: (p := get_pod(lab, "kube-system", "app=k8s-keystone-auth"))
-               and "running" in status_of(p, "k8s-keystone-auth").get("state", {}) and p, timeout=90)
+    pod = wait(
+        "k8s-keystone-auth running",
+        lambda: (
+            (p := get_pod(lab, "kube-system", "app=k8s-keystone-auth"))
+            and "running" in status_of(p, "k8s-keystone-auth").get("state", {})
+            and p
+        ),
+        timeout=90,
+    )
     started = time.monotonic()
     logdir = lab["workdir"] / "pod-logs" / f"kube-system_{pod['metadata']['name']}_{pod['metadata']['uid']}"
     log = logdir / "k8s-keystone-auth" / "0.log"
     text = wait("the forbidden list in the log", lambda: "forbidden" in (t := log.read_text()) and t, timeout=60)
     # klog quotes the error: User \"...\" cannot list resource \"configmaps\"
-    assert r'User \"system:serviceaccount:kube-system:k8s-keystone\" cannot list resource \"configmaps\"' in text
+    assert r"User \"system:serviceaccount:kube-system:k8s-keystone\" cannot list resource \"configmaps\"" in text
     assert "at the cluster scope" in text
     assert "stderr F " in text and "Running command:" in text  # go-runner's own lines
     time.sleep(12)  # two readiness periods (5 s): still not serving
@@ -455,15 +578,23 @@ def test_keystone_auth_under_real_rbac(lab):
         if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             apply(api, doc)
     fixed = time.monotonic()
-    pod = wait("k8s-keystone-auth Ready", lambda: ready(p := get_pod(lab, "kube-system", "app=k8s-keystone-auth")) and p,
-               timeout=120)
+    pod = wait(
+        "k8s-keystone-auth Ready",
+        lambda: ready(p := get_pod(lab, "kube-system", "app=k8s-keystone-auth")) and p,
+        timeout=120,
+    )
     ready_after = time.monotonic() - fixed
     socket.create_connection((ip, 8443), timeout=2).close()  # Ready means serving
     assert status_of(pod, "k8s-keystone-auth")["restartCount"] == 0
     assert "ConfigMaps synced and ready" in log.read_text()
     conds = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
-    assert conds == {"PodScheduled": "True", "PodReadyToStartContainers": "True", "Initialized": "True",
-                     "ContainersReady": "True", "Ready": "True"}
+    assert conds == {
+        "PodScheduled": "True",
+        "PodReadyToStartContainers": "True",
+        "Initialized": "True",
+        "ContainersReady": "True",
+        "Ready": "True",
+    }
     assert pod["status"]["podIPs"] == [{"ip": ip}] and pod["status"]["hostIPs"] == [{"ip": ip}]
 
     lab["keystone"].RequestHandlerClass.requests.clear()
@@ -474,16 +605,40 @@ def test_keystone_auth_under_real_rbac(lab):
 
     # the Service's ClusterIP, through the kube-proxy stand-in, from inside the namespace
     svc = api.get("/api/v1/namespaces/kube-system/services/k8s-keystone-auth-service")["spec"]["clusterIP"]
-    out = wait("the webhook at its ClusterIP", lambda: (r := in_ns(
-        "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(ca), "-H", "Content-Type: application/json",
-        "-d", '{"apiVersion":"authentication.k8s.io/v1beta1","kind":"TokenReview","spec":{"token":"x"}}',
-        f"https://{svc}:8443/webhook")).stdout == "401" and r, timeout=60)
+    out = wait(
+        "the webhook at its ClusterIP",
+        lambda: (
+            (
+                r := in_ns(
+                    "curl",
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--cacert",
+                    str(ca),
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    '{"apiVersion":"authentication.k8s.io/v1beta1","kind":"TokenReview","spec":{"token":"x"}}',
+                    f"https://{svc}:8443/webhook",
+                )
+            ).stdout
+            == "401"
+            and r
+        ),
+        timeout=60,
+    )
     assert out.returncode == 0
 
     pid = container_pid(lab, pod, "k8s-keystone-auth")
-    lab["measured"] = {"Deployment applied -> container running, seen by the API (s)": round(started - t0, 1),
-                       "ClusterRole applied -> pod Ready, seen by the API (s)": round(ready_after, 1),
-                       "k8s-keystone-auth RSS (MiB)": round(rss_mib(pid), 1), **start_latency(lab, pod)}
+    lab["measured"] = {
+        "Deployment applied -> container running, seen by the API (s)": round(started - t0, 1),
+        "ClusterRole applied -> pod Ready, seen by the API (s)": round(ready_after, 1),
+        "k8s-keystone-auth RSS (MiB)": round(rss_mib(pid), 1),
+        **start_latency(lab, pod),
+    }
 
 
 def test_volumes_token_and_environment(lab):
@@ -491,8 +646,11 @@ def test_volumes_token_and_environment(lab):
     bound token: the API server authenticates it as the pod's ServiceAccount, bound to this pod), its CA and
     namespace, and the in-cluster environment pointing at the kubernetes Service."""
     api = lab["cp"].admin
-    pod = wait("k8s-keystone-auth Ready", lambda: ready(p := get_pod(lab, "kube-system", "app=k8s-keystone-auth")) and p,
-               timeout=120)
+    pod = wait(
+        "k8s-keystone-auth Ready",
+        lambda: ready(p := get_pod(lab, "kube-system", "app=k8s-keystone-auth")) and p,
+        timeout=120,
+    )
     pid = container_pid(lab, pod, "k8s-keystone-auth")
     root = Path(f"/proc/{pid}/root")
     crt = (lab["workdir"] / "keystone-pki" / "tls.crt").read_bytes()
@@ -503,8 +661,11 @@ def test_volumes_token_and_environment(lab):
     assert (sa / "namespace").read_text() == "kube-system"
     assert (sa / "ca.crt").read_bytes() == (lab["cp"].etc / "pki" / "ca.crt").read_bytes()
     token = (sa / "token").read_text()
-    review = api.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews",
-                         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
+    review = api.request(
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}},
+    )
     st = review["status"]
     assert st["authenticated"] is True and st["user"]["username"] == "system:serviceaccount:kube-system:k8s-keystone"
     assert st["user"]["extra"]["authentication.kubernetes.io/pod-name"] == [pod["metadata"]["name"]]
@@ -519,7 +680,7 @@ def test_volumes_token_and_environment(lab):
     assert os.readlink(f"/proc/{pid}/root") == pod_root and os.readlink(f"/proc/{pid}/cwd") == pod_root  # workingDir /
     status = Path(f"/proc/{pid}/status").read_text()
     cap_eff = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("CapEff:")), 16)
-    assert cap_eff == 0xa80425fb  # containerd's default set, not root's full one
+    assert cap_eff == 0xA80425FB  # containerd's default set, not root's full one
     # the node's credentials reach no other Secret (Node authorizer): the runner could not leak one
     node_api = lab["node"].api
     with pytest.raises(ApiError) as e:
@@ -531,26 +692,53 @@ def test_crashing_container_restarts_with_backoff(lab):
     """A container that exits: restarted at once, then CrashLoopBackOff with the last exit code and kubelet's
     message, 10 s then 20 s apart; one CRI log file per attempt."""
     api = lab["cp"].admin
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crasher", "namespace": "default", "labels": {"app": "crasher"}},
-           "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 2,
-                    "containers": [{"name": "crasher", "image": f"{CRASHER}:v1", "command": ["/crasher"]}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "crasher", "namespace": "default", "labels": {"app": "crasher"}},
+        "spec": {
+            "nodeName": NODE,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "crasher", "image": f"{CRASHER}:v1", "command": ["/crasher"]}],
+        },
+    }
     apply(api, pod)
-    p = wait("CrashLoopBackOff", lambda: (p := get_pod(lab, "default", "app=crasher"))
-             and status_of(p, "crasher").get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff" and p,
-             timeout=60, every=0.2)
+    p = wait(
+        "CrashLoopBackOff",
+        lambda: (
+            (p := get_pod(lab, "default", "app=crasher"))
+            and status_of(p, "crasher").get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff"
+            and p
+        ),
+        timeout=60,
+        every=0.2,
+    )
     st = status_of(p, "crasher")
     assert st["restartCount"] == 1
     assert st["lastState"]["terminated"]["exitCode"] == 3 and st["lastState"]["terminated"]["reason"] == "Error"
     uid = p["metadata"]["uid"]
-    assert st["state"]["waiting"]["message"] == f"back-off 10s restarting failed container=crasher pod=crasher_default({uid})"
+    assert (
+        st["state"]["waiting"]["message"] == f"back-off 10s restarting failed container=crasher pod=crasher_default({uid})"
+    )
     assert p["status"]["phase"] == "Running" and not ready(p)
     t1 = time.monotonic()
-    p = wait("the second restart", lambda: (p := get_pod(lab, "default", "app=crasher"))
-             and status_of(p, "crasher").get("restartCount") == 2 and p, timeout=30, every=0.2)
+    p = wait(
+        "the second restart",
+        lambda: (p := get_pod(lab, "default", "app=crasher")) and status_of(p, "crasher").get("restartCount") == 2 and p,
+        timeout=30,
+        every=0.2,
+    )
     assert 8 <= time.monotonic() - t1 <= 14
-    p = wait("back-off 20s", lambda: (p := get_pod(lab, "default", "app=crasher"))
-             and "back-off 20s" in status_of(p, "crasher").get("state", {}).get("waiting", {}).get("message", "") and p,
-             timeout=30, every=0.2)
+    p = wait(
+        "back-off 20s",
+        lambda: (
+            (p := get_pod(lab, "default", "app=crasher"))
+            and "back-off 20s" in status_of(p, "crasher").get("state", {}).get("waiting", {}).get("message", "")
+            and p
+        ),
+        timeout=30,
+        every=0.2,
+    )
     logs = lab["workdir"] / "pod-logs" / f"default_crasher_{uid}" / "crasher"
     assert {f.name for f in logs.iterdir()} >= {"0.log", "1.log", "2.log"}
     line = (logs / "0.log").read_text().splitlines()[0]
@@ -565,19 +753,42 @@ def test_emptydir_shared_env_expansion_and_a_pod_that_completes(lab):
     sidecars); env from fieldRef, $(VAR) expanded in args, runAsUser; restartPolicy Never: Succeeded."""
     api = lab["cp"].admin
     mount = [{"name": "shared", "mountPath": "/shared"}]
-    env = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-           {"name": "GREETING", "value": "node=$(NODE)"}]
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shared", "namespace": "default", "labels": {"app": "shared"}},
-           "spec": {"nodeName": NODE, "restartPolicy": "Never", "securityContext": {"runAsUser": 4242},
-                    "volumes": [{"name": "shared", "emptyDir": {}}],
-                    "containers": [
-                        {"name": "writer", "image": f"{WRITER}:v1", "command": ["/w", "/shared/note", "from the writer"],
-                         "volumeMounts": mount},
-                        {"name": "reader", "image": f"{READER}:v1", "command": ["/r", "/shared/note", "$(GREETING)", "$$(NODE)"],
-                         "env": env, "volumeMounts": mount}]}}
+    env = [
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "GREETING", "value": "node=$(NODE)"},
+    ]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "shared", "namespace": "default", "labels": {"app": "shared"}},
+        "spec": {
+            "nodeName": NODE,
+            "restartPolicy": "Never",
+            "securityContext": {"runAsUser": 4242},
+            "volumes": [{"name": "shared", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "writer",
+                    "image": f"{WRITER}:v1",
+                    "command": ["/w", "/shared/note", "from the writer"],
+                    "volumeMounts": mount,
+                },
+                {
+                    "name": "reader",
+                    "image": f"{READER}:v1",
+                    "command": ["/r", "/shared/note", "$(GREETING)", "$$(NODE)"],
+                    "env": env,
+                    "volumeMounts": mount,
+                },
+            ],
+        },
+    }
     apply(api, pod)
-    p = wait("the pod Succeeded", lambda: (p := get_pod(lab, "default", "app=shared"))
-             and p.get("status", {}).get("phase") == "Succeeded" and p, timeout=60)
+    p = wait(
+        "the pod Succeeded",
+        lambda: (p := get_pod(lab, "default", "app=shared")) and p.get("status", {}).get("phase") == "Succeeded" and p,
+        timeout=60,
+    )
     for name in ("writer", "reader"):
         term = status_of(p, name)["state"]["terminated"]
         assert term["exitCode"] == 0 and term["reason"] == "Completed", term
@@ -594,19 +805,38 @@ def test_probes_http_readiness_and_exec_liveness(lab):
     that starts failing gets the container killed and restarted, with Unhealthy events."""
     api = lab["cp"].admin
     port = free_port()
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probed", "namespace": "default", "labels": {"app": "probed"}},
-           "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1, "volumes": [{"name": "data", "emptyDir": {}}],
-                    "containers": [{
-                        "name": "probed", "image": f"{PROBED}:v1", "command": ["/probed", str(port)],
-                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                        "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1},
-                        "livenessProbe": {"exec": {"command": ["/bin/sh", "-c", "test -e /tmp/alive"]},
-                                          "periodSeconds": 1, "failureThreshold": 2}}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probed", "namespace": "default", "labels": {"app": "probed"}},
+        "spec": {
+            "nodeName": NODE,
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "probed",
+                    "image": f"{PROBED}:v1",
+                    "command": ["/probed", str(port)],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1},
+                    "livenessProbe": {
+                        "exec": {"command": ["/bin/sh", "-c", "test -e /tmp/alive"]},
+                        "periodSeconds": 1,
+                        "failureThreshold": 2,
+                    },
+                }
+            ],
+        },
+    }
     apply(api, pod)
     p = wait("Ready through the httpGet probe", lambda: ready(p := get_pod(lab, "default", "app=probed")) and p, timeout=60)
     assert status_of(p, "probed")["restartCount"] == 0
-    p = wait("restarted by the liveness probe", lambda: (p := get_pod(lab, "default", "app=probed"))
-             and status_of(p, "probed").get("restartCount") == 1 and p, timeout=60)
+    p = wait(
+        "restarted by the liveness probe",
+        lambda: (p := get_pod(lab, "default", "app=probed")) and status_of(p, "probed").get("restartCount") == 1 and p,
+        timeout=60,
+    )
     last = status_of(p, "probed")["lastState"]["terminated"]
     assert last["reason"] == "Error" and last["exitCode"] == 143  # SIGTERM
     uid = p["metadata"]["uid"]
@@ -664,18 +894,23 @@ def test_netfwd_reaches_the_root_loopback_from_a_namespace(tmp_path):
     sh("ip", "netns", "add", ns)
     (tmp_path / "hello").write_text("from the root namespace")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(tmp_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     fwd = netfwd.Forwarder()
     try:
         sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
         wait("the server", lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True)
-        before = subprocess.run(["ip", "netns", "exec", ns, "curl", "-sS", f"http://127.0.0.1:{port}/hello"],
-                                capture_output=True, text=True)
+        before = subprocess.run(
+            ["ip", "netns", "exec", ns, "curl", "-sS", f"http://127.0.0.1:{port}/hello"], capture_output=True, text=True
+        )
         assert before.returncode != 0  # nothing there without the forwarder
         fwd.start(ns, [port])
-        out = subprocess.run(["ip", "netns", "exec", ns, "curl", "-sS", f"http://127.0.0.1:{port}/hello"],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, "curl", "-sS", f"http://127.0.0.1:{port}/hello"], capture_output=True, text=True
+        )
         assert out.stdout == "from the root namespace", out.stderr
         assert fwd.status() == {"netns": ns, "ports": [port], "connections": 1, "errors": [], "running": True}
         # the listener is in the namespace only: here, the port is the server's own
@@ -687,9 +922,14 @@ def test_netfwd_reaches_the_root_loopback_from_a_namespace(tmp_path):
                 s.close()
         fwd.stop()
         assert not fwd.status()["running"]
-        assert subprocess.run(["ip", "netns", "exec", ns, "curl", "-sS", f"http://127.0.0.1:{port}/hello"],
-                              capture_output=True).returncode != 0
+        assert (
+            subprocess.run(
+                ["ip", "netns", "exec", ns, "curl", "-sS", f"http://127.0.0.1:{port}/hello"], capture_output=True
+            ).returncode
+            != 0
+        )
         from tests.peers.openstack.services import PORTS
+
         assert sorted(netfwd.OPENSTACK_PORTS) == sorted(PORTS.values())
         with pytest.raises(FileNotFoundError):
             netfwd.listen_in("o8r-no-such-namespace", port)
@@ -714,17 +954,38 @@ def test_netfwd_reaches_the_root_loopback_from_a_namespace(tmp_path):
 # pure parts of the runner, against upstream's own test tables (no cluster needed)
 
 EXPANSION = [  # third_party/forked/golang/expansion/expand_test.go TestMapping (k8s.io/kubernetes v1.37.2)
-    ("$(VAR_A)", "A"), ("$(VAR_A)-$(VAR_A)", "A-A"), ("$(VAR_A)-1", "A-1"), ("___$(VAR_B)___", "___B___"),
-    ("___$(VAR_C)", "___C"), ("$(VAR_A)_$(VAR_B)_$(VAR_C)", "A_B_C"), ("$$(VAR_B)_$(VAR_A)", "$(VAR_B)_A"),
-    ("$$(VAR_A)_$$(VAR_B)", "$(VAR_A)_$(VAR_B)"), ("f000-$$VAR_A", "f000-$VAR_A"), ("foo\\$(VAR_C)bar", "foo\\Cbar"),
-    ("foo\\\\$(VAR_C)bar", "foo\\\\Cbar"), ("foo\\\\\\\\$(VAR_A)bar", "foo\\\\\\\\Abar"),
-    ("$(VAR_A$(VAR_B))", "$(VAR_A$(VAR_B))"), ("$(VAR_A$(VAR_B)", "$(VAR_A$(VAR_B)"), ("$(VAR_REF)", "$(VAR_A)"),
-    ("%%$(VAR_REF)--$(VAR_REF)%%", "%%$(VAR_A)--$(VAR_A)%%"), ("foo$(VAR_EMPTY)bar", "foobar"),
-    ("foo$(VAR_Awhoops!", "foo$(VAR_Awhoops!"), ("f00__(VAR_A)__", "f00__(VAR_A)__"), ("$?_boo_$!", "$?_boo_$!"),
-    ("$VAR_A", "$VAR_A"), ("$(VAR_DNE)", "$(VAR_DNE)"), ("$$$$$$(BIG_MONEY)", "$$$(BIG_MONEY)"),
-    ("$$$$$$(VAR_A)", "$$$(VAR_A)"), ("$$$$$$$(GOOD_ODDS)", "$$$$(GOOD_ODDS)"), ("$$$$$$$(VAR_A)", "$$$A"),
-    ("$VAR_A)", "$VAR_A)"), ("${VAR_A}", "${VAR_A}"), ("$(VAR_B)_______$(A", "B_______$(A"),
-    ("$(VAR_C)_______$(", "C_______$("), ("$", "$"), ("$)", "$)"),
+    ("$(VAR_A)", "A"),
+    ("$(VAR_A)-$(VAR_A)", "A-A"),
+    ("$(VAR_A)-1", "A-1"),
+    ("___$(VAR_B)___", "___B___"),
+    ("___$(VAR_C)", "___C"),
+    ("$(VAR_A)_$(VAR_B)_$(VAR_C)", "A_B_C"),
+    ("$$(VAR_B)_$(VAR_A)", "$(VAR_B)_A"),
+    ("$$(VAR_A)_$$(VAR_B)", "$(VAR_A)_$(VAR_B)"),
+    ("f000-$$VAR_A", "f000-$VAR_A"),
+    ("foo\\$(VAR_C)bar", "foo\\Cbar"),
+    ("foo\\\\$(VAR_C)bar", "foo\\\\Cbar"),
+    ("foo\\\\\\\\$(VAR_A)bar", "foo\\\\\\\\Abar"),
+    ("$(VAR_A$(VAR_B))", "$(VAR_A$(VAR_B))"),
+    ("$(VAR_A$(VAR_B)", "$(VAR_A$(VAR_B)"),
+    ("$(VAR_REF)", "$(VAR_A)"),
+    ("%%$(VAR_REF)--$(VAR_REF)%%", "%%$(VAR_A)--$(VAR_A)%%"),
+    ("foo$(VAR_EMPTY)bar", "foobar"),
+    ("foo$(VAR_Awhoops!", "foo$(VAR_Awhoops!"),
+    ("f00__(VAR_A)__", "f00__(VAR_A)__"),
+    ("$?_boo_$!", "$?_boo_$!"),
+    ("$VAR_A", "$VAR_A"),
+    ("$(VAR_DNE)", "$(VAR_DNE)"),
+    ("$$$$$$(BIG_MONEY)", "$$$(BIG_MONEY)"),
+    ("$$$$$$(VAR_A)", "$$$(VAR_A)"),
+    ("$$$$$$$(GOOD_ODDS)", "$$$$(GOOD_ODDS)"),
+    ("$$$$$$$(VAR_A)", "$$$A"),
+    ("$VAR_A)", "$VAR_A)"),
+    ("${VAR_A}", "${VAR_A}"),
+    ("$(VAR_B)_______$(A", "B_______$(A"),
+    ("$(VAR_C)_______$(", "C_______$("),
+    ("$", "$"),
+    ("$)", "$)"),
 ]
 
 
@@ -758,11 +1019,18 @@ def test_backoff_as_kubelet_configures_flowcontrol():
     assert b.get(key) == 10
 
 
-@pytest.mark.parametrize("ref,want", [
-    ("registry.k8s.io/provider-os/k8s-keystone-auth:v1.36.0", ("registry.k8s.io/provider-os/k8s-keystone-auth", "v1.36.0")),
-    ("registry.k8s.io/kube-proxy:v1.37.2@sha256:ab", ("registry.k8s.io/kube-proxy", "v1.37.2")),
-    ("localhost:5000/x/y", ("localhost:5000/x/y", None)), ("busybox", ("busybox", None)),
-])
+@pytest.mark.parametrize(
+    "ref,want",
+    [
+        (
+            "registry.k8s.io/provider-os/k8s-keystone-auth:v1.36.0",
+            ("registry.k8s.io/provider-os/k8s-keystone-auth", "v1.36.0"),
+        ),
+        ("registry.k8s.io/kube-proxy:v1.37.2@sha256:ab", ("registry.k8s.io/kube-proxy", "v1.37.2")),
+        ("localhost:5000/x/y", ("localhost:5000/x/y", None)),
+        ("busybox", ("busybox", None)),
+    ],
+)
 def test_split_image(ref, want):
     from tests.peers.k8s.pods import split_image
 
@@ -772,14 +1040,22 @@ def test_split_image(ref, want):
 def test_service_links_as_envvars_go():
     from tests.peers.k8s.pods import service_env
 
-    env = service_env([{"metadata": {"name": "k8s-keystone-auth-service"}, "spec": {
-        "clusterIP": "10.96.0.50", "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}]}},
-        {"metadata": {"name": "headless"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}])
-    assert env == {"K8S_KEYSTONE_AUTH_SERVICE_SERVICE_HOST": "10.96.0.50",
-                   "K8S_KEYSTONE_AUTH_SERVICE_SERVICE_PORT": "8443",
-                   "K8S_KEYSTONE_AUTH_SERVICE_SERVICE_PORT_HTTPS": "8443",
-                   "K8S_KEYSTONE_AUTH_SERVICE_PORT": "tcp://10.96.0.50:8443",
-                   "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP": "tcp://10.96.0.50:8443",
-                   "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP_PROTO": "tcp",
-                   "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP_PORT": "8443",
-                   "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP_ADDR": "10.96.0.50"}
+    env = service_env(
+        [
+            {
+                "metadata": {"name": "k8s-keystone-auth-service"},
+                "spec": {"clusterIP": "10.96.0.50", "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}]},
+            },
+            {"metadata": {"name": "headless"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}},
+        ]
+    )
+    assert env == {
+        "K8S_KEYSTONE_AUTH_SERVICE_SERVICE_HOST": "10.96.0.50",
+        "K8S_KEYSTONE_AUTH_SERVICE_SERVICE_PORT": "8443",
+        "K8S_KEYSTONE_AUTH_SERVICE_SERVICE_PORT_HTTPS": "8443",
+        "K8S_KEYSTONE_AUTH_SERVICE_PORT": "tcp://10.96.0.50:8443",
+        "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP": "tcp://10.96.0.50:8443",
+        "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP_PROTO": "tcp",
+        "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP_PORT": "8443",
+        "K8S_KEYSTONE_AUTH_SERVICE_PORT_8443_TCP_ADDR": "10.96.0.50",
+    }

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.sshd
 @pytest.fixture(scope="module")
 def hosts():
     require_root_tools("sshd", "ip", "unshare")
-    h = SshHosts(Path(f"/run/osk8s-sshd-{uuid.uuid4().hex[:6]}"), count=3, prefix="o8t",
-                 private_dirs=("/var/lib/osk8s-test",)).start()
+    h = SshHosts(
+        Path(f"/run/osk8s-sshd-{uuid.uuid4().hex[:6]}"), count=3, prefix="o8t", private_dirs=("/var/lib/osk8s-test",)
+    ).start()
     yield h
     h.stop()
 
@@ -81,13 +82,16 @@ def test_a_proxyjump_hop_is_host_key_checked_too(tmp_path):
     try:
         jump, target = pair.hosts
         cfg = tmp_path / "ssh_config"
-        cfg.write_text(pair.ssh_config.read_text() + f"Host via-jump\n  HostName {target.address}\n  User osk8s\n"
-                       f"  IdentityFile {pair.client_key}\n  UserKnownHostsFile {pair.known_hosts}\n  ProxyJump {jump.name}\n")
+        cfg.write_text(
+            pair.ssh_config.read_text() + f"Host via-jump\n  HostName {target.address}\n  User osk8s\n"
+            f"  IdentityFile {pair.client_key}\n  UserKnownHostsFile {pair.known_hosts}\n  ProxyJump {jump.name}\n"
+        )
         ok, detail = remote.probe(cfg, "via-jump")
         assert ok, detail
         only_target = tmp_path / "known_hosts"  # the jump host's key is missing
-        only_target.write_text("".join(ln + "\n" for ln in pair.known_hosts.read_text().splitlines()
-                                       if not ln.startswith(f"{jump.address} ")))
+        only_target.write_text(
+            "".join(ln + "\n" for ln in pair.known_hosts.read_text().splitlines() if not ln.startswith(f"{jump.address} "))
+        )
         cfg.write_text(cfg.read_text().replace(str(pair.known_hosts), str(only_target)))
         ok, detail = remote.probe(cfg, "via-jump")
         assert not ok and "not recorded" in detail, detail

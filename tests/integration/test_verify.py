@@ -72,11 +72,26 @@ def lab(loopback_cloud):
         image = Path(f"/tmp/{LAB}-node.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
         cleanup.callback(image.unlink, missing_ok=True)
-        nodes = NodesLab(NodesConfig(workdir, LAB, workers=1, prefix="o8v", forward_ports=OPENSTACK_PORTS, settings={
-            "openstack": {"clouds_yaml": str(loopback_cloud), "cloud": "demo", "admin_cloud": "admin",
-                          "image": {"name": "node", "file": str(image)}, "boot_concurrency": 1},
-            "verify": {"timeout": 90, "keystone_user_cloud": USER},
-            "cluster": {"manage_security_groups": False}}))
+        nodes = NodesLab(
+            NodesConfig(
+                workdir,
+                LAB,
+                workers=1,
+                prefix="o8v",
+                forward_ports=OPENSTACK_PORTS,
+                settings={
+                    "openstack": {
+                        "clouds_yaml": str(loopback_cloud),
+                        "cloud": "demo",
+                        "admin_cloud": "admin",
+                        "image": {"name": "node", "file": str(image)},
+                        "boot_concurrency": 1,
+                    },
+                    "verify": {"timeout": 90, "keystone_user_cloud": USER},
+                    "cluster": {"manage_security_groups": False},
+                },
+            )
+        )
         cleanup.callback(nodes.stop)
         ep = nodes.start()
         gateway = ep.netns[ep.gateway]
@@ -87,8 +102,11 @@ def lab(loopback_cloud):
         subprocess.run(["ip", "netns", "exec", gateway, "ip", "route", "add", "unreachable", public_cidr], check=True)
 
         def inv(*args, env=None, config_file=None):
-            return run_inv(["-f", str(config_file or ep.invoke_config), *args], env={**SDK_WARNINGS_AS_ERRORS, **(env or {})},
-                           timeout=900)
+            return run_inv(
+                ["-f", str(config_file or ep.invoke_config), *args],
+                env={**SDK_WARNINGS_AS_ERRORS, **(env or {})},
+                timeout=900,
+            )
 
         cleanup.callback(inv, "openstack.teardown")
         deployed = inv("openstack.deploy")
@@ -104,9 +122,22 @@ def lab(loopback_cloud):
         class Lab:
             def kubectl(self, *args, check=True, env=None, kubeconfig=None) -> subprocess.CompletedProcess:
                 """The real kubectl in the control plane's namespace (the admin kubeconfig by default)."""
-                out = subprocess.run(["ip", "netns", "exec", ep.netns[ep.control_plane], str(build.binary("kubectl")),
-                                      "--kubeconfig", str(kubeconfig or ep.state_dir / "admin.conf"), *args],
-                                     capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+                out = subprocess.run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ep.netns[ep.control_plane],
+                        str(build.binary("kubectl")),
+                        "--kubeconfig",
+                        str(kubeconfig or ep.state_dir / "admin.conf"),
+                        *args,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    env={**os.environ, **(env or {})},
+                )
                 assert out.returncode == 0 or not check, out.stderr
                 return out
 
@@ -142,7 +173,9 @@ def failure_logs(lab, lines: int = 25) -> str:
         logs = lab.nodes.private(node, "/var/log/pods")
         for f in sorted(logs.glob("kube-system_*/*/*.log")):
             if any(k in f.parts[-3] for k in ("cloud-controller", "octavia-ingress", "csi-cinder-controller", "keystone")):
-                out.append(f"== {node}: {f.relative_to(logs)}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-lines:]))
+                out.append(
+                    f"== {node}: {f.relative_to(logs)}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-lines:])
+                )
         kubelet = lab.nodes.private(node, "/var/lib/osk8s-standin") / "kubelet" / "kubelet.log"
         if kubelet.exists():
             out.append(f"== {node}: kubelet.log\n" + "\n".join(kubelet.read_text(errors="replace").splitlines()[-lines:]))
@@ -151,13 +184,19 @@ def failure_logs(lab, lines: int = 25) -> str:
 
 
 def verify_lbs(lab):
-    return [lb.name for lb in lab.conn.load_balancer.load_balancers() if lb.name.startswith((
-        f"kube_service_{LAB}_", f"kube_ingress_{LAB}_"))]
+    return [
+        lb.name
+        for lb in lab.conn.load_balancer.load_balancers()
+        if lb.name.startswith((f"kube_service_{LAB}_", f"kube_ingress_{LAB}_"))
+    ]
 
 
 def verify_volumes(lab):
-    return [v.name for v in lab.conn.block_storage.volumes(details=True)
-            if (v.metadata or {}).get("cinder.csi.openstack.org/cluster") == LAB]
+    return [
+        v.name
+        for v in lab.conn.block_storage.volumes(details=True)
+        if (v.metadata or {}).get("cinder.csi.openstack.org/cluster") == LAB
+    ]
 
 
 def rows(report):
@@ -166,17 +205,26 @@ def rows(report):
 
 def secrets_of(lab) -> list[str]:
     clouds = yaml.safe_load(lab.cloud.read_text())["clouds"]
-    return [clouds[c]["auth"]["password"] for c in (USER, "demo")] + \
-        [yaml.safe_load((lab.state / "app-credential.yaml").read_text())["secret"]]
+    return [clouds[c]["auth"]["password"] for c in (USER, "demo")] + [
+        yaml.safe_load((lab.state / "app-credential.yaml").read_text())["secret"]
+    ]
 
 
 def test_dry_run_lists_the_checks_and_objects_and_creates_nothing(lab):
     before = lab.kubectl("get", "all,ingress,pvc,role,rolebinding", "-A", "-o", "name").stdout
     r = lab.inv("verify.all", "--dry-run")
     assert r.returncode == 0, r.stdout + r.stderr
-    for needle in (f"Deployment {NS}/echo", f"Service {NS}/echo-shared", f"PersistentVolumeClaim {NS}/data",
-                   f"Ingress {NS}/echo", "Deployment kube-system/k8s-keystone-auth", "kube-apiserver webhook flags",
-                   "lb: HTTP from the devstack VM", "pv: cleanup: volume deleted", "keystone: revoked token rejected"):
+    for needle in (
+        f"Deployment {NS}/echo",
+        f"Service {NS}/echo-shared",
+        f"PersistentVolumeClaim {NS}/data",
+        f"Ingress {NS}/echo",
+        "Deployment kube-system/k8s-keystone-auth",
+        "kube-apiserver webhook flags",
+        "lb: HTTP from the devstack VM",
+        "pv: cleanup: volume deleted",
+        "keystone: revoked token rejected",
+    ):
         assert needle in r.stdout, needle
     assert lab.kubectl("get", "all,ingress,pvc,role,rolebinding", "-A", "-o", "name").stdout == before
     assert lab.kubectl("get", "namespace", NS, check=False).returncode != 0 and not verify_lbs(lab)
@@ -201,8 +249,15 @@ def test_lb_passes_end_to_end_and_writes_reports(lab, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     cases = rows(junit)
     assert not [n for n, c in cases.items() if c.find("failure") is not None]
-    for name in ("octavia: pool members", "octavia: NodePort rule", "octavia: floating IP", "HTTP from the devstack VM",
-                 "shared load balancer: second listener", "shared load balancer: HTTP", "lb: cleanup"):
+    for name in (
+        "octavia: pool members",
+        "octavia: NodePort rule",
+        "octavia: floating IP",
+        "HTTP from the devstack VM",
+        "shared load balancer: second listener",
+        "shared load balancer: HTTP",
+        "lb: cleanup",
+    ):
         assert name in cases, name
     doc = json.loads(report.read_text())
     assert doc["passed"] and doc["counts"]["failed"] == 0
@@ -212,7 +267,9 @@ def test_lb_passes_end_to_end_and_writes_reports(lab, tmp_path):
     assert not verify_lbs(lab)  # OCCM deleted the load balancer through the Service's finalizer
     served = lab.plane.log_text()
     assert re.search(r":80 GET / -> HTTP/1.1 200 OK \(10\.0\.0\.\d+:\d+ -> osk8s-verify/echo\)", served), served[-1500:]
-    assert re.search(r":8080 GET / -> HTTP/1.1 200 OK \(10\.0\.0\.\d+:\d+ -> osk8s-verify/echo-shared\)", served), served[-1500:]
+    assert re.search(r":8080 GET / -> HTTP/1.1 200 OK \(10\.0\.0\.\d+:\d+ -> osk8s-verify/echo-shared\)", served), served[
+        -1500:
+    ]
 
 
 def test_lb_failure_names_the_missing_nodeport_rule(lab, tmp_path):
@@ -220,12 +277,16 @@ def test_lb_failure_names_the_missing_nodeport_rule(lab, tmp_path):
     load balancer cannot reach them and the HTTP request gets no answer; verify names the rule."""
     net = lab.conn.network
     sg = next(net.security_groups(name=f"{LAB}-k8s"))
-    for rule in [x for x in net.security_group_rules(security_group_id=sg.id) if x.port_range_min == 30000 and x.protocol == "tcp"]:
+    for rule in [
+        x for x in net.security_group_rules(security_group_id=sg.id) if x.port_range_min == 30000 and x.protocol == "tcp"
+    ]:
         net.delete_security_group_rule(rule)
     r = lab.inv("verify.lb", "--json", str(tmp_path / "r.json"))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "no ingress rule for tcp" in r.stdout and "Traceback" not in r.stdout + r.stderr
-    failed = {x["check"]: x["detail"] for x in json.loads((tmp_path / "r.json").read_text())["results"] if x["outcome"] == "failed"}
+    failed = {
+        x["check"]: x["detail"] for x in json.loads((tmp_path / "r.json").read_text())["results"] if x["outcome"] == "failed"
+    }
     assert "no ingress rule for tcp" in failed["octavia: NodePort rule"]
     assert "Diagnosis:" in failed["HTTP from the devstack VM"] and "NodePort rule" in failed["HTTP from the devstack VM"]
     assert "no answer" in failed["HTTP from the devstack VM"]  # the request really went nowhere
@@ -265,11 +326,16 @@ def test_a_broken_authorization_config_is_named_from_the_apiservers_log(lab):
     s = lab.settings(timeout=45)
     path = "/etc/kubernetes/manifests/kube-apiserver.yaml"
     original = (lab.master_etc / "manifests" / "kube-apiserver.yaml").read_text()
-    with remote.through_jump_host(lab.ep.ssh_config, lab.ep.gateway, lab.ep.ssh_config, [lab.ep.control_plane],
-                                  QuietLog()) as r:
+    with remote.through_jump_host(
+        lab.ep.ssh_config, lab.ep.gateway, lab.ep.ssh_config, [lab.ep.control_plane], QuietLog()
+    ) as r:
         m = r[lab.ep.control_plane]
-        m.install(keystone_deploy.AUTHZ_CONFIG, "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthorizationConfiguration\n"
-                  "authorizers:\n- type: Webhook\n  name: keystone\n", mode=0o600)  # a webhook without its settings
+        m.install(
+            keystone_deploy.AUTHZ_CONFIG,
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthorizationConfiguration\n"
+            "authorizers:\n- type: Webhook\n  name: keystone\n",
+            mode=0o600,
+        )  # a webhook without its settings
         m.install(keystone_deploy.WEBHOOK_KUBECONFIG, "apiVersion: v1\nkind: Config\n", mode=0o600)
         with kube.connect(s, m) as api:
             ctx = SimpleNamespace(settings=s, api=api)
@@ -299,13 +365,22 @@ def test_keystone_end_to_end(lab, tmp_path):
     r = lab.inv("verify.keystone", "--json", str(tmp_path / "k.json"), "--log-json", str(tmp_path / "k.log"))
     assert r.returncode == 0, r.stdout + r.stderr
     results = {x["check"]: x for x in json.loads((tmp_path / "k.json").read_text())["results"]}
-    for check in ("webhook TokenReview", "forbidden before any binding", "RoleBinding to the project group",
-                  "keystone policy: viewer lists, cannot create", "revoked token rejected", "garbage token rejected"):
+    for check in (
+        "webhook TokenReview",
+        "forbidden before any binding",
+        "RoleBinding to the project group",
+        "keystone policy: viewer lists, cannot create",
+        "revoked token rejected",
+        "garbage token rejected",
+    ):
         assert results[check]["outcome"] == "ok", (check, results[check])
     manifest = (lab.master_etc / "manifests" / "kube-apiserver.yaml").read_text()
     assert "--authorization-config=" in manifest and "--authorization-mode" not in manifest
-    for f in (lab.master_etc / "keystone-auth" / "webhook.kubeconfig", lab.state / "keystone-auth" / "tls.key",
-              lab.state / f"keystone-{USER}.kubeconfig"):
+    for f in (
+        lab.master_etc / "keystone-auth" / "webhook.kubeconfig",
+        lab.state / "keystone-auth" / "tls.key",
+        lab.state / f"keystone-{USER}.kubeconfig",
+    ):
         assert f.stat().st_mode & 0o777 == 0o600, f
     # the real k8s-keystone-auth runs the tool's Deployment: its serving certificate, policy and Keystone URL
     pod = lab.get("pods", "-n", "kube-system", "-l", "app=k8s-keystone-auth")["items"][0]
@@ -339,11 +414,27 @@ def test_keystone_user_through_kubectl_and_client_keystone_auth(lab):
     denied = as_user("get", "pods", "-n", NS)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
     # (3) allowed after a RoleBinding to the project's group
-    rbac = render("manifests/verify/keystone-rbac.yaml.j2", lab=LAB, namespace=NS, project_id=project_id,
-                  project_name="alt-demo")
-    applied = subprocess.run(["ip", "netns", "exec", lab.ep.netns[lab.ep.control_plane], str(build.binary("kubectl")),
-                              "--kubeconfig", str(lab.state / "admin.conf"), "apply", "-f", "-"], input=rbac,
-                             capture_output=True, text=True, timeout=60)
+    rbac = render(
+        "manifests/verify/keystone-rbac.yaml.j2", lab=LAB, namespace=NS, project_id=project_id, project_name="alt-demo"
+    )
+    applied = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.ep.netns[lab.ep.control_plane],
+            str(build.binary("kubectl")),
+            "--kubeconfig",
+            str(lab.state / "admin.conf"),
+            "apply",
+            "-f",
+            "-",
+        ],
+        input=rbac,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert applied.returncode == 0, applied.stderr
     try:
         listed = as_user("get", "pods", "-n", NS)
@@ -358,16 +449,25 @@ def test_keystone_user_through_kubectl_and_client_keystone_auth(lab):
         while (listed := as_user("get", "pods", "-n", NS)).returncode != 0 and time.monotonic() < deadline:
             time.sleep(2)  # the webhook authorizer's 5 s cache of the earlier denial
         assert listed.returncode == 0, listed.stderr
-        created = as_user("run", "probe", "-n", NS, "--image=registry.k8s.io/e2e-test-images/busybox:1.36.1-1",
-                          "--dry-run=server")
+        created = as_user(
+            "run", "probe", "-n", NS, "--image=registry.k8s.io/e2e-test-images/busybox:1.36.1-1", "--dry-run=server"
+        )
         assert created.returncode != 0 and "forbidden" in created.stderr.lower(), created.stderr
     finally:
         admin.unassign_project_role_from_user(project_id, user_cloud.current_user_id, role)
     # (5) a revoked and a garbage token are rejected (a token the API server never saw: no cache hides it)
-    plugin = subprocess.run([str(build.binary("client-keystone-auth"))], capture_output=True, text=True, timeout=30,
-                            env={**os.environ, "OS_PASSWORD": password,
-                                 **{e["name"]: e["value"] for e in yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["exec"]["env"]}},
-                            cwd="/tmp")
+    plugin = subprocess.run(
+        [str(build.binary("client-keystone-auth"))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            **os.environ,
+            "OS_PASSWORD": password,
+            **{e["name"]: e["value"] for e in yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["exec"]["env"]},
+        },
+        cwd="/tmp",
+    )
     assert plugin.returncode == 0, plugin.stderr
     cred = json.loads(plugin.stdout)
     assert cred["apiVersion"] == "client.authentication.k8s.io/v1beta1"
@@ -389,9 +489,16 @@ def test_all_runs_every_check_reports_parse_and_keystone_setup_is_unchanged(lab,
     assert all(s.get("failures") == "0" for s in suites)
     assert subprocess.run([sys.executable, "-m", "json.tool", str(report)], capture_output=True).returncode == 0
     doc = json.loads(report.read_text())
-    assert doc["passed"] and {x["task"] for x in doc["results"]} == {f"verify.{c}" for c in ("lb", "pv", "ingress", "keystone")}
-    setup = [x for x in doc["results"] if x["task"] == "verify.keystone" and x["node"] == "local"
-             and not x["check"].startswith(("Role ", "RoleBinding ", "Namespace "))]
+    assert doc["passed"] and {x["task"] for x in doc["results"]} == {
+        f"verify.{c}" for c in ("lb", "pv", "ingress", "keystone")
+    }
+    setup = [
+        x
+        for x in doc["results"]
+        if x["task"] == "verify.keystone"
+        and x["node"] == "local"
+        and not x["check"].startswith(("Role ", "RoleBinding ", "Namespace "))
+    ]
     assert len(setup) == 8 and all(x["outcome"] == "ok" for x in setup), setup  # second keystone run: nothing to set up
     assert "verify.all: 0 of" in r.stdout and not verify_lbs(lab) and not verify_volumes(lab)
     for text in (r.stdout + r.stderr, junit.read_text(), report.read_text()):
@@ -423,11 +530,18 @@ def test_bad_check_name_is_refused_before_anything(lab):
 
 # ---- the data plane stand-in's decisions (pure) ------------------------------------------------------
 
+
 def test_l7_policy_by_position_then_the_default_pool():
     rule = {"type": "PATH", "compare_type": "STARTS_WITH", "value": "/a"}
-    policies = [{"position": 2, "action": "REDIRECT_TO_POOL", "redirect_pool_id": "pb",
-                 "rules": [{"type": "PATH", "compare_type": "STARTS_WITH", "value": "/"}]},
-                {"position": 1, "action": "REDIRECT_TO_POOL", "redirect_pool_id": "pa", "rules": [rule]}]
+    policies = [
+        {
+            "position": 2,
+            "action": "REDIRECT_TO_POOL",
+            "redirect_pool_id": "pb",
+            "rules": [{"type": "PATH", "compare_type": "STARTS_WITH", "value": "/"}],
+        },
+        {"position": 1, "action": "REDIRECT_TO_POOL", "redirect_pool_id": "pa", "rules": [rule]},
+    ]
     assert pick_pool({"default_pool_id": "d"}, policies, "/a/x", "") == "pa"
     assert pick_pool({"default_pool_id": "d"}, policies, "/b", "") == "pb"
     assert pick_pool({"default_pool_id": "d"}, policies[1:], "/b", "") == "d"
@@ -441,9 +555,11 @@ def test_a_member_is_usable_only_on_a_nodes_address_its_nodeport_and_an_open_rul
     allow = lambda rule, port, source: rule == port  # noqa: E731 (a rule here is the port it opens)
     ok = backend({"address": "10.0.0.5", "protocol_port": 31000}, "10.0.0.9", nodes, ports, lambda a: [31000], allow)
     assert ok.usable and ok.service == "ns/echo"
-    for member, rules, why in [({"address": "10.0.0.6", "protocol_port": 31000}, [31000], "no node"),
-                               ({"address": "10.0.0.5", "protocol_port": 80}, [80], "no Service has NodePort 80"),
-                               ({"address": "10.0.0.5", "protocol_port": 31000}, [], "drop tcp 31000"),
-                               ({"address": "10.0.0.5", "protocol_port": 31000, "admin_state_up": False}, [31000], "disabled")]:
+    for member, rules, why in [
+        ({"address": "10.0.0.6", "protocol_port": 31000}, [31000], "no node"),
+        ({"address": "10.0.0.5", "protocol_port": 80}, [80], "no Service has NodePort 80"),
+        ({"address": "10.0.0.5", "protocol_port": 31000}, [], "drop tcp 31000"),
+        ({"address": "10.0.0.5", "protocol_port": 31000, "admin_state_up": False}, [31000], "disabled"),
+    ]:
         b = backend(member, "10.0.0.9", nodes, ports, lambda a, rules=rules: rules, allow)
         assert not b.usable and why in b.why, (member, b.why)

@@ -23,34 +23,58 @@ def env(loopback_cloud, tmp_path_factory):
     net, subnet = next(conn.network.networks(name="private")), next(conn.network.subnets(name="private-subnet"))
     public = next(conn.network.networks(name="public"))
     sg = conn.network.create_security_group(name=f"{LAB}-k8s")
-    rule = conn.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", protocol="tcp",
-                                                   port_range_min=30000, port_range_max=32767)
+    rule = conn.network.create_security_group_rule(
+        security_group_id=sg.id, direction="ingress", protocol="tcp", port_range_min=30000, port_range_max=32767
+    )
     name = vc.occm_lb_name(LAB, "default", "echo")
     # as OCCM makes it: Octavia allocates the VIP port on the subnet; the floating IP goes on that port
     lb = conn.load_balancer.create_load_balancer(name=name, vip_subnet_id=subnet.id, tags=[name])
     lb = conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
     fip = conn.network.create_ip(floating_network_id=public.id, port_id=lb.vip_port_id)
-    listener = conn.load_balancer.create_listener(name=f"listener_{name}_0", protocol="TCP", protocol_port=80,
-                                                  load_balancer_id=lb.id)
+    listener = conn.load_balancer.create_listener(
+        name=f"listener_{name}_0", protocol="TCP", protocol_port=80, load_balancer_id=lb.id
+    )
     conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
-    pool = conn.load_balancer.create_pool(name=f"pool_{name}_0", protocol="TCP", lb_algorithm="ROUND_ROBIN",
-                                          listener_id=listener.id)
+    pool = conn.load_balancer.create_pool(
+        name=f"pool_{name}_0", protocol="TCP", lb_algorithm="ROUND_ROBIN", listener_id=listener.id
+    )
     conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
     nodes = {f"{LAB}-worker-1": "10.0.0.10", f"{LAB}-worker-2": "10.0.0.11"}
-    ports = [conn.network.create_port(network_id=net.id, name=f"{LAB}-{n}", security_group_ids=[sg.id],
-                                      fixed_ips=[{"subnet_id": subnet.id, "ip_address": a}]) for n, a in nodes.items()]
+    ports = [
+        conn.network.create_port(
+            network_id=net.id,
+            name=f"{LAB}-{n}",
+            security_group_ids=[sg.id],
+            fixed_ips=[{"subnet_id": subnet.id, "ip_address": a}],
+        )
+        for n, a in nodes.items()
+    ]
     for address in nodes.values():
         conn.load_balancer.create_member(pool, address=address, protocol_port=NODE_PORT, subnet_id=subnet.id)
         conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
     image_file = tmp_path_factory.mktemp("img") / "i.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image_file), "16M"], check=True)
     flavor = admin.compute.create_flavor(name=f"{LAB}-f", ram=512, vcpus=1, disk=1)
-    image = conn.image.create_image(name=f"{LAB}-img", filename=str(image_file), disk_format="qcow2",
-                                    container_format="bare", wait=True)
-    server = conn.compute.wait_for_server(conn.compute.create_server(
-        name=f"{LAB}-worker-1", flavor_id=flavor.id, image_id=image.id, networks=[{"uuid": net.id}]), wait=120)
-    yield {"conn": conn, "lb": lb, "name": name, "nodes": nodes, "pool": pool, "sg": sg, "rule": rule,
-           "server": server, "subnet": subnet}
+    image = conn.image.create_image(
+        name=f"{LAB}-img", filename=str(image_file), disk_format="qcow2", container_format="bare", wait=True
+    )
+    server = conn.compute.wait_for_server(
+        conn.compute.create_server(
+            name=f"{LAB}-worker-1", flavor_id=flavor.id, image_id=image.id, networks=[{"uuid": net.id}]
+        ),
+        wait=120,
+    )
+    yield {
+        "conn": conn,
+        "lb": lb,
+        "name": name,
+        "nodes": nodes,
+        "pool": pool,
+        "sg": sg,
+        "rule": rule,
+        "server": server,
+        "subnet": subnet,
+    }
     conn.network.delete_ip(fip)
     conn.load_balancer.delete_load_balancer(lb, cascade=True)
     conn.load_balancer.wait_for_delete(lb, wait=60)
@@ -116,8 +140,9 @@ def test_load_balancer_in_error_is_named(env):
 
 def test_volume_stuck_available_is_named_then_in_use_passes(env):
     conn, server = env["conn"], env["server"]
-    vol = conn.block_storage.wait_for_status(conn.block_storage.create_volume(size=1, name=f"pvc-{LAB}-data"),
-                                             "available", wait=60)
+    vol = conn.block_storage.wait_for_status(
+        conn.block_storage.create_volume(size=1, name=f"pvc-{LAB}-data"), "available", wait=60
+    )
     assert "is available, not attached" in failed(vc.check_volume(conn, vol.name, server.id))["volume"]
     conn.compute.create_volume_attachment(server, volume_id=vol.id)
     conn.block_storage.wait_for_status(vol, "in-use", wait=60)

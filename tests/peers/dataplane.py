@@ -49,8 +49,9 @@ if str(ROOT) not in sys.path:
 
 # an amphora serves once its load balancer is ACTIVE, and goes on serving while Octavia updates it
 SERVING = ("ACTIVE", "PENDING_UPDATE")
-HAPROXY_503 = (b"<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n"
-               b"</body></html>\n")
+HAPROXY_503 = (
+    b"<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n"
+)
 
 
 def log(msg: str) -> None:
@@ -59,9 +60,11 @@ def log(msg: str) -> None:
 
 # ---- the decisions (pure) --------------------------------------------------------------------------
 
+
 @dataclass
 class Backend:
     """A pool member as the data path sees it."""
+
     address: str
     port: int
     usable: bool
@@ -77,8 +80,12 @@ def rule_matches(rule: dict, path: str, host: str) -> bool:
     if subject is None:
         return False  # header/cookie/file-type rules: not read here
     value, compare = rule["value"], rule["compare_type"]
-    hit = {"STARTS_WITH": subject.startswith(value), "EQUAL_TO": subject == value, "ENDS_WITH": subject.endswith(value),
-           "CONTAINS": value in subject}.get(compare)
+    hit = {
+        "STARTS_WITH": subject.startswith(value),
+        "EQUAL_TO": subject == value,
+        "ENDS_WITH": subject.endswith(value),
+        "CONTAINS": value in subject,
+    }.get(compare)
     if compare == "REGEX":
         hit = re.search(value, subject) is not None
     return bool(hit) != bool(rule.get("invert"))
@@ -114,6 +121,7 @@ def backend(member: dict, vip: str, nodes: dict[str, str], node_ports: dict[int,
 
 
 # ---- the process -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Listening:
@@ -224,25 +232,38 @@ class Plane:
             return None, f"load balancer {lb.provisioning_status}"
         pool_id = listener.default_pool_id
         if http:
-            policies = [{"position": p.position, "action": p.action, "redirect_pool_id": p.redirect_pool_id,
-                         "admin_state_up": p.is_admin_state_up,
-                         "rules": [{"type": r.type, "compare_type": r.compare_type, "value": r.rule_value,
-                                    "invert": r.invert} for r in lb_api.l7_rules(p)]}
-                        for p in lb_api.l7_policies(listener_id=listener.id)]
+            policies = [
+                {
+                    "position": p.position,
+                    "action": p.action,
+                    "redirect_pool_id": p.redirect_pool_id,
+                    "admin_state_up": p.is_admin_state_up,
+                    "rules": [
+                        {"type": r.type, "compare_type": r.compare_type, "value": r.rule_value, "invert": r.invert}
+                        for r in lb_api.l7_rules(p)
+                    ],
+                }
+                for p in lb_api.l7_policies(listener_id=listener.id)
+            ]
             pool_id = pick_pool({"default_pool_id": listener.default_pool_id}, policies, path.split("?")[0], host)
         if not pool_id:
             return (self.http(503, HAPROXY_503, "text/html") if http else None), "no pool for the request"
         pool = lb_api.get_pool(pool_id)
-        members = [{"address": m.address, "protocol_port": m.protocol_port, "admin_state_up": m.is_admin_state_up}
-                   for m in lb_api.members(pool_id)]
+        members = [
+            {"address": m.address, "protocol_port": m.protocol_port, "admin_state_up": m.is_admin_state_up}
+            for m in lb_api.members(pool_id)
+        ]
         nodes, node_ports = self.kube_view()
         rules_cache: dict[str, list] = {}
 
         def rules_of(address):
             if address not in rules_cache:
                 port = next(iter(net.ports(fixed_ips=f"ip_address={address}")), None)
-                rules_cache[address] = [r for g in (port.security_group_ids if port else []) or []
-                                        for r in net.security_group_rules(security_group_id=g)]
+                rules_cache[address] = [
+                    r
+                    for g in (port.security_group_ids if port else []) or []
+                    for r in net.security_group_rules(security_group_id=g)
+                ]
             return rules_cache[address]
 
         backends = [backend(m, lb.vip_address, nodes, node_ports, rules_of, rule_allows) for m in members]
@@ -258,13 +279,16 @@ class Plane:
         pod = self.endpoint(chosen.service)
         if pod is None:
             return (self.http(503, HAPROXY_503, "text/html") if http else None), f"{chosen.service} has no ready endpoint"
-        return self.http(200, pod.encode(), "text/plain; charset=utf-8"), f"{chosen.address}:{chosen.port} -> {chosen.service}"
+        return self.http(
+            200, pod.encode(), "text/plain; charset=utf-8"
+        ), f"{chosen.address}:{chosen.port} -> {chosen.service}"
 
     @staticmethod
     def http(code: int, body: bytes, ctype: str) -> bytes:
         reason = {200: "OK", 503: "Service Unavailable"}[code]
-        return (f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                f"Connection: close\r\n\r\n").encode() + body
+        return (
+            f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
 
     def kube_view(self) -> tuple[dict[str, str], dict[int, str]]:
         nodes = {}
@@ -282,10 +306,17 @@ class Plane:
 
     def endpoint(self, service: str) -> str | None:
         ns, name = service.split("/", 1)
-        slices = self.kube.get(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
-                               labelSelector=f"kubernetes.io/service-name={name}")["items"]
-        pods = sorted({e["targetRef"]["name"] for s in slices for e in s.get("endpoints") or []
-                       if (e.get("conditions") or {}).get("ready", True) and (e.get("targetRef") or {}).get("kind") == "Pod"})
+        slices = self.kube.get(
+            f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", labelSelector=f"kubernetes.io/service-name={name}"
+        )["items"]
+        pods = sorted(
+            {
+                e["targetRef"]["name"]
+                for s in slices
+                for e in s.get("endpoints") or []
+                if (e.get("conditions") or {}).get("ready", True) and (e.get("targetRef") or {}).get("kind") == "Pod"
+            }
+        )
         if not pods:
             return None
         with self.lock:
@@ -320,21 +351,47 @@ class DataPlane:
     127.0.0.1 there, e.g. through tests/peers/netfwd.py, and the API server named in the kubeconfig)."""
 
     def __init__(self, netns: str, kubeconfig: Path, clouds_yaml: Path, log_file: Path, cloud: str = "admin"):
-        self.netns, self.kubeconfig, self.clouds_yaml, self.log_file, self.cloud = netns, kubeconfig, clouds_yaml, log_file, cloud
+        self.netns, self.kubeconfig, self.clouds_yaml, self.log_file, self.cloud = (
+            netns,
+            kubeconfig,
+            clouds_yaml,
+            log_file,
+            cloud,
+        )
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> DataPlane:
         out = open(self.log_file, "ab")
         env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml), "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, "-m", "tests.peers.dataplane",
-                                      "--kubeconfig", str(self.kubeconfig), "--cloud", self.cloud],
-                                     stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                sys.executable,
+                "-m",
+                "tests.peers.dataplane",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--cloud",
+                self.cloud,
+            ],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=ROOT,
+        )
         out.close()
         return self
 
     def status(self) -> dict:
-        return {"pid": self.proc.pid if self.proc else None, "running": bool(self.proc and self.proc.poll() is None),
-                "log": str(self.log_file)}
+        return {
+            "pid": self.proc.pid if self.proc else None,
+            "running": bool(self.proc and self.proc.poll() is None),
+            "log": str(self.log_file),
+        }
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

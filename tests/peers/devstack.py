@@ -8,8 +8,12 @@ STANDIN = Path(__file__).resolve().parent / "devstack_standin"
 
 
 def git(*args, cwd):
-    subprocess.run(["git", "-c", "user.name=osk8s-tests", "-c", "user.email=tests@osk8s.invalid", *args],
-                   cwd=cwd, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=osk8s-tests", "-c", "user.email=tests@osk8s.invalid", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
 
 
 def standin_repo(where: Path) -> Path:
@@ -31,9 +35,12 @@ def patch_for_standin(where: Path) -> Path:
     work = where / "patch-work"
     git("clone", "-q", str(where / "devstack-standin.git"), str(work), cwd=where)
     stack = work / "stack.sh"
-    stack.write_text(stack.read_text().replace(
-        'phase "Installing package prerequisites"\n',
-        'phase "Installing package prerequisites"\nphase "Patched by osk8s"\n'))
+    stack.write_text(
+        stack.read_text().replace(
+            'phase "Installing package prerequisites"\n',
+            'phase "Installing package prerequisites"\nphase "Patched by osk8s"\n',
+        )
+    )
     out = subprocess.run(["git", "diff"], cwd=work, check=True, capture_output=True, text=True).stdout
     shutil.rmtree(work)
     patch = where / "add-phase.patch"

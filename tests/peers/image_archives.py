@@ -44,29 +44,58 @@ def image(payload: bytes) -> tuple[bytes, bytes]:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
         _add(t, "hello.txt", payload)
     layer = buf.getvalue()
-    config = _bytes({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/cat", "/hello.txt"]},
-                     "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(layer)}"]}})
+    config = _bytes(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["/bin/cat", "/hello.txt"]},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(layer)}"]},
+        }
+    )
     return layer, config
 
 
-def docker_save(path: Path, repo_tags: list[str] | None, payload: bytes = b"hello\n", oci: bool = False,
-                filler: int = 0) -> Path:
+def docker_save(
+    path: Path, repo_tags: list[str] | None, payload: bytes = b"hello\n", oci: bool = False, filler: int = 0
+) -> Path:
     """`filler` bytes of incompressible data in a second file of the layer (to time big copies)."""
     layer, config = image(payload + (bytes(range(256)) * (filler // 256 + 1))[:filler])
     with tarfile.open(path, "w") as t:
         if oci:
-            manifest = _bytes({"schemaVersion": 2, "mediaType": MANIFEST_V2,
-                               "config": {"mediaType": CONFIG_V1, "digest": f"sha256:{sha(config)}", "size": len(config)},
-                               "layers": [{"mediaType": LAYER_TAR, "digest": f"sha256:{sha(layer)}", "size": len(layer)}]})
+            manifest = _bytes(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": MANIFEST_V2,
+                    "config": {"mediaType": CONFIG_V1, "digest": f"sha256:{sha(config)}", "size": len(config)},
+                    "layers": [{"mediaType": LAYER_TAR, "digest": f"sha256:{sha(layer)}", "size": len(layer)}],
+                }
+            )
             for blob in (layer, config, manifest):
                 _add(t, f"blobs/sha256/{sha(blob)}", blob)
             annotations = {}
             if repo_tags:
-                annotations = {"io.containerd.image.name": _normalized(repo_tags[0]),
-                               "org.opencontainers.image.ref.name": repo_tags[0].rsplit(":", 1)[-1]}
-            _add(t, "index.json", _bytes({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                                          "manifests": [{"mediaType": MANIFEST_V2, "digest": f"sha256:{sha(manifest)}",
-                                                         "size": len(manifest), "annotations": annotations}]}))
+                annotations = {
+                    "io.containerd.image.name": _normalized(repo_tags[0]),
+                    "org.opencontainers.image.ref.name": repo_tags[0].rsplit(":", 1)[-1],
+                }
+            _add(
+                t,
+                "index.json",
+                _bytes(
+                    {
+                        "schemaVersion": 2,
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": [
+                            {
+                                "mediaType": MANIFEST_V2,
+                                "digest": f"sha256:{sha(manifest)}",
+                                "size": len(manifest),
+                                "annotations": annotations,
+                            }
+                        ],
+                    }
+                ),
+            )
             _add(t, "oci-layout", _bytes({"imageLayoutVersion": "1.0.0"}))
             entry = {"Config": f"blobs/sha256/{sha(config)}", "Layers": [f"blobs/sha256/{sha(layer)}"]}
         else:
@@ -80,12 +109,18 @@ def docker_save(path: Path, repo_tags: list[str] | None, payload: bytes = b"hell
     return path
 
 
-def oci_layout(path: Path, annotations: dict | None, payload: bytes = b"hello\n", version: str = "1.0.0",
-               index: bool = True) -> Path:
+def oci_layout(
+    path: Path, annotations: dict | None, payload: bytes = b"hello\n", version: str = "1.0.0", index: bool = True
+) -> Path:
     layer, config = image(payload)
-    manifest = _bytes({"schemaVersion": 2, "mediaType": MANIFEST_V2,
-                       "config": {"mediaType": CONFIG_V1, "digest": f"sha256:{sha(config)}", "size": len(config)},
-                       "layers": [{"mediaType": LAYER_TAR, "digest": f"sha256:{sha(layer)}", "size": len(layer)}]})
+    manifest = _bytes(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_V2,
+            "config": {"mediaType": CONFIG_V1, "digest": f"sha256:{sha(config)}", "size": len(config)},
+            "layers": [{"mediaType": LAYER_TAR, "digest": f"sha256:{sha(layer)}", "size": len(layer)}],
+        }
+    )
     desc = {"mediaType": MANIFEST_V2, "digest": f"sha256:{sha(manifest)}", "size": len(manifest)}
     if annotations:
         desc["annotations"] = annotations

@@ -22,13 +22,31 @@ from tests.peers.sshd import SshHosts
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 STANDIN = Path(__file__).resolve().parent / "k8s_standin"
-PRIVATE = ("/etc/kubernetes", "/etc/modules-load.d", "/etc/sysctl.d", "/etc/containerd", "/etc/apt/keyrings",
-           "/etc/apt/sources.list.d", "/usr/local/bin", "/var/lib/osk8s-standin",
-           # what kubeadm and the kubelet write (kubeadm reset empties them): each node its own
-           "/var/lib/kubelet", "/var/lib/etcd", "/var/log/pods", "/usr/libexec/kubernetes")
+PRIVATE = (
+    "/etc/kubernetes",
+    "/etc/modules-load.d",
+    "/etc/sysctl.d",
+    "/etc/containerd",
+    "/etc/apt/keyrings",
+    "/etc/apt/sources.list.d",
+    "/usr/local/bin",
+    "/var/lib/osk8s-standin",
+    # what kubeadm and the kubelet write (kubeadm reset empties them): each node its own
+    "/var/lib/kubelet",
+    "/var/lib/etcd",
+    "/var/log/pods",
+    "/usr/libexec/kubernetes",
+)
 CONTROL_PLANE = ("kubeadm", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kwok")
-RUNNER = ("k8s-keystone-auth", "openstack-cloud-controller-manager", "cinder-csi-plugin", "octavia-ingress-controller",
-          "csi-provisioner", "csi-attacher", "csi-resizer")  # passed on when built (the pod runner's), never built here
+RUNNER = (
+    "k8s-keystone-auth",
+    "openstack-cloud-controller-manager",
+    "cinder-csi-plugin",
+    "octavia-ingress-controller",
+    "csi-provisioner",
+    "csi-attacher",
+    "csi-resizer",
+)  # passed on when built (the pod runner's), never built here
 NODE_TABLE = "198"  # the gateway's routing table for what the nodes send
 
 
@@ -64,16 +82,24 @@ def peers_env() -> str:
 
     paths = build.ensure(CONTROL_PLANE)
     built = {b: p for bs in build.status().values() for b, p in bs.items() if p is not None}
-    k8s = subprocess.run([paths["kube-apiserver"], "--version"], capture_output=True, text=True, check=True).stdout.split()[-1]
+    k8s = subprocess.run([paths["kube-apiserver"], "--version"], capture_output=True, text=True, check=True).stdout.split()[
+        -1
+    ]
     etcd = subprocess.run([paths["etcd"], "--version"], capture_output=True, text=True, check=True).stdout.split()[2]
     kwok_module = next(m for m in build.MODULES if m.name == "kwok")
-    kwok_source = build.CACHE / "gomod" / "sigs.k8s.io" / f"kwok@{build.required_version(build.gomod(kwok_module), 'sigs.k8s.io/kwok')}"
+    kwok_source = (
+        build.CACHE
+        / "gomod"
+        / "sigs.k8s.io"
+        / f"kwok@{build.required_version(build.gomod(kwok_module), 'sigs.k8s.io/kwok')}"
+    )
     if not (kwok_source / "kustomize" / "stage").is_dir():
         raise RuntimeError(f"kwok's module source is not at {kwok_source} (its stages are read from there)")
     values = {b.upper().replace("-", "_"): str(paths[b]) for b in CONTROL_PLANE}
     values.update({b.upper().replace("-", "_"): str(built[b]) for b in RUNNER if b in built})
-    values.update(KUBERNETES_VERSION=k8s, ETCD_VERSION=etcd, KWOK_SOURCE=str(kwok_source), PYTHON=sys.executable,
-                  REPO=str(ROOT))
+    values.update(
+        KUBERNETES_VERSION=k8s, ETCD_VERSION=etcd, KWOK_SOURCE=str(kwok_source), PYTHON=sys.executable, REPO=str(ROOT)
+    )
     if shutil.which("busybox"):  # plays registry.k8s.io/e2e-test-images/busybox (verify.pv's pods)
         values["BUSYBOX"] = shutil.which("busybox")
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
@@ -94,8 +120,9 @@ def forward_between_nodes(hosts: SshHosts) -> None:
     ip("route", "add", "unreachable", "default", "table", NODE_TABLE)
     for h in hosts.hosts[1:]:
         ip("rule", "add", "iif", f"{h.netns}h", "lookup", NODE_TABLE, "priority", "100")
-    subprocess.run(["ip", "netns", "exec", gw, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["ip", "netns", "exec", gw, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"], check=True, capture_output=True
+    )
 
 
 def apt_test_key(workdir: Path) -> tuple[str, str]:
@@ -113,8 +140,15 @@ def apt_test_key(workdir: Path) -> tuple[str, str]:
 def node_hosts(workdir: Path, lab: str, workers: int, prefix: str = "o8k") -> SshHosts:
     names = ("gateway", f"{lab}-master", *[f"{lab}-worker-{i}" for i in range(1, workers + 1)])
     env = peers_env()  # before any host exists: a build (minutes on a fresh machine) holds nothing up
-    hosts = SshHosts(workdir, count=len(names), prefix=prefix, names=names, gateway=True,
-                     private_dirs=PRIVATE, private_files=("/etc/fstab",)).start()
+    hosts = SshHosts(
+        workdir,
+        count=len(names),
+        prefix=prefix,
+        names=names,
+        gateway=True,
+        private_dirs=PRIVATE,
+        private_files=("/etc/fstab",),
+    ).start()
     try:  # a half-set-up set of hosts is stopped, not left behind
         forward_between_nodes(hosts)
         # the data on the lab's Cinder volumes, one directory per volume ID, seen by every node (tests/peers/k8s/csinode.py)
@@ -138,8 +172,10 @@ def node_hosts(workdir: Path, lab: str, workers: int, prefix: str = "o8k") -> Ss
         hosts.stop()
         raise
     # the pins a lab config on these hosts needs (versions.*), in place of upstream's
-    hosts.pins = {"kubernetes_apt_key_fingerprint": fpr,
-                  "calico_manifest_sha256": hashlib.sha256(CALICO_TEST_MANIFEST.encode()).hexdigest()}
+    hosts.pins = {
+        "kubernetes_apt_key_fingerprint": fpr,
+        "calico_manifest_sha256": hashlib.sha256(CALICO_TEST_MANIFEST.encode()).hexdigest(),
+    }
     return hosts
 
 

@@ -164,8 +164,13 @@ class Forwarder:
 
     def status(self) -> dict:
         with self._lock:
-            return {"netns": self.netns, "ports": sorted(self.listeners), "connections": self.connections,
-                    "errors": list(self.errors), "running": bool(self.listeners) and not self._stop.is_set()}
+            return {
+                "netns": self.netns,
+                "ports": sorted(self.listeners),
+                "connections": self.connections,
+                "errors": list(self.errors),
+                "running": bool(self.listeners) and not self._stop.is_set(),
+            }
 
     def stop(self) -> None:
         self._stop.set()

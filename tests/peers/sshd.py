@@ -73,17 +73,28 @@ class SshHosts:
         except BaseException:
             self.stop()  # a half-started set would keep its addresses and links
             raise
-        self.known_hosts.write_text("".join(
-            f"{h.address} {' '.join(h.host_key.with_suffix('.pub').read_text().split()[:2])}\n" for h in self.hosts))
-        self.ssh_config.write_text("".join(
-            f"Host {h.name}\n  HostName {h.address}\n  User {USER}\n  IdentityFile {self.client_key}\n"
-            f"  IdentitiesOnly yes\n  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
-            for h in self.hosts))
+        self.known_hosts.write_text(
+            "".join(f"{h.address} {' '.join(h.host_key.with_suffix('.pub').read_text().split()[:2])}\n" for h in self.hosts)
+        )
+        self.ssh_config.write_text(
+            "".join(
+                f"Host {h.name}\n  HostName {h.address}\n  User {USER}\n  IdentityFile {self.client_key}\n"
+                f"  IdentitiesOnly yes\n  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
+                for h in self.hosts
+            )
+        )
         for h in self.hosts[:1] if self.gateway else self.hosts:
             _wait_port(h.address, 22)
         for h in self.hosts[1:] if self.gateway else []:  # reachable from the gateway's namespace only
-            sh("ip", "netns", "exec", self.hosts[0].netns, "bash", "-c",
-               f"for i in $(seq 150); do (exec 3<>/dev/tcp/{h.address}/22) 2>/dev/null && exit 0; sleep 0.1; done; exit 1")
+            sh(
+                "ip",
+                "netns",
+                "exec",
+                self.hosts[0].netns,
+                "bash",
+                "-c",
+                f"for i in $(seq 150); do (exec 3<>/dev/tcp/{h.address}/22) 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+            )
         return self
 
     def private(self, host: TestHost, path: str) -> Path:
@@ -106,18 +117,35 @@ class SshHosts:
             sh("ip", "link", "set", outer, "netns", self.hosts[0].netns)
         sh(*side, "ip", "addr", "add", f"{net}.1/24", "dev", outer)
         sh(*side, "ip", "link", "set", outer, "up")
-        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{host.address}/24", "dev", inner],
-                    ["ip", "link", "set", inner, "up"], ["ip", "route", "add", "default", "via", f"{net}.1"]):
+        for cmd in (
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "addr", "add", f"{host.address}/24", "dev", inner],
+            ["ip", "link", "set", inner, "up"],
+            ["ip", "route", "add", "default", "via", f"{net}.1"],
+        ):
             sh("ip", "netns", "exec", ns, *cmd)
         if not host.host_key.exists():
             sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host.host_key))
         cfg = self.workdir / f"{ns}_sshd_config"
-        cfg.write_text("\n".join([
-            f"ListenAddress {host.address}", "Port 22", f"HostKey {host.host_key}",
-            f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}", f"AllowUsers {USER}",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            f"PidFile {self.workdir / (ns + '.pid')}", "Subsystem sftp internal-sftp", "LogLevel VERBOSE", "",
-        ]))
+        cfg.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {host.address}",
+                    "Port 22",
+                    f"HostKey {host.host_key}",
+                    f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
+                    f"AllowUsers {USER}",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    f"PidFile {self.workdir / (ns + '.pid')}",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
         mounts = []
         for d in self.private_dirs:
             own = self.workdir / ns / d.strip("/")
@@ -133,8 +161,12 @@ class SshHosts:
             mounts.append(f"mount --bind {own} {f}")
         script = " && ".join([*mounts, f"exec /usr/sbin/sshd -D -e -f {cfg}"])
         log = open(self.workdir / f"{ns}_sshd.log", "a")
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
-                                 "sh", "-c", script], stdout=log, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         host.pid = proc.pid  # every program in the chain execs, so this is sshd's own PID
         return host
 

@@ -27,35 +27,70 @@ def entry(tags, config=CFG, layers=(LAYER,)):
 
 
 def oci(*annotations, files=OCI_FILES, layout=LAYOUT, manifest_json=None):
-    found = {"oci-layout": layout, "index.json": {"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": M, "size": 9, "annotations": a}
-        for a in annotations]}}
+    found = {
+        "oci-layout": layout,
+        "index.json": {
+            "schemaVersion": 2,
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": M, "size": 9, "annotations": a}
+                for a in annotations
+            ],
+        },
+    }
     if manifest_json is not None:
         found["manifest.json"] = manifest_json
     return Contents(files, {}, found)
 
 
 NAMED = [
-    ("docker save, full name", docker(entry(["registry.k8s.io/provider-os/openstack-cloud-controller-manager:v1.36.0-dev"])),
-     "docker-save", ("registry.k8s.io/provider-os/openstack-cloud-controller-manager:v1.36.0-dev",)),
+    (
+        "docker save, full name",
+        docker(entry(["registry.k8s.io/provider-os/openstack-cloud-controller-manager:v1.36.0-dev"])),
+        "docker-save",
+        ("registry.k8s.io/provider-os/openstack-cloud-controller-manager:v1.36.0-dev",),
+    ),
     ("docker save, bare name normalized", docker(entry(["occm:dev"])), "docker-save", ("docker.io/library/occm:dev",)),
     ("docker save, user/name normalized", docker(entry(["me/occm"])), "docker-save", ("docker.io/me/occm:latest",)),
-    ("docker save, two tags, two images", docker(entry(["occm:dev", "occm:v2"]), entry(["localhost/csi:dev"])),
-     "docker-save", ("docker.io/library/occm:dev", "docker.io/library/occm:v2", "localhost/csi:dev")),
-    ("docker save, layer through a symlink", docker(entry(["occm:dev"], layers=("f00d/layer.tar",)),
-                                                   symlinks={"f00d/layer.tar": LAYER}),
-     "docker-save", ("docker.io/library/occm:dev",)),
-    ("OCI, io.containerd.image.name", oci({"io.containerd.image.name": "docker.io/library/occm:dev"}),
-     "oci-layout", ("docker.io/library/occm:dev",)),
-    ("OCI wins over manifest.json (docker save since v25)",
-     oci({"io.containerd.image.name": "docker.io/library/occm:dev", "org.opencontainers.image.ref.name": "dev"},
-         manifest_json=[entry(["other:tag"])]), "oci-layout", ("docker.io/library/occm:dev",)),
+    (
+        "docker save, two tags, two images",
+        docker(entry(["occm:dev", "occm:v2"]), entry(["localhost/csi:dev"])),
+        "docker-save",
+        ("docker.io/library/occm:dev", "docker.io/library/occm:v2", "localhost/csi:dev"),
+    ),
+    (
+        "docker save, layer through a symlink",
+        docker(entry(["occm:dev"], layers=("f00d/layer.tar",)), symlinks={"f00d/layer.tar": LAYER}),
+        "docker-save",
+        ("docker.io/library/occm:dev",),
+    ),
+    (
+        "OCI, io.containerd.image.name",
+        oci({"io.containerd.image.name": "docker.io/library/occm:dev"}),
+        "oci-layout",
+        ("docker.io/library/occm:dev",),
+    ),
+    (
+        "OCI wins over manifest.json (docker save since v25)",
+        oci(
+            {"io.containerd.image.name": "docker.io/library/occm:dev", "org.opencontainers.image.ref.name": "dev"},
+            manifest_json=[entry(["other:tag"])],
+        ),
+        "oci-layout",
+        ("docker.io/library/occm:dev",),
+    ),
     # imagestore.go imageName: a full reference in ref.name is used as written (AddRefPrefix keeps it)
-    ("OCI, a full org.opencontainers.image.ref.name", oci({"org.opencontainers.image.ref.name": "localhost/occm:dev"}),
-     "oci-layout", ("localhost/occm:dev",)),
-    ("oci-layout without a version is not OCI: manifest.json is read",
-     oci({}, layout={}, manifest_json=[entry(["occm:dev"])], files=OCI_FILES | DOCKER_FILES),
-     "docker-save", ("docker.io/library/occm:dev",)),
+    (
+        "OCI, a full org.opencontainers.image.ref.name",
+        oci({"org.opencontainers.image.ref.name": "localhost/occm:dev"}),
+        "oci-layout",
+        ("localhost/occm:dev",),
+    ),
+    (
+        "oci-layout without a version is not OCI: manifest.json is read",
+        oci({}, layout={}, manifest_json=[entry(["occm:dev"])], files=OCI_FILES | DOCKER_FILES),
+        "docker-save",
+        ("docker.io/library/occm:dev",),
+    ),
 ]
 
 
@@ -71,24 +106,40 @@ REFUSED = [
     ("docker save, empty RepoTags", docker(entry([])), "no image name found"),
     ("docker save, config missing", docker(entry(["occm:dev"], config="ffff.json")), "image config 'ffff.json' not found"),
     ("docker save, layer missing", docker(entry(["occm:dev"], layers=("x/layer.tar",))), "layer 'x/layer.tar' not found"),
-    ("docker save, dangling symlink", docker(entry(["occm:dev"]), symlinks={"f00d/layer.tar": "nowhere/layer.tar"}),
-     "no target for symlink layer"),
+    (
+        "docker save, dangling symlink",
+        docker(entry(["occm:dev"]), symlinks={"f00d/layer.tar": "nowhere/layer.tar"}),
+        "no target for symlink layer",
+    ),
     ("docker save, a tag containerd cannot parse", docker(entry(["OCCM:dev"])), "normalize image ref 'OCCM:dev'"),
     ("docker save, no image", docker(), "lists no image"),
-    ("OCI, unsupported version",
-     oci({"io.containerd.image.name": "docker.io/library/a:b"}, layout={"imageLayoutVersion": "2.0.0"}),
-     "unsupported OCI version 2.0.0"),
+    (
+        "OCI, unsupported version",
+        oci({"io.containerd.image.name": "docker.io/library/a:b"}, layout={"imageLayoutVersion": "2.0.0"}),
+        "unsupported OCI version 2.0.0",
+    ),
     ("OCI, no index.json", oci({}, files=OCI_FILES - {"index.json"}), "missing index.json in OCI layout 1.0.0"),
     ("OCI, no annotations: no name", oci({}), "no image name found"),
-    ("OCI, io.containerd.image.name without / : @ is dropped",
-     oci({"io.containerd.image.name": "occm", "org.opencontainers.image.ref.name": "localhost/occm:dev"}),
-     "no image name found"),
-    ("OCI, only a tag in ref.name: import-<date>:<tag>", oci({"org.opencontainers.image.ref.name": "dev"}),
-     f"name it 'import-{DAY}:dev', a name that changes every day"),
-    ("OCI, a name the kubelet never asks for", oci({"io.containerd.image.name": "occm:dev"}),
-     "the kubelet asks for 'docker.io/library/occm:dev'"),
-    ("OCI, manifest blob missing", oci({"io.containerd.image.name": "docker.io/library/occm:dev"},
-                                       files=OCI_FILES - {f"blobs/sha256/{'e' * 64}"}), f"content digest {M}: not found"),
+    (
+        "OCI, io.containerd.image.name without / : @ is dropped",
+        oci({"io.containerd.image.name": "occm", "org.opencontainers.image.ref.name": "localhost/occm:dev"}),
+        "no image name found",
+    ),
+    (
+        "OCI, only a tag in ref.name: import-<date>:<tag>",
+        oci({"org.opencontainers.image.ref.name": "dev"}),
+        f"name it 'import-{DAY}:dev', a name that changes every day",
+    ),
+    (
+        "OCI, a name the kubelet never asks for",
+        oci({"io.containerd.image.name": "occm:dev"}),
+        "the kubelet asks for 'docker.io/library/occm:dev'",
+    ),
+    (
+        "OCI, manifest blob missing",
+        oci({"io.containerd.image.name": "docker.io/library/occm:dev"}, files=OCI_FILES - {f"blobs/sha256/{'e' * 64}"}),
+        f"content digest {M}: not found",
+    ),
 ]
 
 
@@ -99,15 +150,21 @@ def test_refused_with_the_reason(contents, why):
     assert why in err.value.reason and err.value.fix
 
 
-@pytest.mark.parametrize("annotations, name", [
-    ({"io.containerd.image.name": "docker.io/library/a:b", "org.opencontainers.image.ref.name": "c"},
-     "docker.io/library/a:b"),
-    ({"io.containerd.image.name": "a@sha256:00"}, "a@sha256:00"),  # used as written, even unnormalized
-    ({"io.containerd.image.name": "a"}, ""),  # not a full reference: dropped, ref.name NOT consulted
-    ({"org.opencontainers.image.ref.name": "v1"}, "import-X:v1"),
-    ({"org.opencontainers.image.ref.name": "quay.io/a/b:v1"}, "quay.io/a/b:v1"),
-    ({}, ""), (None, ""),
-])
+@pytest.mark.parametrize(
+    "annotations, name",
+    [
+        (
+            {"io.containerd.image.name": "docker.io/library/a:b", "org.opencontainers.image.ref.name": "c"},
+            "docker.io/library/a:b",
+        ),
+        ({"io.containerd.image.name": "a@sha256:00"}, "a@sha256:00"),  # used as written, even unnormalized
+        ({"io.containerd.image.name": "a"}, ""),  # not a full reference: dropped, ref.name NOT consulted
+        ({"org.opencontainers.image.ref.name": "v1"}, "import-X:v1"),
+        ({"org.opencontainers.image.ref.name": "quay.io/a/b:v1"}, "quay.io/a/b:v1"),
+        ({}, ""),
+        (None, ""),
+    ],
+)
 def test_image_name_as_imagestore_go(annotations, name):
     assert oci_image_name(annotations, "import-X") == name
 
@@ -135,13 +192,16 @@ def test_real_oci_layout_archives(tmp_path):
         read_archive(oci_layout(tmp_path / "i.tar", {"io.containerd.image.name": "localhost/a:b"}, index=False), DAY)
 
 
-@pytest.mark.parametrize("data, why", [
-    (b"", "empty file"),
-    (b"PK\x03\x04 a zip, not a tar" * 40, "not a tar archive"),
-    (b"\x28\xb5\x2f\xfd" + b"\0" * 100, "zstd"),
-    (gzip.compress(b"not a tar at all" * 100), "not a tar archive"),
-    (b"\0" * 1024, "unrecognized image format"),  # an empty tar: containerd's message
-])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"", "empty file"),
+        (b"PK\x03\x04 a zip, not a tar" * 40, "not a tar archive"),
+        (b"\x28\xb5\x2f\xfd" + b"\0" * 100, "zstd"),
+        (gzip.compress(b"not a tar at all" * 100), "not a tar archive"),
+        (b"\0" * 1024, "unrecognized image format"),  # an empty tar: containerd's message
+    ],
+)
 def test_not_an_image_archive(tmp_path, data, why):
     (tmp_path / "f").write_bytes(data)
     with pytest.raises(Refused, match=why):

@@ -44,7 +44,10 @@ def test_current_config_is_clean_and_typos_are_named():
 
 
 def test_cinder_csi_view():
-    text = "[Global]\napplication-credential-id = x\napplication-credential-secret = y\n[BlockStorage]\nrescan-on-resize = true\n"
+    text = (
+        "[Global]\napplication-credential-id = x\napplication-credential-secret = y\n"
+        "[BlockStorage]\nrescan-on-resize = true\n"
+    )
     assert cloudconf.lint(text, "cinder-csi") == []
     assert cloudconf.lint(text + "[LoadBalancer]\nsubnet-id = a\n", "cinder-csi")[0].kind == "misplaced"
 
@@ -62,20 +65,33 @@ def test_lb_version_is_still_read_and_only_v2_is_accepted():
     'removed'. A value other than v2 is fatal; v2 itself changes nothing."""
     v1 = cloudconf.lint(MODERN.replace("[LoadBalancer]\n", "[LoadBalancer]\nlb-version = v1\n"))
     assert [(f.kind, f.key) for f in v1] == [("fatal", "lb-version")] and "exits at start-up" in v1[0].fix
-    v2 = cloudconf.lint(MODERN.replace("[LoadBalancer]\n", "[LoadBalancer]\nLB-Version = \"v2\"\n"))
+    v2 = cloudconf.lint(MODERN.replace("[LoadBalancer]\n", '[LoadBalancer]\nLB-Version = "v2"\n'))
     assert [(f.kind, f.key) for f in v2] == [("advice", "LB-Version")] and "only value it accepts" in v2[0].fix
-    assert not [f for f in cloudconf.lint(MODERN.replace("[LoadBalancer]\n", "[LoadBalancer]\nlb-version = v1\n"))
-                if f.kind == "removed"]
+    assert not [
+        f
+        for f in cloudconf.lint(MODERN.replace("[LoadBalancer]\n", "[LoadBalancer]\nlb-version = v1\n"))
+        if f.kind == "removed"
+    ]
 
 
-@pytest.mark.parametrize("line, kind", [
-    ("lb-version = v2", "advice"), ('lb-version = "v2"', "advice"), ("lb-version = v2 ; as before", "advice"),
-    ("lb-version = v2# as before", "advice"), ('lb-version = "v2" # as before', "advice"),
-    ("lb-version =", "advice"), ('lb-version = ""', "advice"),  # empty: OCCM takes it for v2
-    ("lb-version = v1", "fatal"), ("lb-version = V2", "fatal"), ('lb-version = "v2;"', "fatal"),
-    ("lb-version = v2=v1", "fatal"), ("lb-version = v1=v2", "fatal"),  # the value is all after the first '='
-    ("lb-version", "fatal"),  # gcfg: "blank value not supported for type" (a string needs `=`)
-])
+@pytest.mark.parametrize(
+    "line, kind",
+    [
+        ("lb-version = v2", "advice"),
+        ('lb-version = "v2"', "advice"),
+        ("lb-version = v2 ; as before", "advice"),
+        ("lb-version = v2# as before", "advice"),
+        ('lb-version = "v2" # as before', "advice"),
+        ("lb-version =", "advice"),
+        ('lb-version = ""', "advice"),  # empty: OCCM takes it for v2
+        ("lb-version = v1", "fatal"),
+        ("lb-version = V2", "fatal"),
+        ('lb-version = "v2;"', "fatal"),
+        ("lb-version = v2=v1", "fatal"),
+        ("lb-version = v1=v2", "fatal"),  # the value is all after the first '='
+        ("lb-version", "fatal"),  # gcfg: "blank value not supported for type" (a string needs `=`)
+    ],
+)
 def test_lb_version_values_as_gcfg_and_occm_read_them(line, kind):
     """gcfg strips quotes and cuts an unquoted value at `;` or `#`; OCCM exits on any value but
     empty or v2 (pkg/openstack/openstack.go)."""
@@ -96,21 +112,41 @@ def test_keys_and_sections_match_whatever_their_case_as_gcfg_reads_them():
 F = cloudconf.LintFinding
 
 
-@pytest.mark.parametrize("text, findings", [
-    ("[Glboal]\nregion = RegionOne\n",
-     [F(2, "Glboal", "region", "unknown", "section [Glboal] is not read by occm (did you mean [global]?)")]),
-    ("[Octavia]\nprovider = ovn\n", [F(2, "Octavia", "provider", "unknown", "section [Octavia] is not read by occm")]),
-    ("region = RegionOne\n[Global]\n", [F(1, "", "region", "unknown", "section [] is not read by occm")]),
-    ("[Global]\nregoin = RegionOne\n",
-     [F(2, "Global", "regoin", "unknown", "not a [Global] key of occm; it is ignored (did you mean region?)")]),
-    ("[Global]\nXauth-url = http://keystone\n",
-     [F(2, "Global", "Xauth-url", "unknown", "not a [Global] key of occm; it is ignored (did you mean auth-url?)")]),
-    ("[Global]\nzzz = 1\n", [F(2, "Global", "zzz", "unknown", "not a [Global] key of occm; it is ignored")]),
-    ("# a comment\n; another\n\n[Global]\n\nregion = RegionOne\n\n[Route]\nrouter = r\n",  # blank lines go on
-     [F(9, "Route", "router", "unknown", "not a [Route] key of occm; it is ignored (did you mean router-id?)")]),
-    ("[Global]\napplication-credential-secret = c2VjcmV0==\n", []),  # '=' in a value: the key is what precedes the first
-], ids=["section typo", "unknown section", "key before any section", "key typo", "a stray letter", "unknown key",
-        "comments and blank lines", "a value with '='"])
+@pytest.mark.parametrize(
+    "text, findings",
+    [
+        (
+            "[Glboal]\nregion = RegionOne\n",
+            [F(2, "Glboal", "region", "unknown", "section [Glboal] is not read by occm (did you mean [global]?)")],
+        ),
+        ("[Octavia]\nprovider = ovn\n", [F(2, "Octavia", "provider", "unknown", "section [Octavia] is not read by occm")]),
+        ("region = RegionOne\n[Global]\n", [F(1, "", "region", "unknown", "section [] is not read by occm")]),
+        (
+            "[Global]\nregoin = RegionOne\n",
+            [F(2, "Global", "regoin", "unknown", "not a [Global] key of occm; it is ignored (did you mean region?)")],
+        ),
+        (
+            "[Global]\nXauth-url = http://keystone\n",
+            [F(2, "Global", "Xauth-url", "unknown", "not a [Global] key of occm; it is ignored (did you mean auth-url?)")],
+        ),
+        ("[Global]\nzzz = 1\n", [F(2, "Global", "zzz", "unknown", "not a [Global] key of occm; it is ignored")]),
+        (
+            "# a comment\n; another\n\n[Global]\n\nregion = RegionOne\n\n[Route]\nrouter = r\n",  # blank lines go on
+            [F(9, "Route", "router", "unknown", "not a [Route] key of occm; it is ignored (did you mean router-id?)")],
+        ),
+        ("[Global]\napplication-credential-secret = c2VjcmV0==\n", []),  # '=' in a value: the key is what precedes the first
+    ],
+    ids=[
+        "section typo",
+        "unknown section",
+        "key before any section",
+        "key typo",
+        "a stray letter",
+        "unknown key",
+        "comments and blank lines",
+        "a value with '='",
+    ],
+)
 def test_unknown_sections_and_keys_are_named_with_the_closest_known_one(text, findings):
     assert cloudconf.lint(text) == findings
 
@@ -120,18 +156,28 @@ def test_a_section_read_by_the_other_component_is_named_once():
     assert [(f.line, f.key, f.kind) for f in cloudconf.lint(text)] == [(2, "", "misplaced"), (2, "bs-version", "removed")]
 
 
-PASSWORD_ADVICE = ("a user's password in cloud.conf: use an application credential instead (application-credential-id + "
-                   "application-credential-secret; inv openstack.prepare creates one) so the cluster never holds the "
-                   "user's password")
+PASSWORD_ADVICE = (
+    "a user's password in cloud.conf: use an application credential instead (application-credential-id + "
+    "application-credential-secret; inv openstack.prepare creates one) so the cluster never holds the "
+    "user's password"
+)
 
 
-@pytest.mark.parametrize("text, findings", [
-    ("[Global]\nauth-url = http://k\nusername = demo\nPassword = pw\n",
-     [F(4, "Global", "password", "advice", PASSWORD_ADVICE)]),
-    ("[Global]\npassword = pw\napplication-credential-id = 1\napplication-credential-secret = s\n", []),
-    ("[Global]\nusername = demo\n[LoadBalancer]\npassword = pw\n",
-     [F(4, "LoadBalancer", "password", "unknown", "not a [LoadBalancer] key of occm; it is ignored")]),
-], ids=["password", "password beside an application credential", "password in another section"])
+@pytest.mark.parametrize(
+    "text, findings",
+    [
+        (
+            "[Global]\nauth-url = http://k\nusername = demo\nPassword = pw\n",
+            [F(4, "Global", "password", "advice", PASSWORD_ADVICE)],
+        ),
+        ("[Global]\npassword = pw\napplication-credential-id = 1\napplication-credential-secret = s\n", []),
+        (
+            "[Global]\nusername = demo\n[LoadBalancer]\npassword = pw\n",
+            [F(4, "LoadBalancer", "password", "unknown", "not a [LoadBalancer] key of occm; it is ignored")],
+        ),
+    ],
+    ids=["password", "password beside an application credential", "password in another section"],
+)
 def test_a_password_is_advised_against_where_it_is_read(text, findings):
     assert cloudconf.lint(text) == findings
 
@@ -142,6 +188,9 @@ def test_the_report_names_line_kind_section_and_key():
         "cloud.conf:\n"
         "  line 2   unknown   [Global] regoin: not a [Global] key of occm; it is ignored (did you mean region?)\n"
         "  line 4   misplaced [BlockStorage]: " + cloudconf.SECTION_HINTS[("occm", "blockstorage")] + "\n"
-        "  line 4   removed   [BlockStorage] bs-version: " + cloudconf.REMOVED[("blockstorage", "bs-version")])
-    assert cloudconf.report("cloud.conf", []) == \
-        "cloud.conf: no problems: every key is read by current cloud-provider-openstack"
+        "  line 4   removed   [BlockStorage] bs-version: " + cloudconf.REMOVED[("blockstorage", "bs-version")]
+    )
+    assert (
+        cloudconf.report("cloud.conf", [])
+        == "cloud.conf: no problems: every key is read by current cloud-provider-openstack"
+    )

@@ -14,8 +14,14 @@ from osk8s_tasks.cluster import render as cluster_render
 from osk8s_tasks.core import config
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-CLOUD = {"auth_url": "http://192.168.121.10/identity", "app_credential_id": "0a1b2c", "app_credential_secret": "s3cret",
-         "region": "RegionOne", "subnet_id": "5d7e-subnet", "floating_network_id": "9f1c-public"}
+CLOUD = {
+    "auth_url": "http://192.168.121.10/identity",
+    "app_credential_id": "0a1b2c",
+    "app_credential_secret": "s3cret",
+    "region": "RegionOne",
+    "subnet_id": "5d7e-subnet",
+    "floating_network_id": "9f1c-public",
+}
 
 
 def settings(**cluster):
@@ -43,7 +49,9 @@ def test_kubeadm_init_v1beta4():
 
 
 def test_kubeadm_join_v1beta4():
-    text = cluster_render.join_config(settings(), "golden-worker-1", "10.0.0.5:6443", "abcdef.0123456789abcdef", "sha256:ab12")
+    text = cluster_render.join_config(
+        settings(), "golden-worker-1", "10.0.0.5:6443", "abcdef.0123456789abcdef", "sha256:ab12"
+    )
     check("kubeadm-join.yaml", text)
     doc = yaml.safe_load(text)
     assert doc["kind"] == "JoinConfiguration" and doc["discovery"]["bootstrapToken"]["caCertHashes"] == ["sha256:ab12"]
@@ -63,8 +71,9 @@ def test_cinder_conf():
     assert cloudconf.lint(text, "cinder-csi") == []
 
 
-@pytest.mark.parametrize("name, render", [("occm.yaml", cluster_render.occm_manifests),
-                                          ("cinder-csi.yaml", cluster_render.cinder_csi_manifests)])
+@pytest.mark.parametrize(
+    "name, render", [("occm.yaml", cluster_render.occm_manifests), ("cinder-csi.yaml", cluster_render.cinder_csi_manifests)]
+)
 def test_manifests_match_golden_and_the_pinned_schema(name, render):
     s = settings()
     text = render(s)
@@ -73,7 +82,12 @@ def test_manifests_match_golden_and_the_pinned_schema(name, render):
     for doc in docs:
         kubernetes_validate.validate(doc, s.versions.kubernetes, strict=True)
         assert doc["metadata"]["labels"]["osk8s.io/lab"] == "golden"
-    images = [c["image"] for d in docs if d["kind"] in ("Deployment", "DaemonSet") for c in d["spec"]["template"]["spec"]["containers"]]
+    images = [
+        c["image"]
+        for d in docs
+        if d["kind"] in ("Deployment", "DaemonSet")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
     assert images and all(":v" in i and not i.endswith(":latest") for i in images)
 
 
@@ -85,8 +99,12 @@ def test_schema_validation_catches_a_broken_manifest():
 
 
 def containers(docs):
-    return {(d["metadata"]["name"], c["name"]): c for d in docs if d["kind"] in ("Deployment", "DaemonSet")
-            for c in d["spec"]["template"]["spec"]["containers"]}
+    return {
+        (d["metadata"]["name"], c["name"]): c
+        for d in docs
+        if d["kind"] in ("Deployment", "DaemonSet")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
 
 
 def test_upstream_images_leave_the_pull_policy_to_kubernetes():
@@ -110,5 +128,6 @@ def test_a_loaded_image_is_used_if_present_and_only_where_it_is_set():
     loaded = {(c["image"], c["imagePullPolicy"]) for c in plugins.values()}
     assert loaded == {("localhost/cinder-csi-plugin:latest", "IfNotPresent")}
     sidecars = [c for k, c in containers(cinder).items() if k[1] != "cinder-csi-plugin"]
-    assert sidecars and all("imagePullPolicy" not in c and c["image"].startswith("registry.k8s.io/sig-storage/")
-                            for c in sidecars)
+    assert sidecars and all(
+        "imagePullPolicy" not in c and c["image"].startswith("registry.k8s.io/sig-storage/") for c in sidecars
+    )

@@ -22,8 +22,9 @@ def ctr(tmp_path):
     def run(*args, env=None):
         full = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
         full.update({"OSK8S_CTR_STATE": str(state), "PYTHONPATH": str(ROOT), **(env or {})})
-        return subprocess.run([sys.executable, "-m", "tests.peers.k8s.ctr", *args], env=full, capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "tests.peers.k8s.ctr", *args], env=full, capture_output=True, text=True, timeout=60
+        )
 
     run.images = lambda: json.loads(state.read_text()).get("k8s.io", {}) if state.exists() else {}
     return run
@@ -58,23 +59,30 @@ def test_names_as_containerds_imagestore(ctr, tmp_path):
     assert sorted(ctr.images()) == [f"import-{datetime.date.today().isoformat()}:dev"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["images", "import", "A"], "namespace 'default' refused"),  # ctr's default namespace, not the CRI's
-    (["-n", "moby", "images", "import", "A"], "namespace 'moby' refused"),
-    (["-n", "k8s.io", "images", "import", "--bogus", "A"], "flag provided but not defined: -bogus"),
-    (["--bogus", "images", "ls"], "flag provided but not defined: -bogus"),
-    (["-n", "k8s.io", "images", "import", "--local", "A"], "--local is not implemented"),
-    (["-n", "k8s.io", "images", "import", "NOTES"], "archive/tar: invalid tar header"),
-    (["-n", "k8s.io", "images", "import", "MISSING"], "no such file or directory"),
-    (["-n", "k8s.io", "images", "import", "EMPTY"], "unrecognized image format"),
-    (["-n", "k8s.io", "images", "import", "NOINDEX"], "missing index.json in OCI layout 1.0.0"),
-    (["-a", "/tmp/other.sock", "-n", "k8s.io", "images", "ls"], 'failed to dial "/tmp/other.sock"'),
-    (["-n", "k8s.io", "images", "ls", "name==x"], "list filters are not implemented"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["images", "import", "A"], "namespace 'default' refused"),  # ctr's default namespace, not the CRI's
+        (["-n", "moby", "images", "import", "A"], "namespace 'moby' refused"),
+        (["-n", "k8s.io", "images", "import", "--bogus", "A"], "flag provided but not defined: -bogus"),
+        (["--bogus", "images", "ls"], "flag provided but not defined: -bogus"),
+        (["-n", "k8s.io", "images", "import", "--local", "A"], "--local is not implemented"),
+        (["-n", "k8s.io", "images", "import", "NOTES"], "archive/tar: invalid tar header"),
+        (["-n", "k8s.io", "images", "import", "MISSING"], "no such file or directory"),
+        (["-n", "k8s.io", "images", "import", "EMPTY"], "unrecognized image format"),
+        (["-n", "k8s.io", "images", "import", "NOINDEX"], "missing index.json in OCI layout 1.0.0"),
+        (["-a", "/tmp/other.sock", "-n", "k8s.io", "images", "ls"], 'failed to dial "/tmp/other.sock"'),
+        (["-n", "k8s.io", "images", "ls", "name==x"], "list filters are not implemented"),
+    ],
+)
 def test_refused_as_ctr_would_or_stricter(ctr, tmp_path, args, message):
-    files = {"A": docker_save(tmp_path / "a.tar", ["occm:dev"]), "NOTES": tmp_path / "notes.txt",
-             "MISSING": tmp_path / "missing.tar", "EMPTY": tmp_path / "empty.tar",
-             "NOINDEX": oci_layout(tmp_path / "n.tar", {"io.containerd.image.name": "localhost/a:b"}, index=False)}
+    files = {
+        "A": docker_save(tmp_path / "a.tar", ["occm:dev"]),
+        "NOTES": tmp_path / "notes.txt",
+        "MISSING": tmp_path / "missing.tar",
+        "EMPTY": tmp_path / "empty.tar",
+        "NOINDEX": oci_layout(tmp_path / "n.tar", {"io.containerd.image.name": "localhost/a:b"}, index=False),
+    }
     (tmp_path / "notes.txt").write_text("not a tar\n" * 100)
     (tmp_path / "empty.tar").write_bytes(b"\0" * 1024)
     r = ctr(*[str(files[a]) if a in files else a for a in args])

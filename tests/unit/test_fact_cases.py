@@ -24,10 +24,15 @@ def probe_of(case: dict) -> str | None:
         return shapes.sysctl_probe(args["keys"], args["file"])
     if name == "parse_stack_probe":
         return devstack_facts.stack_probe(args["dest"]) if args else None
-    return {"parse_lsmod": cluster_facts.LSMOD_PROBE, "parse_swap": cluster_facts.SWAP_PROBE,
-            "parse_containerd": cluster_facts.CONTAINERD_PROBE, "parse_kube_versions": cluster_facts.KUBE_VERSIONS_PROBE,
-            "parse_units": devstack_facts.UNITS_PROBE, "parse_host_ip": devstack_facts.HOST_IP_PROBE,
-            "parse_ctr_images": cluster_facts.CTR_IMAGES_PROBE}.get(name)
+    return {
+        "parse_lsmod": cluster_facts.LSMOD_PROBE,
+        "parse_swap": cluster_facts.SWAP_PROBE,
+        "parse_containerd": cluster_facts.CONTAINERD_PROBE,
+        "parse_kube_versions": cluster_facts.KUBE_VERSIONS_PROBE,
+        "parse_units": devstack_facts.UNITS_PROBE,
+        "parse_host_ip": devstack_facts.HOST_IP_PROBE,
+        "parse_ctr_images": cluster_facts.CTR_IMAGES_PROBE,
+    }.get(name)
 
 
 def case_id(case: dict) -> str:
@@ -49,10 +54,11 @@ def test_recorded_output_parses_to_the_recorded_fact(case):
 
 def test_every_probe_has_cases():
     parsers = {c["parser"] for c in CASES}
-    for module, names in ((cluster_facts, ("parse_lsmod", "parse_swap", "parse_containerd", "parse_kube_versions",
-                                           "parse_ctr_images")),
-                          (devstack_facts, ("parse_units", "parse_host_ip", "parse_stack_probe", "parse_watchdog_probe")),
-                          (shapes, ("parse_sysctl_probe",))):
+    for module, names in (
+        (cluster_facts, ("parse_lsmod", "parse_swap", "parse_containerd", "parse_kube_versions", "parse_ctr_images")),
+        (devstack_facts, ("parse_units", "parse_host_ip", "parse_stack_probe", "parse_watchdog_probe")),
+        (shapes, ("parse_sysctl_probe",)),
+    ):
         for n in names:
             assert f"{module.__name__}:{n}" in parsers, n
 
@@ -62,8 +68,13 @@ def test_one_node_probe_holds_every_section_run_by_a_real_shell():
     fails or prints nothing is still there (empty), and the next section is not swallowed."""
     import subprocess
 
-    sections = {"first": "printf 'a\\nb\\n'", "failing": "false", "silent": "true", "unterminated": "printf 'no newline'",
-                "last": cluster_facts.SWAP_PROBE}
+    sections = {
+        "first": "printf 'a\\nb\\n'",
+        "failing": "false",
+        "silent": "true",
+        "unterminated": "printf 'no newline'",
+        "last": cluster_facts.SWAP_PROBE,
+    }
     out = subprocess.run(["bash", "-c", cluster_facts.node_probe(sections)], capture_output=True, text=True).stdout
     got = cluster_facts.parse_node_probe(out)
     assert list(got) == list(sections)

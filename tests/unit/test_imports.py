@@ -63,7 +63,7 @@ def problems(mods: dict[str, ast.Module]) -> list[str]:
 
     def visit(m):
         if m in stack:
-            out.append("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+            out.append("import cycle: " + " -> ".join(stack[stack.index(m) :] + [m]))
             return
         if m in seen:
             return
@@ -83,8 +83,11 @@ def test_the_package_keeps_its_import_rules():
 
 
 def test_a_planted_cycle_is_found(tmp_path):
-    for name, text in {"core/__init__.py": "", "core/a.py": "from osk8s_tasks.core import b\n",
-                       "core/b.py": "from osk8s_tasks.core.a import x\n"}.items():
+    for name, text in {
+        "core/__init__.py": "",
+        "core/a.py": "from osk8s_tasks.core import b\n",
+        "core/b.py": "from osk8s_tasks.core.a import x\n",
+    }.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert any(p.startswith("import cycle: core.a -> core.b -> core.a") for p in problems(modules(tmp_path)))

@@ -25,8 +25,9 @@ TWO = Archive(Path("/x/two.tar"), SHA, 100, "docker-save", (OCCM, "localhost/csi
 
 
 def img(label: str | None = None, digest: str = "sha256:" + "a" * 64) -> CtrImage:
-    return CtrImage(digest, "application/vnd.docker.distribution.manifest.v2+json",
-                    {"osk8s.io/archive": label} if label else {})
+    return CtrImage(
+        digest, "application/vnd.docker.distribution.manifest.v2+json", {"osk8s.io/archive": label} if label else {}
+    )
 
 
 DECISIONS = [
@@ -35,8 +36,13 @@ DECISIONS = [
     ("another archive of the same name", ARCHIVE, {OCCM: img(f"sha256:{OTHER}")}, "update", "from archive sha256:000000"),
     ("the name pulled or loaded by hand", ARCHIVE, {OCCM: img()}, "update", "not loaded by osk8s"),
     ("one of two images missing", TWO, {OCCM: img(f"sha256:{SHA}")}, "create", "localhost/csi:dev is not on the node"),
-    ("both of two imported", TWO, {OCCM: img(f"sha256:{SHA}"), "localhost/csi:dev": img(f"sha256:{SHA}")}, "none",
-     "already imported"),
+    (
+        "both of two imported",
+        TWO,
+        {OCCM: img(f"sha256:{SHA}"), "localhost/csi:dev": img(f"sha256:{SHA}")},
+        "none",
+        "already imported",
+    ),
     ("other images do not matter", ARCHIVE, {OCCM: img(f"sha256:{SHA}"), "registry.k8s.io/pause:3.10": img()}, "none", ""),
     ("no containerd", ARCHIVE, None, "fail", "inv cluster.prepare-nodes"),
 ]
@@ -54,13 +60,21 @@ def test_decide(archive, images, action, why):
 
 def test_import_command_is_ctrs_own():
     assert import_command(f"osk8s.io/archive=sha256:{SHA}", "/tmp/osk8s-image.Ab12") == (
-        f"ctr -n k8s.io images import --label osk8s.io/archive=sha256:{SHA} /tmp/osk8s-image.Ab12")
+        f"ctr -n k8s.io images import --label osk8s.io/archive=sha256:{SHA} /tmp/osk8s-image.Ab12"
+    )
 
 
-@pytest.mark.parametrize("given, paths", [
-    ("occm.tar", ["occm.tar"]), ("occm.tar,csi.tar", ["occm.tar", "csi.tar"]), (" a.tar , ,b.tar ", ["a.tar", "b.tar"]),
-    (["a.tar", "b.tar"], ["a.tar", "b.tar"]), ("", []), (None, []),
-])
+@pytest.mark.parametrize(
+    "given, paths",
+    [
+        ("occm.tar", ["occm.tar"]),
+        ("occm.tar,csi.tar", ["occm.tar", "csi.tar"]),
+        (" a.tar , ,b.tar ", ["a.tar", "b.tar"]),
+        (["a.tar", "b.tar"], ["a.tar", "b.tar"]),
+        ("", []),
+        (None, []),
+    ],
+)
 def test_split_files(given, paths):
     assert split_files(given) == paths
 
@@ -88,18 +102,32 @@ def test_local_images_are_the_ones_not_upstreams():
 NODES_OK = {"n1": {OCCM: img(f"sha256:{SHA}")}, "n2": {OCCM: img()}}
 
 
-@pytest.mark.parametrize("wanted, loaded, nodes, problems", [
-    ({}, [ARCHIVE], {"n1": {}, "n2": {}}, []),
-    ({"cluster.images.occm": "occm:dev"}, [ARCHIVE], {"n1": {}}, []),  # in an archive given (normalized)
-    ({"cluster.images.occm": "occm:dev"}, [], NODES_OK, []),  # already on every node
-    ({"cluster.images.occm": "occm:v2"}, [ARCHIVE], NODES_OK,
-     ["cluster.images.occm = 'occm:v2' is a local build (not upstream's registry.k8s.io/provider-os/"
-      "openstack-cloud-controller-manager at versions.cloud_provider_openstack), in none of the archives given "
-      "(occm.tar) and not on n1, n2. Fix: add its archive to the command (`docker save -o FILE occm:v2`), or set "
-      "cluster.images.occm to the name an archive holds, or unset it for upstream's image"]),
-    ({"cluster.images.occm": "occm:dev"}, [], {"n1": {OCCM: img()}, "n2": {}}, ["and not on n2."]),
-    ({}, [ARCHIVE], {"n1": None, "n2": {}}, ["containerd is not installed on n1 (no ctr). Fix: inv cluster.prepare-nodes"]),
-])
+@pytest.mark.parametrize(
+    "wanted, loaded, nodes, problems",
+    [
+        ({}, [ARCHIVE], {"n1": {}, "n2": {}}, []),
+        ({"cluster.images.occm": "occm:dev"}, [ARCHIVE], {"n1": {}}, []),  # in an archive given (normalized)
+        ({"cluster.images.occm": "occm:dev"}, [], NODES_OK, []),  # already on every node
+        (
+            {"cluster.images.occm": "occm:v2"},
+            [ARCHIVE],
+            NODES_OK,
+            [
+                "cluster.images.occm = 'occm:v2' is a local build (not upstream's registry.k8s.io/provider-os/"
+                "openstack-cloud-controller-manager at versions.cloud_provider_openstack), in none of the archives given "
+                "(occm.tar) and not on n1, n2. Fix: add its archive to the command (`docker save -o FILE occm:v2`), or set "
+                "cluster.images.occm to the name an archive holds, or unset it for upstream's image"
+            ],
+        ),
+        ({"cluster.images.occm": "occm:dev"}, [], {"n1": {OCCM: img()}, "n2": {}}, ["and not on n2."]),
+        (
+            {},
+            [ARCHIVE],
+            {"n1": None, "n2": {}},
+            ["containerd is not installed on n1 (no ctr). Fix: inv cluster.prepare-nodes"],
+        ),
+    ],
+)
 def test_images_problems(wanted, loaded, nodes, problems):
     found = images_problems(wanted, loaded, nodes)
     assert len(found) == len(problems) and all(p in f for p, f in zip(problems, found, strict=True)), found

@@ -39,20 +39,23 @@ def fake_connect(*failures):
     return attempt, calls
 
 
-@pytest.mark.parametrize("exc, transient", [
-    (BANNER, True),
-    (paramiko.SSHException("Error reading SSH protocol banner"), True),  # sshd closed without a word
-    (ConnectionResetError(104, "Connection reset by peer"), True),
-    (ConnectionAbortedError(103, "Software caused connection abort"), True),
-    (paramiko.BadHostKeyException("node", KEY, KEY), False),
-    (paramiko.AuthenticationException("Authentication failed."), False),
-    (paramiko.BadAuthenticationType("Bad authentication type", ["password"]), False),
-    (paramiko.SSHException("Server '198.19.1.2' not found in known_hosts"), False),  # RejectPolicy
-    (paramiko.SSHException("SSH session not active"), False),
-    (paramiko.ChannelException(2, "Connect failed"), False),
-    (TimeoutError("timed out"), False),
-    (ValueError("a bug"), False),
-])
+@pytest.mark.parametrize(
+    "exc, transient",
+    [
+        (BANNER, True),
+        (paramiko.SSHException("Error reading SSH protocol banner"), True),  # sshd closed without a word
+        (ConnectionResetError(104, "Connection reset by peer"), True),
+        (ConnectionAbortedError(103, "Software caused connection abort"), True),
+        (paramiko.BadHostKeyException("node", KEY, KEY), False),
+        (paramiko.AuthenticationException("Authentication failed."), False),
+        (paramiko.BadAuthenticationType("Bad authentication type", ["password"]), False),
+        (paramiko.SSHException("Server '198.19.1.2' not found in known_hosts"), False),  # RejectPolicy
+        (paramiko.SSHException("SSH session not active"), False),
+        (paramiko.ChannelException(2, "Connect failed"), False),
+        (TimeoutError("timed out"), False),
+        (ValueError("a bug"), False),
+    ],
+)
 def test_only_connection_level_failures_are_transient(exc, transient):
     assert remote.is_transient(exc) is transient
 
@@ -68,11 +71,14 @@ def test_banner_and_reset_errors_are_retried_with_backoff_and_logged():
     assert "protocol banner" in log.events[0][1]["error"] and "ConnectionResetError" in log.events[1][1]["error"]
 
 
-@pytest.mark.parametrize("exc", [
-    paramiko.BadHostKeyException("node", KEY, KEY),
-    paramiko.AuthenticationException("Authentication failed."),
-    paramiko.SSHException("Server 'node' not found in known_hosts"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        paramiko.BadHostKeyException("node", KEY, KEY),
+        paramiko.AuthenticationException("Authentication failed."),
+        paramiko.SSHException("Server 'node' not found in known_hosts"),
+    ],
+)
 def test_host_key_and_authentication_failures_are_never_retried(exc):
     attempt, calls = fake_connect(exc)
     slept, log = [], Log()

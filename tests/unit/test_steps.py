@@ -11,8 +11,8 @@ import pytest
 from invoke.exceptions import Exit
 from keystoneauth1.exceptions import ConnectFailure
 
-from osk8s_tasks.core import faults, log
 from osk8s_tasks.core import engine as steps
+from osk8s_tasks.core import faults, log
 from osk8s_tasks.core.defaults import namespace_defaults
 from osk8s_tasks.core.engine import Status, Step, StepFailed
 
@@ -151,8 +151,9 @@ def test_a_cloud_api_that_does_not_answer_is_named_with_the_fix_not_an_internal_
 
     from osk8s_tasks.core import faults
 
-    down = ksa.ConnectFailure("Unable to establish connection to http://127.0.0.1:8774/v2.1/servers/detail: "
-                              "Connection refused")
+    down = ksa.ConnectFailure(
+        "Unable to establish connection to http://127.0.0.1:8774/v2.1/servers/detail: Connection refused"
+    )
     msg = faults.describe(down)
     assert msg.startswith("nova (compute) at http://127.0.0.1:8774/v2.1 does not answer") and "devstack.status" in msg
     busy = sdk.HttpException("boom")
@@ -176,6 +177,7 @@ def test_a_cloud_api_that_does_not_answer_is_named_with_the_fix_not_an_internal_
 def test_failed_check_in_dry_run_with_no_change_pending_is_failed(ctx):
     """A dry run turns a failing check into would-change only after a pending change it depends
     on; on its own it is failed, and the run exits non-zero."""
+
     def bad_cloud():
         raise StepFailed("cloud 'nosuchcloud' is not in clouds.yaml")
 
@@ -186,8 +188,19 @@ def test_failed_check_in_dry_run_with_no_change_pending_is_failed(ctx):
     assert [r.outcome for r in s.results] == ["ok", "failed"]
 
 
-@pytest.mark.parametrize("key", ["OS_PASSWORD", "Password", "password", "APPLICATION_CREDENTIAL_SECRET",
-                                 "application_credential_secret", "Token", "X-Auth-Token", "private_key"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "OS_PASSWORD",
+        "Password",
+        "password",
+        "APPLICATION_CREDENTIAL_SECRET",
+        "application_credential_secret",
+        "Token",
+        "X-Auth-Token",
+        "private_key",
+    ],
+)
 def test_secret_keys_are_redacted_whatever_their_case(key):
     assert log.redact({key: "v4lue", "user": "demo"}) == {key: "***", "user": "demo"}
 
@@ -228,8 +241,9 @@ def test_summary_is_a_table_then_the_plan_then_the_counts():
         lines[-2],
         "log: /lab/logs/run.jsonl",
     ]
-    assert re.fullmatch(r"host\.up: 5 ok, 2 would-change, 0 failed in 1[23]\.\d s \(dry run: nothing was changed\)",
-                        lines[-2])
+    assert re.fullmatch(
+        r"host\.up: 5 ok, 2 would-change, 0 failed in 1[23]\.\d s \(dry run: nothing was changed\)", lines[-2]
+    )
 
 
 def test_summary_of_a_real_run_counts_changes_and_failures():
@@ -253,16 +267,21 @@ def test_a_decision_step_checks_and_applies_the_same_decision_on_fresh_facts():
         acted.append((d.action, d.diff))
         world["flavor"] = "4 GB"
 
-    step = steps.decision_step("flavor f", lambda: world["flavor"], decide, act, node="cloud",
-                               after_act=lambda: dropped.append(1))
+    step = steps.decision_step(
+        "flavor f", lambda: world["flavor"], decide, act, node="cloud", after_act=lambda: dropped.append(1)
+    )
     assert (step.name, step.node, step.verify) == ("flavor f", "cloud", None)
     assert step.check() == Status(False, "no flavor f", "create flavor f")
     step.apply()
     assert acted == [("create", "create flavor f")] and dropped == [1]
     assert step.check() == Status(True, "flavor f: 4 GB", "")
     world["flavor"] = "2 GB"  # the world moved after the check: apply decides again, on what is there now
-    plain = steps.decision_step("flavor f", lambda: world["flavor"], lambda have: steps.Decision(
-        "replace", f"flavor f: {have}", f"{have} -> 4 GB"), act)
+    plain = steps.decision_step(
+        "flavor f",
+        lambda: world["flavor"],
+        lambda have: steps.Decision("replace", f"flavor f: {have}", f"{have} -> 4 GB"),
+        act,
+    )
     plain.apply()
     assert acted[-1] == ("replace", "2 GB -> 4 GB") and plain.node == "local" and dropped == [1]
 
@@ -270,8 +289,13 @@ def test_a_decision_step_checks_and_applies_the_same_decision_on_fresh_facts():
 def test_a_child_session_is_the_same_run_under_another_task_name():
     parent = steps.Session("verify.all", True, "settings", log_path="/lab/logs/run.jsonl", started=5.0)
     child = parent.child("verify.lb", "other settings")
-    assert (child.task, child.dry_run, child.settings, child.log_path, child.started) == \
-        ("verify.lb", True, "other settings", "/lab/logs/run.jsonl", 5.0)
+    assert (child.task, child.dry_run, child.settings, child.log_path, child.started) == (
+        "verify.lb",
+        True,
+        "other settings",
+        "/lab/logs/run.jsonl",
+        5.0,
+    )
     assert child.results is parent.results
 
 
@@ -311,15 +335,17 @@ def fleet(n, expect, fails=()):
     return f, {f"n{i}": Node(f, f"n{i}", "VM gone" if f"n{i}" in fails else None).steps() for i in range(n)}
 
 
-@pytest.mark.parametrize("kwargs, peak", [({}, 8), ({"apply_concurrency": 3}, 3), ({"apply_concurrency": 1}, 1),
-                                          ({"apply_concurrency": 0}, 1)])
+@pytest.mark.parametrize(
+    "kwargs, peak", [({}, 8), ({"apply_concurrency": 3}, 3), ({"apply_concurrency": 1}, 1), ({"apply_concurrency": 0}, 1)]
+)
 def test_converge_nodes_limits_the_applies_running_at_once(kwargs, peak):
     f, groups = fleet(10, peak)
     s = steps.Session("cluster.prepare-nodes", False, None)
     s.converge_nodes(groups, **kwargs)
     assert f["peak"] == peak and s.apply_slots is None
-    assert sorted((r.node, r.step, r.outcome) for r in s.results) == \
-        sorted((f"n{i}", st, o) for i in range(10) for st, o in (("pkg", "changed"), ("after", "ok")))
+    assert sorted((r.node, r.step, r.outcome) for r in s.results) == sorted(
+        (f"n{i}", st, o) for i in range(10) for st, o in (("pkg", "changed"), ("after", "ok"))
+    )
 
 
 def test_a_failed_node_stops_only_its_own_steps_and_the_run_fails_after_all_nodes():
@@ -329,8 +355,13 @@ def test_a_failed_node_stops_only_its_own_steps_and_the_run_fails_after_all_node
         s.converge_nodes(groups)
     assert str(err.value) == "n1: VM gone; n3: VM gone"
     assert sorted((r.node, r.step, r.outcome) for r in s.results) == [
-        ("n0", "after", "ok"), ("n0", "pkg", "changed"), ("n1", "pkg", "failed"), ("n2", "after", "ok"),
-        ("n2", "pkg", "changed"), ("n3", "pkg", "failed")]
+        ("n0", "after", "ok"),
+        ("n0", "pkg", "changed"),
+        ("n1", "pkg", "failed"),
+        ("n2", "after", "ok"),
+        ("n2", "pkg", "changed"),
+        ("n3", "pkg", "failed"),
+    ]
     assert s.apply_slots is None
     s.converge_nodes({})  # no nodes: nothing to do
 
@@ -343,8 +374,10 @@ class Sticky(Box):
     def step(self, name="box"):
         st = super().step(name)
         if self.fails is not None:
+
             def apply():
                 raise self.fails
+
             st.apply = apply
         return st
 
@@ -358,20 +391,24 @@ def converge_logged(tmp_path, dry_run, plan, earlier=()):
     error = None
     try:
         rows = s.converge(plan)
-        assert rows == s.results[len(earlier):]  # converge returns the rows of this call
+        assert rows == s.results[len(earlier) :]  # converge returns the rows of this call
     except Exception as exc:  # the error is part of what the tests compare
         error = exc
     finally:
         log.close()
     events = [json.loads(line) for line in path.read_text().splitlines()]
     assert all(e["task"] == "t.up" for e in events) and all(r.seconds < 5 for r in s.results)
-    return ([(r.step, r.outcome, r.detail) for r in s.results[len(earlier):]],
-            [(e["event"], e["step"], e["node"], e["reason"], e.get("diff")) for e in events], error)
+    return (
+        [(r.step, r.outcome, r.detail) for r in s.results[len(earlier) :]],
+        [(e["event"], e["step"], e["node"], e["reason"], e.get("diff")) for e in events],
+        error,
+    )
 
 
 def fails_check(message):
     def check():
         raise StepFailed(message)
+
     return check
 
 
@@ -379,31 +416,77 @@ DOWN = ConnectFailure("Unable to establish connection to http://127.0.0.1:8774/v
 NOVA_DOWN = "nova (compute) at http://127.0.0.1:8774/v2.1 does not answer"
 
 
-@pytest.mark.parametrize("dry_run, plan, earlier, rows, events", [
-    (False, lambda: [Box(1, 1).step("a")], (),
-     [("a", "ok", "value is 1")], [("step.ok", "a", "local", "value is 1", None)]),
-    (True, lambda: [Box(1, 2).step("a"), Box(3, 3).step("b")], (),
-     [("a", "would-change", "1 -> 2"), ("b", "ok", "value is 3")],
-     [("step.would_change", "a", "local", "value is 1", "1 -> 2"), ("step.ok", "b", "local", "value is 3", None)]),
-    (True, lambda: [Step("a", lambda: Status(False, "missing"))], (),
-     [("a", "would-change", "missing")], [("step.would_change", "a", "local", "missing", None)]),
-    (False, lambda: [Box(1, 2).step("a")], (),
-     [("a", "changed", "1 -> 2")],
-     [("step.apply", "a", "local", "value is 1", "1 -> 2"), ("step.applied", "a", "local", "value is 2", None)]),
-    (False, lambda: [Step("a", lambda: Status(False, "to do"), lambda: None, lambda: Status(True, "done"), node="n1")], (),
-     [("a", "changed", "to do")],
-     [("step.apply", "a", "n1", "to do", None), ("step.applied", "a", "n1", "done", None)]),
-    (True, lambda: [Box(0, 1).step("vm"), Step("ssh", fails_check("no VM")), Box(3, 4).step("later")], (),
-     [("vm", "would-change", "0 -> 1"), ("ssh", "would-change", "after the changes above (no VM)"),
-      ("later", "would-change", "3 -> 4")],
-     [("step.would_change", "vm", "local", "value is 0", "0 -> 1"),
-      ("step.would_change", "ssh", "local", "after the changes above: no VM", None),
-      ("step.would_change", "later", "local", "value is 3", "3 -> 4")]),
-    (True, lambda: [Step("ssh", fails_check("no VM"))], (_row("host.up", "vm", "local", "would-change", "0 -> 1"),),
-     [("ssh", "would-change", "after the changes above (no VM)")],
-     [("step.would_change", "ssh", "local", "after the changes above: no VM", None)]),  # a plan of an earlier task
-], ids=["ok", "dry run", "dry run without a diff", "applied", "one-shot with verify", "after a planned change",
-        "after an earlier task's plan"])
+@pytest.mark.parametrize(
+    "dry_run, plan, earlier, rows, events",
+    [
+        (
+            False,
+            lambda: [Box(1, 1).step("a")],
+            (),
+            [("a", "ok", "value is 1")],
+            [("step.ok", "a", "local", "value is 1", None)],
+        ),
+        (
+            True,
+            lambda: [Box(1, 2).step("a"), Box(3, 3).step("b")],
+            (),
+            [("a", "would-change", "1 -> 2"), ("b", "ok", "value is 3")],
+            [("step.would_change", "a", "local", "value is 1", "1 -> 2"), ("step.ok", "b", "local", "value is 3", None)],
+        ),
+        (
+            True,
+            lambda: [Step("a", lambda: Status(False, "missing"))],
+            (),
+            [("a", "would-change", "missing")],
+            [("step.would_change", "a", "local", "missing", None)],
+        ),
+        (
+            False,
+            lambda: [Box(1, 2).step("a")],
+            (),
+            [("a", "changed", "1 -> 2")],
+            [("step.apply", "a", "local", "value is 1", "1 -> 2"), ("step.applied", "a", "local", "value is 2", None)],
+        ),
+        (
+            False,
+            lambda: [Step("a", lambda: Status(False, "to do"), lambda: None, lambda: Status(True, "done"), node="n1")],
+            (),
+            [("a", "changed", "to do")],
+            [("step.apply", "a", "n1", "to do", None), ("step.applied", "a", "n1", "done", None)],
+        ),
+        (
+            True,
+            lambda: [Box(0, 1).step("vm"), Step("ssh", fails_check("no VM")), Box(3, 4).step("later")],
+            (),
+            [
+                ("vm", "would-change", "0 -> 1"),
+                ("ssh", "would-change", "after the changes above (no VM)"),
+                ("later", "would-change", "3 -> 4"),
+            ],
+            [
+                ("step.would_change", "vm", "local", "value is 0", "0 -> 1"),
+                ("step.would_change", "ssh", "local", "after the changes above: no VM", None),
+                ("step.would_change", "later", "local", "value is 3", "3 -> 4"),
+            ],
+        ),
+        (
+            True,
+            lambda: [Step("ssh", fails_check("no VM"))],
+            (_row("host.up", "vm", "local", "would-change", "0 -> 1"),),
+            [("ssh", "would-change", "after the changes above (no VM)")],
+            [("step.would_change", "ssh", "local", "after the changes above: no VM", None)],
+        ),  # a plan of an earlier task
+    ],
+    ids=[
+        "ok",
+        "dry run",
+        "dry run without a diff",
+        "applied",
+        "one-shot with verify",
+        "after a planned change",
+        "after an earlier task's plan",
+    ],
+)
 def test_each_outcome_is_a_row_and_an_event_named_by_the_contract(tmp_path, dry_run, plan, earlier, rows, events):
     got_rows, got_events, error = converge_logged(tmp_path, dry_run, plan(), earlier)
     assert (error, got_rows, got_events) == (None, rows, events)
@@ -416,28 +499,72 @@ def boom():
 STILL = "still not converged after apply: value is 1"
 
 
-@pytest.mark.parametrize("dry_run, plan, rows, events, error", [
-    (False, lambda: [Sticky(1, 2).step("a"), Box(0, 1).step("never")], [("a", "failed", STILL)],
-     [("step.apply", "a", "local", "value is 1", "1 -> 2"), ("step.failed", "a", "local", STILL, None)], StepFailed(STILL)),
-    (False, lambda: [Step("pre", lambda: Status(False, "plugin missing. Fix: install it"))],
-     [("pre", "failed", "plugin missing. Fix: install it")],
-     [("step.failed", "pre", "local", "plugin missing. Fix: install it", None)],
-     StepFailed("plugin missing. Fix: install it")),
-    (True, lambda: [Step("cloud", fails_check("no cloud x")), Box(0, 1).step("never")], [("cloud", "failed", "no cloud x")],
-     [("step.failed", "cloud", "local", "no cloud x", None)], StepFailed("no cloud x")),
-    (False, lambda: [Sticky(1, 2, fails=StepFailed("quota exceeded")).step("a")], [("a", "failed", "quota exceeded")],
-     [("step.apply", "a", "local", "value is 1", "1 -> 2"), ("step.failed", "a", "local", "quota exceeded", None)],
-     StepFailed("quota exceeded")),
-    (False, lambda: [Sticky(1, 2, fails=DOWN).step("a")], [("a", "failed", faults.describe(DOWN))],
-     [("step.apply", "a", "local", "value is 1", "1 -> 2"), ("step.failed", "a", "local", faults.describe(DOWN), None)],
-     StepFailed(faults.describe(DOWN))),
-    (False, lambda: [Sticky(1, 2, fails=RuntimeError("bug")).step("a")], [("a", "failed", "internal error in apply: "
-                                                                          "RuntimeError('bug')")],
-     [("step.apply", "a", "local", "value is 1", "1 -> 2")], RuntimeError("bug")),
-    (False, lambda: [Step("a", boom)], [("a", "failed", "internal error in check: RuntimeError('bug')")], [],
-     RuntimeError("bug")),
-], ids=["still wrong after apply", "a prerequisite", "a failed check in a dry run, nothing planned", "apply fails",
-        "a cloud API down in apply", "a bug in apply", "a bug in check"])
+@pytest.mark.parametrize(
+    "dry_run, plan, rows, events, error",
+    [
+        (
+            False,
+            lambda: [Sticky(1, 2).step("a"), Box(0, 1).step("never")],
+            [("a", "failed", STILL)],
+            [("step.apply", "a", "local", "value is 1", "1 -> 2"), ("step.failed", "a", "local", STILL, None)],
+            StepFailed(STILL),
+        ),
+        (
+            False,
+            lambda: [Step("pre", lambda: Status(False, "plugin missing. Fix: install it"))],
+            [("pre", "failed", "plugin missing. Fix: install it")],
+            [("step.failed", "pre", "local", "plugin missing. Fix: install it", None)],
+            StepFailed("plugin missing. Fix: install it"),
+        ),
+        (
+            True,
+            lambda: [Step("cloud", fails_check("no cloud x")), Box(0, 1).step("never")],
+            [("cloud", "failed", "no cloud x")],
+            [("step.failed", "cloud", "local", "no cloud x", None)],
+            StepFailed("no cloud x"),
+        ),
+        (
+            False,
+            lambda: [Sticky(1, 2, fails=StepFailed("quota exceeded")).step("a")],
+            [("a", "failed", "quota exceeded")],
+            [("step.apply", "a", "local", "value is 1", "1 -> 2"), ("step.failed", "a", "local", "quota exceeded", None)],
+            StepFailed("quota exceeded"),
+        ),
+        (
+            False,
+            lambda: [Sticky(1, 2, fails=DOWN).step("a")],
+            [("a", "failed", faults.describe(DOWN))],
+            [
+                ("step.apply", "a", "local", "value is 1", "1 -> 2"),
+                ("step.failed", "a", "local", faults.describe(DOWN), None),
+            ],
+            StepFailed(faults.describe(DOWN)),
+        ),
+        (
+            False,
+            lambda: [Sticky(1, 2, fails=RuntimeError("bug")).step("a")],
+            [("a", "failed", "internal error in apply: RuntimeError('bug')")],
+            [("step.apply", "a", "local", "value is 1", "1 -> 2")],
+            RuntimeError("bug"),
+        ),
+        (
+            False,
+            lambda: [Step("a", boom)],
+            [("a", "failed", "internal error in check: RuntimeError('bug')")],
+            [],
+            RuntimeError("bug"),
+        ),
+    ],
+    ids=[
+        "still wrong after apply",
+        "a prerequisite",
+        "a failed check in a dry run, nothing planned",
+        "apply fails",
+        "a cloud API down in apply",
+        "a bug in apply",
+        "a bug in check",
+    ],
+)
 def test_each_failure_is_a_row_an_event_and_the_error_that_stops_the_run(tmp_path, dry_run, plan, rows, events, error):
     assert NOVA_DOWN in faults.describe(DOWN)
     got_rows, got_events, got = converge_logged(tmp_path, dry_run, plan())

@@ -14,18 +14,24 @@ import pytest
 import yaml
 
 from osk8s_tasks.core import config
-from osk8s_tasks.verify.keystone import model as keystone_auth
-from osk8s_tasks.verify.keystone import deploy as keystone_deploy
-from osk8s_tasks.verify.keystone import pki
+from osk8s_tasks.core.render import render
 from osk8s_tasks.verify import ingress as verify_ingress
 from osk8s_tasks.verify import lb as verify_lb
 from osk8s_tasks.verify import pv as verify_pv
-from osk8s_tasks.core.render import render
 from osk8s_tasks.verify.harness import Ctx
+from osk8s_tasks.verify.keystone import deploy as keystone_deploy
+from osk8s_tasks.verify.keystone import model as keystone_auth
+from osk8s_tasks.verify.keystone import pki
 from tests.unit.test_cluster_render import check
 
-CLOUD = {"auth_url": "http://192.168.121.10/identity", "app_credential_id": "0a1b2c", "app_credential_secret": "s3cret",
-         "region": "RegionOne", "subnet_id": "5d7e-subnet", "floating_network_id": "9f1c-public"}
+CLOUD = {
+    "auth_url": "http://192.168.121.10/identity",
+    "app_credential_id": "0a1b2c",
+    "app_credential_secret": "s3cret",
+    "region": "RegionOne",
+    "subnet_id": "5d7e-subnet",
+    "floating_network_id": "9f1c-public",
+}
 
 
 @pytest.fixture
@@ -77,28 +83,49 @@ def test_ingress_manifests_validate_and_route_two_paths(ctx):
 
 
 def test_octavia_ingress_controller_validates_and_keeps_credentials_in_a_secret(ctx):
-    text = render("manifests/octavia-ingress.yaml.j2", lab="golden",
-                  image="registry.k8s.io/provider-os/octavia-ingress-controller:v1.36.0", pull_policy=None)
+    text = render(
+        "manifests/octavia-ingress.yaml.j2",
+        lab="golden",
+        image="registry.k8s.io/provider-os/octavia-ingress-controller:v1.36.0",
+        pull_policy=None,
+    )
     docs = [d for d in yaml.safe_load_all(text) if d]
     validate_all(docs)
     assert "s3cret" not in text and images(docs) == ["registry.k8s.io/provider-os/octavia-ingress-controller:v1.36.0"]
-    conf = yaml.safe_load(render("manifests/octavia-ingress-config.yaml.j2", lab="golden", lb_provider="ovn",
-                                 manage_security_groups=True, **CLOUD))
+    conf = yaml.safe_load(
+        render(
+            "manifests/octavia-ingress-config.yaml.j2", lab="golden", lb_provider="ovn", manage_security_groups=True, **CLOUD
+        )
+    )
     assert conf["cluster-name"] == "golden" and conf["octavia"]["provider"] == "ovn"
     assert conf["openstack"]["application-credential-id"] == "0a1b2c" and "password" not in conf["openstack"]
 
 
 def test_loaded_ingress_and_keystone_images_are_used_if_present():
-    s = config.validate({"lab": {"name": "golden"}, "cluster": {"images": {
-        "octavia_ingress": "octavia-ingress-controller:dev", "keystone_auth": "localhost/k8s-keystone-auth:dev"}}})
+    s = config.validate(
+        {
+            "lab": {"name": "golden"},
+            "cluster": {
+                "images": {
+                    "octavia_ingress": "octavia-ingress-controller:dev",
+                    "keystone_auth": "localhost/k8s-keystone-auth:dev",
+                }
+            },
+        }
+    )
     loaded = Ctx(SimpleNamespace(settings=s, task="verify.test"), None, None, keep=False, nonce="osk8s-n0nce")
     ingress = verify_ingress.controller_docs(loaded, content=False)[1:]
     keystone = keystone_deploy.manifests(s, "http://192.168.121.10/identity/v3", "abc123")
     validate_all(ingress + keystone)
-    pods = [d["spec"]["template"]["spec"]["containers"][0] for d in ingress + keystone
-            if d["kind"] in ("StatefulSet", "Deployment")]
+    pods = [
+        d["spec"]["template"]["spec"]["containers"][0]
+        for d in ingress + keystone
+        if d["kind"] in ("StatefulSet", "Deployment")
+    ]
     assert [(c["image"], c["imagePullPolicy"]) for c in pods] == [
-        ("octavia-ingress-controller:dev", "IfNotPresent"), ("localhost/k8s-keystone-auth:dev", "IfNotPresent")]
+        ("octavia-ingress-controller:dev", "IfNotPresent"),
+        ("localhost/k8s-keystone-auth:dev", "IfNotPresent"),
+    ]
 
 
 def test_upstream_ingress_and_keystone_images_keep_the_default_pull_policy(ctx):
@@ -129,12 +156,22 @@ def test_keystone_auth_manifests_validate_with_the_viewer_policy(ctx):
 
 
 def test_apiserver_gets_webhook_flags_and_loses_authorization_mode():
-    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kube-apiserver", "namespace": "kube-system"},
-                "spec": {"containers": [{"name": "kube-apiserver", "image": "registry.k8s.io/kube-apiserver:v1.37.0",
-                                         "command": ["kube-apiserver", "--authorization-mode=Node,RBAC",
-                                                     "--secure-port=6443"],
-                                         "volumeMounts": [{"name": "k8s-certs", "mountPath": "/etc/kubernetes/pki"}]}],
-                         "volumes": [{"name": "k8s-certs", "hostPath": {"path": "/etc/kubernetes/pki"}}]}}
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "kube-apiserver", "namespace": "kube-system"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "kube-apiserver",
+                    "image": "registry.k8s.io/kube-apiserver:v1.37.0",
+                    "command": ["kube-apiserver", "--authorization-mode=Node,RBAC", "--secure-port=6443"],
+                    "volumeMounts": [{"name": "k8s-certs", "mountPath": "/etc/kubernetes/pki"}],
+                }
+            ],
+            "volumes": [{"name": "k8s-certs", "hostPath": {"path": "/etc/kubernetes/pki"}}],
+        },
+    }
     new = keystone_deploy.with_webhooks(manifest)
     check("kube-apiserver-keystone.yaml", yaml.safe_dump(new, sort_keys=False))
     cmd = new["spec"]["containers"][0]["command"]
@@ -147,8 +184,12 @@ def test_apiserver_gets_webhook_flags_and_loses_authorization_mode():
 
 
 def test_authorization_config_and_webhook_kubeconfig():
-    text = render("kubeadm/authorization-config.yaml.j2", lab="golden",
-                  webhook_kubeconfig=keystone_deploy.WEBHOOK_KUBECONFIG, project_id_key=keystone_auth.PROJECT_ID)
+    text = render(
+        "kubeadm/authorization-config.yaml.j2",
+        lab="golden",
+        webhook_kubeconfig=keystone_deploy.WEBHOOK_KUBECONFIG,
+        project_id_key=keystone_auth.PROJECT_ID,
+    )
     check("authorization-config.yaml", text)
     authz = yaml.safe_load(text)
     assert authz["apiVersion"] == "apiserver.config.k8s.io/v1" and authz["kind"] == "AuthorizationConfiguration"
@@ -157,18 +198,23 @@ def test_authorization_config_and_webhook_kubeconfig():
     assert hook["connectionInfo"] == {"type": "KubeConfigFile", "kubeConfigFile": keystone_deploy.WEBHOOK_KUBECONFIG}
     assert hook["failurePolicy"] == "NoOpinion" and keystone_auth.PROJECT_ID in hook["matchConditions"][0]["expression"]
     assert hook["subjectAccessReviewVersion"] == "v1beta1" and hook["matchConditionSubjectAccessReviewVersion"] == "v1"
-    text = render("kubeadm/keystone-webhook.kubeconfig.j2", lab="golden", ca_data="Q0E=", server="https://10.96.0.50:8443/webhook")
+    text = render(
+        "kubeadm/keystone-webhook.kubeconfig.j2", lab="golden", ca_data="Q0E=", server="https://10.96.0.50:8443/webhook"
+    )
     assert "insecure-skip-tls-verify" not in yaml.safe_dump(yaml.safe_load(text))
     assert yaml.safe_load(text)["clusters"][0]["cluster"]["certificate-authority-data"] == "Q0E="
 
 
 def test_user_kubeconfig_uses_the_exec_plugin_and_kubectl_reads_it(tmp_path, ctx):
-    text = keystone_deploy.user_kubeconfig(ctx.settings, "https://172.24.4.10:6443", "Q0E=", "http://ks/identity/v3",
-                                           "demo", "demo", "Default")
+    text = keystone_deploy.user_kubeconfig(
+        ctx.settings, "https://172.24.4.10:6443", "Q0E=", "http://ks/identity/v3", "demo", "demo", "Default"
+    )
     check("keystone-user.kubeconfig", text)
     path = tmp_path / "demo.kubeconfig"
     path.write_text(text)
-    out = subprocess.run(["kubectl", "config", "view", "--kubeconfig", str(path), "-o", "json"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["kubectl", "config", "view", "--kubeconfig", str(path), "-o", "json"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     user = json.loads(out.stdout)["users"][0]["user"]
     assert "auth-provider" not in user and user["exec"]["command"] == "client-keystone-auth"
@@ -198,8 +244,11 @@ def test_default_storage_class_decision():
         def request(self, method, path, query=None):
             return {"items": self.classes}
 
-    good = {"metadata": {"name": "csi-cinder-sc-delete", "annotations": {verify_pv.DEFAULT: "true"}},
-            "provisioner": "cinder.csi.openstack.org", "reclaimPolicy": "Delete"}
+    good = {
+        "metadata": {"name": "csi-cinder-sc-delete", "annotations": {verify_pv.DEFAULT: "true"}},
+        "provisioner": "cinder.csi.openstack.org",
+        "reclaimPolicy": "Delete",
+    }
     assert verify_pv.default_class(Api([good]))[0]
     ok, why = verify_pv.default_class(Api([]))
     assert not ok and "0 default StorageClasses" in why
@@ -214,26 +263,35 @@ def test_default_storage_class_decision():
 # (cloud-provider-openstack cmd/client-keystone-auth/main.go, respTemplate).
 PLUGIN = """#!/bin/sh
 printf '{"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential", "status": {"token": "gAAAA-t", "expirationTimestamp": "2099-01-01T00:00:00Z"}}'
-"""
+"""  # noqa: E501 (one line, as client-keystone-auth prints it)
 
 
-@pytest.mark.parametrize("exec_version, accepted", [("client.authentication.k8s.io/v1beta1", True),
-                                                    ("client.authentication.k8s.io/v1", False)])
-def test_kubectl_accepts_client_keystone_auth_only_with_the_kubeconfig_version_it_prints(tmp_path, ctx, exec_version, accepted):
+@pytest.mark.parametrize(
+    "exec_version, accepted", [("client.authentication.k8s.io/v1beta1", True), ("client.authentication.k8s.io/v1", False)]
+)
+def test_kubectl_accepts_client_keystone_auth_only_with_the_kubeconfig_version_it_prints(
+    tmp_path, ctx, exec_version, accepted
+):
     """client-go rejects an ExecCredential whose apiVersion differs from the kubeconfig's exec
     apiVersion: the real kubectl runs the plugin (here: what client-keystone-auth prints)."""
     plugin = tmp_path / "client-keystone-auth"
     plugin.write_text(PLUGIN)
     plugin.chmod(0o755)
-    cfg = yaml.safe_load(keystone_deploy.user_kubeconfig(ctx.settings, "https://127.0.0.1:1", "", "http://ks/v3",
-                                                         "demo", "demo", "Default"))
+    cfg = yaml.safe_load(
+        keystone_deploy.user_kubeconfig(ctx.settings, "https://127.0.0.1:1", "", "http://ks/v3", "demo", "demo", "Default")
+    )
     cfg["clusters"][0]["cluster"].pop("certificate-authority-data")
     cfg["users"][0]["user"]["exec"]["apiVersion"] = exec_version
     path = tmp_path / "demo.kubeconfig"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    out = subprocess.run(["kubectl", "--kubeconfig", str(path), "--insecure-skip-tls-verify", "get", "--raw", "/version"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        ["kubectl", "--kubeconfig", str(path), "--insecure-skip-tls-verify", "get", "--raw", "/version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     mismatch = "plugin returned version client.authentication.k8s.io/v1beta1" in out.stderr
     assert out.returncode != 0 and mismatch != accepted, out.stderr  # accepted: it fails later, at the closed port
     if accepted:
@@ -255,11 +313,14 @@ def test_webhook_answers_are_read_as_k8s_keystone_auth_gives_them():
             review_status(code, text)
 
 
-@pytest.mark.parametrize("wanted, offered, provider", [
-    ("amphora", {"amphora", "octavia"}, "amphora"),
-    ("ovn", {"amphora", "ovn"}, "amphora"),  # HTTP listeners need amphora
-    ("ovn", {"ovn"}, None),                   # skipped, never failed on an Octavia 400
-])
+@pytest.mark.parametrize(
+    "wanted, offered, provider",
+    [
+        ("amphora", {"amphora", "octavia"}, "amphora"),
+        ("ovn", {"amphora", "ovn"}, "amphora"),  # HTTP listeners need amphora
+        ("ovn", {"ovn"}, None),  # skipped, never failed on an Octavia 400
+    ],
+)
 def test_ingress_provider(wanted, offered, provider):
     got, why = verify_ingress.ingress_provider(wanted, offered)
     assert got == provider
@@ -268,8 +329,12 @@ def test_ingress_provider(wanted, offered, provider):
 
 
 def test_keystone_policy_model_accepts_only_what_upstream_reads_the_same_way():
-    user = {"username": "demo", "uid": "u1", "groups": ["p1"],
-            "extra": {keystone_auth.ROLES: ["k8s-viewer"], keystone_auth.PROJECT_ID: ["p1"]}}
+    user = {
+        "username": "demo",
+        "uid": "u1",
+        "groups": ["p1"],
+        "extra": {keystone_auth.ROLES: ["k8s-viewer"], keystone_auth.PROJECT_ID: ["p1"]},
+    }
     assert keystone_auth.authorize(keystone_auth.DEFAULT_POLICY, user, "list", "pods", "default")
     assert not keystone_auth.authorize(keystone_auth.DEFAULT_POLICY, {**user, "extra": {}}, "list", "pods", "default")
     rule = keystone_auth.DEFAULT_POLICY[0]
@@ -284,33 +349,46 @@ def test_keystone_policy_model_accepts_only_what_upstream_reads_the_same_way():
             keystone_auth.authorize(bad, user, "list", "pods", "default")
 
 
-@pytest.mark.parametrize("rule, allowed", [
-    ({}, True),                                                        # tcp 30000-32767 from anywhere
-    ({"direction": "egress"}, False),                                  # every new group's default rules
-    ({"ether_type": "IPv6"}, False),
-    ({"protocol": "udp"}, False),
-    ({"protocol": None, "port_range_min": None, "port_range_max": None}, True),  # any protocol, any port
-    ({"port_range_min": 30000, "port_range_max": 31000}, False),       # 31320 outside
-    ({"port_range_min": 31320, "port_range_max": 31320}, True),
-    ({"remote_ip_prefix": "10.0.0.0/26"}, True),                       # the VIP's subnet
-    ({"remote_ip_prefix": "172.24.4.0/24"}, False),                    # another source
-    ({"remote_group_id": "a-group"}, False),                           # only that group's ports
-])
+@pytest.mark.parametrize(
+    "rule, allowed",
+    [
+        ({}, True),  # tcp 30000-32767 from anywhere
+        ({"direction": "egress"}, False),  # every new group's default rules
+        ({"ether_type": "IPv6"}, False),
+        ({"protocol": "udp"}, False),
+        ({"protocol": None, "port_range_min": None, "port_range_max": None}, True),  # any protocol, any port
+        ({"port_range_min": 30000, "port_range_max": 31000}, False),  # 31320 outside
+        ({"port_range_min": 31320, "port_range_max": 31320}, True),
+        ({"remote_ip_prefix": "10.0.0.0/26"}, True),  # the VIP's subnet
+        ({"remote_ip_prefix": "172.24.4.0/24"}, False),  # another source
+        ({"remote_group_id": "a-group"}, False),  # only that group's ports
+    ],
+)
 def test_nodeport_rule_matching(rule, allowed):
     from osk8s_tasks.verify.octavia import rule_allows
 
-    base = {"direction": "ingress", "ether_type": "IPv4", "protocol": "tcp", "port_range_min": 30000,
-            "port_range_max": 32767, "remote_ip_prefix": None, "remote_group_id": None}
+    base = {
+        "direction": "ingress",
+        "ether_type": "IPv4",
+        "protocol": "tcp",
+        "port_range_min": 30000,
+        "port_range_max": 32767,
+        "remote_ip_prefix": None,
+        "remote_group_id": None,
+    }
     assert rule_allows(SimpleNamespace(**{**base, **rule}), 31320, "10.0.0.5") is allowed
 
 
 def test_the_apiserver_s_own_log_names_why_it_does_not_start():
     """kubelet's CRI log lines (`<time> <stream> <P|F> <message>`): the klog error lines win. The line
     is what kube-apiserver v1.37.2 printed for an AuthorizationConfiguration webhook without settings."""
-    log = ("2026-11-30T08:00:00.000000000Z stderr F I1130 08:00:00.000000       1 options.go:229] external host was not specified\n"
-           '2026-11-30T08:00:00.100000000Z stderr F E1130 08:00:00.100000       1 run.go:72] "command failed" '
-           'err="authorizers[0].webhook: Required value: required when type=Webhook"\n'
-           "2026-11-30T08:00:00.200000000Z stderr F I1130 08:00:00.200000       1 server.go:1] shutting down\n")
+    log = (
+        "2026-11-30T08:00:00.000000000Z stderr F I1130 08:00:00.000000       1 options.go:229] "
+        "external host was not specified\n"
+        '2026-11-30T08:00:00.100000000Z stderr F E1130 08:00:00.100000       1 run.go:72] "command failed" '
+        'err="authorizers[0].webhook: Required value: required when type=Webhook"\n'
+        "2026-11-30T08:00:00.200000000Z stderr F I1130 08:00:00.200000       1 server.go:1] shutting down\n"
+    )
     why = keystone_deploy.parse_apiserver_errors(log)
     assert why.startswith("E1130") and "authorizers[0].webhook: Required value" in why and "shutting down" not in why
     assert keystone_deploy.parse_apiserver_errors("") == ""

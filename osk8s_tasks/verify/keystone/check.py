@@ -17,17 +17,22 @@ from contextlib import contextmanager
 
 import requests
 
-from osk8s_tasks.openstack import clouds as cloud
-from osk8s_tasks.verify.keystone import model as keystone_auth
-from osk8s_tasks.core import kube
-from osk8s_tasks.core import log
-from osk8s_tasks.verify.keystone.deploy import SERVICE, Setup, pki_dir
+from osk8s_tasks.core import kube, log
 from osk8s_tasks.core.engine import Status, StepFailed
+from osk8s_tasks.openstack import clouds as cloud
 from osk8s_tasks.verify.harness import Ctx, plan_rows, wait
+from osk8s_tasks.verify.keystone import model as keystone_auth
+from osk8s_tasks.verify.keystone.deploy import SERVICE, Setup, pki_dir
 
-ASSERTIONS = ["webhook TokenReview", "forbidden before any binding", "RoleBinding to the project group",
-              "keystone policy: viewer lists, cannot create", "revoked token rejected", "garbage token rejected",
-              "cleanup"]
+ASSERTIONS = [
+    "webhook TokenReview",
+    "forbidden before any binding",
+    "RoleBinding to the project group",
+    "keystone policy: viewer lists, cannot create",
+    "revoked token rejected",
+    "garbage token rejected",
+    "cleanup",
+]
 
 
 def identity(ctx: Ctx) -> dict:
@@ -36,11 +41,19 @@ def identity(ctx: Ctx) -> dict:
     conn = ctx.clouds.get(name)
     auth = conn.config.config.get("auth", {})
     if not auth.get("username") or not auth.get("password"):
-        raise StepFailed(f"verify.keystone needs a Keystone user with a password; cloud {name!r} has none. "
-                         "Fix: set verify.keystone_user_cloud to such a clouds.yaml entry")
-    return {"cloud": name, "auth_url": keystone_auth.v3(auth["auth_url"]), "username": auth["username"],
-            "project_name": auth.get("project_name", ""), "domain": auth.get("user_domain_name", "Default"),
-            "project_id": conn.current_project_id, "user_id": conn.current_user_id}
+        raise StepFailed(
+            f"verify.keystone needs a Keystone user with a password; cloud {name!r} has none. "
+            "Fix: set verify.keystone_user_cloud to such a clouds.yaml entry"
+        )
+    return {
+        "cloud": name,
+        "auth_url": keystone_auth.v3(auth["auth_url"]),
+        "username": auth["username"],
+        "project_name": auth.get("project_name", ""),
+        "domain": auth.get("user_domain_name", "Default"),
+        "project_id": conn.current_project_id,
+        "user_id": conn.current_user_id,
+    }
 
 
 def new_token(ctx: Ctx, ident: dict) -> str:
@@ -91,21 +104,33 @@ def pods_as(ctx: Ctx, token: str) -> int:
 
 def create_pod_as(ctx: Ctx, token: str) -> int:
     """A server-side dry-run create: authorization is decided, nothing is stored."""
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "keystone-probe", "namespace": ctx.namespace},
-           "spec": {"containers": [{"name": "c", "image": f"registry.k8s.io/e2e-test-images/busybox:{ctx.settings.versions.busybox}"}]}}
-    return ctx.api.as_bearer(token).call("POST", f"/api/v1/namespaces/{ctx.namespace}/pods", body=pod,
-                                         query=[("dryRun", "All")])[0]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "keystone-probe", "namespace": ctx.namespace},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": f"registry.k8s.io/e2e-test-images/busybox:{ctx.settings.versions.busybox}"}
+            ]
+        },
+    }
+    return ctx.api.as_bearer(token).call(
+        "POST", f"/api/v1/namespaces/{ctx.namespace}/pods", body=pod, query=[("dryRun", "All")]
+    )[0]
 
 
 def _status(ctx: Ctx, fn, want: int, what: str, timeout: float = 30):
     def check():
         code = fn()
         return Status(code == want, f"{what}: HTTP {code}")
+
     return wait(check, timeout, 1.0)
 
 
-AUTHN_HINT = ("401: the apiserver did not accept the Keystone token (is --authentication-token-webhook-config-file "
-              "set? kube-apiserver logs)")
+AUTHN_HINT = (
+    "401: the apiserver did not accept the Keystone token (is --authentication-token-webhook-config-file "
+    "set? kube-apiserver logs)"
+)
 
 
 def run_keystone(ctx: Ctx, master) -> None:
@@ -115,8 +140,12 @@ def run_keystone(ctx: Ctx, master) -> None:
     admin = ctx.clouds.get(ctx.settings.openstack.admin_cloud).identity
     role = _viewer_role(admin, ctx.settings.verify.viewer_role)
     if role.id in _roles_of(admin, ident):
-        ctx.record("forbidden before any binding", False, f"{ident['username']} already has role {role.name} in "
-                   f"{ident['project_name']}, so this check means nothing. Fix: inv verify.destroy (removes it)")
+        ctx.record(
+            "forbidden before any binding",
+            False,
+            f"{ident['username']} already has role {role.name} in "
+            f"{ident['project_name']}, so this check means nothing. Fix: inv verify.destroy (removes it)",
+        )
         return
     ca = pki_dir(ctx.settings) / "ca.crt"
     token = new_token(ctx, ident)
@@ -128,22 +157,38 @@ def run_keystone(ctx: Ctx, master) -> None:
         problems = [] if st.get("authenticated") else [f"not authenticated: {st.get('error', '?')}"]
         problems += [] if user.get("username") == ident["username"] else [f"user {user.get('username')!r}"]
         problems += [] if ident["project_id"] in user.get("groups", []) else ["the project ID is not among the groups"]
-        problems += [] if sorted(user.get("groups", [])) == sorted(ours.get("user", {}).get("groups", [])) else [
-            f"groups {user.get('groups')} differ from Keystone's {ours.get('user', {}).get('groups')}"]
-        ctx.record("webhook TokenReview", not problems, "; ".join(problems) or
-                   f"{user['username']} authenticated, groups include project {ident['project_id']}", t0)
+        problems += (
+            []
+            if sorted(user.get("groups", [])) == sorted(ours.get("user", {}).get("groups", []))
+            else [f"groups {user.get('groups')} differ from Keystone's {ours.get('user', {}).get('groups')}"]
+        )
+        ctx.record(
+            "webhook TokenReview",
+            not problems,
+            "; ".join(problems) or f"{user['username']} authenticated, groups include project {ident['project_id']}",
+            t0,
+        )
         _rbac_and_policy(ctx, ident, admin, role, token)
         t0 = time.monotonic()
         keystone_auth.revoke(ident["auth_url"], token)
         st = review(url, ca, token)
-        ctx.record("revoked token rejected", not st.get("authenticated"), "the webhook rejects the revoked token "
-                   "(the apiserver may keep accepting it for its 30 s token cache)" if not st.get("authenticated")
-                   else "the webhook still accepts a revoked token", t0)
+        ctx.record(
+            "revoked token rejected",
+            not st.get("authenticated"),
+            "the webhook rejects the revoked token (the apiserver may keep accepting it for its 30 s token cache)"
+            if not st.get("authenticated")
+            else "the webhook still accepts a revoked token",
+            t0,
+        )
         garbage = "gAAAAA" + "x" * 180
         t0 = time.monotonic()
         direct, via_api = review(url, ca, garbage).get("authenticated"), pods_as(ctx, garbage)
-        ctx.record("garbage token rejected", not direct and via_api == 401,
-                   f"webhook: authenticated={bool(direct)}; apiserver: HTTP {via_api} (want 401)", t0)
+        ctx.record(
+            "garbage token rejected",
+            not direct and via_api == 401,
+            f"webhook: authenticated={bool(direct)}; apiserver: HTTP {via_api} (want 401)",
+            t0,
+        )
 
 
 def plan_keystone(ctx: Ctx, master) -> None:
@@ -151,23 +196,36 @@ def plan_keystone(ctx: Ctx, master) -> None:
     objects and the assertions listed."""
     ident = identity(ctx)
     ctx.s.converge(Setup(ctx, master, ident).steps())
-    rbac = ctx.render("manifests/verify/keystone-rbac.yaml.j2", project_id=ident["project_id"],
-                      project_name=_dns(ident["project_name"]))
+    rbac = ctx.render(
+        "manifests/verify/keystone-rbac.yaml.j2", project_id=ident["project_id"], project_name=_dns(ident["project_name"])
+    )
     plan_rows(ctx, "keystone", rbac, ASSERTIONS)
 
 
 def _rbac_and_policy(ctx: Ctx, ident: dict, admin, role, token: str) -> None:
     t0 = time.monotonic()
-    ctx.apply(ctx.render("manifests/verify/keystone-rbac.yaml.j2", project_id=ident["project_id"],
-                         project_name=_dns(ident["project_name"]))[:1])  # the namespace
+    ctx.apply(
+        ctx.render(
+            "manifests/verify/keystone-rbac.yaml.j2",
+            project_id=ident["project_id"],
+            project_name=_dns(ident["project_name"]),
+        )[:1]
+    )  # the namespace
     code = pods_as(ctx, token)
-    ctx.record("forbidden before any binding", code == 403, f"list pods as {ident['username']}: HTTP {code}"
-               + ("" if code != 401 else f" ({AUTHN_HINT})"), t0)
-    rbac = ctx.render("manifests/verify/keystone-rbac.yaml.j2", project_id=ident["project_id"],
-                      project_name=_dns(ident["project_name"]))[1:]
+    ctx.record(
+        "forbidden before any binding",
+        code == 403,
+        f"list pods as {ident['username']}: HTTP {code}" + ("" if code != 401 else f" ({AUTHN_HINT})"),
+        t0,
+    )
+    rbac = ctx.render(
+        "manifests/verify/keystone-rbac.yaml.j2", project_id=ident["project_id"], project_name=_dns(ident["project_name"])
+    )[1:]
     t0 = time.monotonic()
     ctx.apply(rbac)
-    ok, detail = _status(ctx, lambda: pods_as(ctx, token), 200, f"list pods via a RoleBinding to group {ident['project_id']}")
+    ok, detail = _status(
+        ctx, lambda: pods_as(ctx, token), 200, f"list pods via a RoleBinding to group {ident['project_id']}"
+    )
     ctx.record("RoleBinding to the project group", ok, detail, t0)
     for d in reversed(rbac):
         ctx.api.delete(d)
@@ -178,14 +236,22 @@ def _rbac_and_policy(ctx: Ctx, ident: dict, admin, role, token: str) -> None:
         viewer = new_token(ctx, ident)  # roles are part of the token
         listed = _status(ctx, lambda: pods_as(ctx, viewer), 200, f"list pods as {role.name}")
         created = create_pod_as(ctx, viewer)
-        ctx.record("keystone policy: viewer lists, cannot create", listed[0] and created == 403,
-                   f"{listed[1]}; create pod (dry run): HTTP {created} (want 403)", t0)
+        ctx.record(
+            "keystone policy: viewer lists, cannot create",
+            listed[0] and created == 403,
+            f"{listed[1]}; create pod (dry run): HTTP {created} (want 403)",
+            t0,
+        )
         keystone_auth.revoke(ident["auth_url"], viewer)
     finally:
         if not ctx.keep:
             admin.unassign_project_role_from_user(ident["project_id"], ident["user_id"], role)
-    ctx.record("cleanup", True, f"RoleBinding deleted; role {role.name} " +
-               ("kept (--keep)" if ctx.keep else f"taken from {ident['username']} again"))
+    ctx.record(
+        "cleanup",
+        True,
+        f"RoleBinding deleted; role {role.name} "
+        + ("kept (--keep)" if ctx.keep else f"taken from {ident['username']} again"),
+    )
 
 
 def _viewer_role(admin, name: str):
@@ -205,8 +271,9 @@ def cleanup_keystone(ctx: Ctx) -> list[str]:
     """verify.destroy: the RBAC objects and the viewer role assignment verify.keystone makes."""
     done = []
     admin, ident, role = viewer_grant(ctx)
-    for d in ctx.render("manifests/verify/keystone-rbac.yaml.j2", project_id=ident["project_id"],
-                        project_name=_dns(ident["project_name"]))[1:]:
+    for d in ctx.render(
+        "manifests/verify/keystone-rbac.yaml.j2", project_id=ident["project_id"], project_name=_dns(ident["project_name"])
+    )[1:]:
         if ctx.api.delete(d):
             done.append(kube.label(d))
     if role is not None:

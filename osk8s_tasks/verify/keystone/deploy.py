@@ -56,9 +56,15 @@ def service_doc(settings) -> dict:
 
 def manifests(settings, keystone_url: str, cert_digest: str) -> list[dict]:
     image, pull_policy = component_image(settings, "keystone_auth")
-    text = render("manifests/keystone-auth.yaml.j2", lab=settings.lab.name, image=image, pull_policy=pull_policy,
-                  keystone_url=keystone_url or "http://keystone.invalid/identity", cert_digest=cert_digest,
-                  policy_json=json.dumps(policy(settings)))
+    text = render(
+        "manifests/keystone-auth.yaml.j2",
+        lab=settings.lab.name,
+        image=image,
+        pull_policy=pull_policy,
+        keystone_url=keystone_url or "http://keystone.invalid/identity",
+        cert_digest=cert_digest,
+        policy_json=json.dumps(policy(settings)),
+    )
     return [d for d in yaml.safe_load_all(text) if d]
 
 
@@ -83,19 +89,39 @@ def with_webhooks(manifest: dict) -> dict:
 
 def user_kubeconfig(settings, server: str, ca_data: str, auth_url: str, user: str, project: str, domain: str) -> str:
     """kubectl as a Keystone user: client-keystone-auth asks for the password (or reads OS_PASSWORD)."""
-    env = [{"name": "OS_AUTH_URL", "value": auth_url}, {"name": "OS_DOMAIN_NAME", "value": domain},
-           {"name": "OS_PROJECT_NAME", "value": project}, {"name": "OS_USERNAME", "value": user}]
+    env = [
+        {"name": "OS_AUTH_URL", "value": auth_url},
+        {"name": "OS_DOMAIN_NAME", "value": domain},
+        {"name": "OS_PROJECT_NAME", "value": project},
+        {"name": "OS_USERNAME", "value": user},
+    ]
     name = f"{settings.lab.name}-keystone-{user}"
-    cfg = {"apiVersion": "v1", "kind": "Config", "current-context": name,
-           "clusters": [{"name": settings.lab.name, "cluster": {"server": server, "certificate-authority-data": ca_data}}],
-           "users": [{"name": name, "user": {"exec": {
-               # client-keystone-auth prints a v1beta1 ExecCredential, whatever it is asked (cmd/client-keystone-auth/
-               # main.go); client-go rejects an answer whose version differs from this one
-               "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "client-keystone-auth", "env": env,
-               "interactiveMode": "IfAvailable", "provideClusterInfo": False,
-               "installHint": "client-keystone-auth is released with cloud-provider-openstack "
-                              f"{settings.versions.cloud_provider_openstack}; set OS_PASSWORD or type it when asked"}}}],
-           "contexts": [{"name": name, "context": {"cluster": settings.lab.name, "user": name}}]}
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": name,
+        "clusters": [{"name": settings.lab.name, "cluster": {"server": server, "certificate-authority-data": ca_data}}],
+        "users": [
+            {
+                "name": name,
+                "user": {
+                    "exec": {
+                        # client-keystone-auth prints a v1beta1 ExecCredential, whatever it is asked
+                        # (cmd/client-keystone-auth/main.go); client-go rejects an answer whose version
+                        # differs from this one
+                        "apiVersion": "client.authentication.k8s.io/v1beta1",
+                        "command": "client-keystone-auth",
+                        "env": env,
+                        "interactiveMode": "IfAvailable",
+                        "provideClusterInfo": False,
+                        "installHint": "client-keystone-auth is released with cloud-provider-openstack "
+                        f"{settings.versions.cloud_provider_openstack}; set OS_PASSWORD or type it when asked",
+                    }
+                },
+            }
+        ],
+        "contexts": [{"name": name, "context": {"cluster": settings.lab.name, "user": name}}],
+    }
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
@@ -120,8 +146,9 @@ APISERVER_LOGS = "/var/log/pods/kube-system_kube-apiserver-*/kube-apiserver/*.lo
 def apiserver_log(master, lines: int = 4) -> str:
     """The last error lines kube-apiserver wrote (kubelet keeps each container's output under
     /var/log/pods in CRI format: `<time> <stream> <P|F> <message>`), or what was found instead."""
-    out = master.run(f"f=$(ls -t {APISERVER_LOGS} 2>/dev/null | head -1); [ -n \"$f\" ] && tail -n 200 \"$f\"",
-                     sudo=True, warn=True).stdout
+    out = master.run(
+        f'f=$(ls -t {APISERVER_LOGS} 2>/dev/null | head -1); [ -n "$f" ] && tail -n 200 "$f"', sudo=True, warn=True
+    ).stdout
     return parse_apiserver_errors(out, lines) or "no kube-apiserver log under /var/log/pods"
 
 
@@ -153,8 +180,11 @@ class Setup:
             if not ca.exists():
                 return Status(False, "no lab CA yet", f"create the lab CA in {self.dir} and a serving certificate")
             problem = pki.serving_cert_problem(crt, key, ca, cert_names(self.cluster_ip()))
-            return Status(not problem, problem or f"{crt.name} from the lab CA names {SERVICE} and {self.cluster_ip()}",
-                          f"issue {crt} ({problem})")
+            return Status(
+                not problem,
+                problem or f"{crt.name} from the lab CA names {SERVICE} and {self.cluster_ip()}",
+                f"issue {crt} ({problem})",
+            )
 
         def apply():
             ca, ca_key = pki.ensure_ca(self.dir, self.ctx.settings.lab.name)
@@ -167,23 +197,37 @@ class Setup:
         if not crt.exists():
             raise StepFailed("no serving certificate yet")
         digest = hashlib.sha256(crt.read_bytes()).hexdigest()[:16]
-        secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-                  "metadata": {"name": "keystone-auth-certs", "namespace": "kube-system",
-                               "labels": {"osk8s.io/lab": self.ctx.settings.lab.name}},
-                  "data": {"tls.crt": base64.b64encode(crt.read_bytes()).decode(),
-                           "tls.key": base64.b64encode(key.read_bytes()).decode()}}
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {
+                "name": "keystone-auth-certs",
+                "namespace": "kube-system",
+                "labels": {"osk8s.io/lab": self.ctx.settings.lab.name},
+            },
+            "data": {
+                "tls.crt": base64.b64encode(crt.read_bytes()).decode(),
+                "tls.key": base64.b64encode(key.read_bytes()).decode(),
+            },
+        }
         return [secret] + [d for d in manifests(self.ctx.settings, self.ident["auth_url"], digest) if d["kind"] != "Service"]
 
     def objects_step(self) -> Step:
         """Secret, policy, RBAC, Deployment: applied together, each only where it differs."""
+
         def check():
             if not (self.dir / "tls.crt").exists():
                 every = ["Secret kube-system/keystone-auth-certs"] + [
-                    kube.label(d) for d in manifests(self.ctx.settings, "", "") if d["kind"] != "Service"]
+                    kube.label(d) for d in manifests(self.ctx.settings, "", "") if d["kind"] != "Service"
+                ]
                 return Status(False, "no serving certificate yet", f"apply {', '.join(every)}")
             stale = [kube.label(d) for d in self.docs() if not kube.apply_step(self.ctx.api, d).check().ok]
-            return Status(not stale, "Secret, policy, RBAC and Deployment are as wanted" if not stale
-                          else f"differ: {', '.join(stale)}", f"apply {', '.join(stale)}")
+            return Status(
+                not stale,
+                "Secret, policy, RBAC and Deployment are as wanted" if not stale else f"differ: {', '.join(stale)}",
+                f"apply {', '.join(stale)}",
+            )
 
         def apply():
             for d in self.docs():
@@ -196,8 +240,11 @@ class Setup:
     def file_step(self, path: str, text_fn) -> Step:
         def check():
             have, want = self.master.run(f"cat {path}", sudo=True, warn=True).stdout, text_fn()
-            return Status(have == want, f"{path} is current" if have == want else f"{path} is {'different' if have else 'missing'}",
-                          f"write {path} on the control plane (0600)")
+            return Status(
+                have == want,
+                f"{path} is current" if have == want else f"{path} is {'different' if have else 'missing'}",
+                f"write {path} on the control plane (0600)",
+            )
 
         return Step(f"control plane {path}", check, lambda: self.master.install(path, text_fn(), mode=0o600))
 
@@ -205,12 +252,20 @@ class Setup:
         if not (self.dir / "ca.crt").exists():
             raise StepFailed("no lab CA yet")
         ca = base64.b64encode((self.dir / "ca.crt").read_bytes()).decode()
-        return render("kubeadm/keystone-webhook.kubeconfig.j2", lab=self.ctx.settings.lab.name, ca_data=ca,
-                      server=f"https://{self.cluster_ip()}:8443/webhook")
+        return render(
+            "kubeadm/keystone-webhook.kubeconfig.j2",
+            lab=self.ctx.settings.lab.name,
+            ca_data=ca,
+            server=f"https://{self.cluster_ip()}:8443/webhook",
+        )
 
     def authz_config(self) -> str:
-        return render("kubeadm/authorization-config.yaml.j2", lab=self.ctx.settings.lab.name,
-                      webhook_kubeconfig=WEBHOOK_KUBECONFIG, project_id_key=keystone_auth.PROJECT_ID)
+        return render(
+            "kubeadm/authorization-config.yaml.j2",
+            lab=self.ctx.settings.lab.name,
+            webhook_kubeconfig=WEBHOOK_KUBECONFIG,
+            project_id_key=keystone_auth.PROJECT_ID,
+        )
 
     def apiserver_step(self) -> Step:
         def current() -> dict:
@@ -222,9 +277,13 @@ class Setup:
         def check():
             have = current()
             ok = have == with_webhooks(have)
-            return Status(ok, "kube-apiserver uses the keystone webhook (token authn + authorization-config Node,RBAC,"
-                          "Webhook)" if ok else "kube-apiserver does not use the keystone webhook yet", f"edit {APISERVER_MANIFEST}: {', '.join(FLAGS)}; "
-                          "the kubelet restarts the apiserver")
+            return Status(
+                ok,
+                "kube-apiserver uses the keystone webhook (token authn + authorization-config Node,RBAC,Webhook)"
+                if ok
+                else "kube-apiserver does not use the keystone webhook yet",
+                f"edit {APISERVER_MANIFEST}: {', '.join(FLAGS)}; the kubelet restarts the apiserver",
+            )
 
         def apply():
             before = apiserver_started(self.ctx.api)
@@ -241,10 +300,12 @@ class Setup:
                     except StepFailed:
                         pass
                 if time.monotonic() > deadline:
-                    raise StepFailed("kube-apiserver did not come back after the webhook flags were added; its log on "
-                                     f"the control plane says: {apiserver_log(self.master)}. Fix: correct the cause "
-                                     f"(the files in {DIR}, the flags in {APISERVER_MANIFEST}), then run verify.keystone "
-                                     "again")
+                    raise StepFailed(
+                        "kube-apiserver did not come back after the webhook flags were added; its log on "
+                        f"the control plane says: {apiserver_log(self.master)}. Fix: correct the cause "
+                        f"(the files in {DIR}, the flags in {APISERVER_MANIFEST}), then run verify.keystone "
+                        "again"
+                    )
                 time.sleep(2)
 
         return Step("kube-apiserver webhook flags", check, apply)
@@ -255,20 +316,37 @@ class Setup:
         def wanted() -> str:
             admin = yaml.safe_load((self.ctx.settings.lab_dir / "admin.conf").read_text())
             cluster = admin["clusters"][0]["cluster"]
-            return user_kubeconfig(self.ctx.settings, cluster["server"], cluster.get("certificate-authority-data", ""),
-                                   self.ident["auth_url"], self.ident["username"], self.ident["project_name"],
-                                   self.ident["domain"])
+            return user_kubeconfig(
+                self.ctx.settings,
+                cluster["server"],
+                cluster.get("certificate-authority-data", ""),
+                self.ident["auth_url"],
+                self.ident["username"],
+                self.ident["project_name"],
+                self.ident["domain"],
+            )
 
         def check():
             ok = path.exists() and path.read_text() == wanted()
-            return Status(ok, f"{path.name}: kubectl --kubeconfig {path} as {self.ident['username']} (client-keystone-auth)"
-                          if ok else f"{path.name} missing or out of date", f"write {path} (0600)")
+            return Status(
+                ok,
+                f"{path.name}: kubectl --kubeconfig {path} as {self.ident['username']} (client-keystone-auth)"
+                if ok
+                else f"{path.name} missing or out of date",
+                f"write {path} (0600)",
+            )
 
         return Step("user kubeconfig (client-keystone-auth)", check, lambda: write_private(path, wanted()))
 
     def steps(self) -> list[Step]:
         api, s = self.ctx.api, self.ctx.settings
-        return [kube.apply_step(api, service_doc(s)), self.cert_step(), self.objects_step(),
-                wait_step("k8s-keystone-auth ready", rollout_ready(api, "kube-system", "k8s-keystone-auth"), s.verify.timeout),
-                self.file_step(WEBHOOK_KUBECONFIG, self.webhook_kubeconfig), self.file_step(AUTHZ_CONFIG, self.authz_config),
-                self.apiserver_step(), self.kubeconfig_step()]
+        return [
+            kube.apply_step(api, service_doc(s)),
+            self.cert_step(),
+            self.objects_step(),
+            wait_step("k8s-keystone-auth ready", rollout_ready(api, "kube-system", "k8s-keystone-auth"), s.verify.timeout),
+            self.file_step(WEBHOOK_KUBECONFIG, self.webhook_kubeconfig),
+            self.file_step(AUTHZ_CONFIG, self.authz_config),
+            self.apiserver_step(),
+            self.kubeconfig_step(),
+        ]

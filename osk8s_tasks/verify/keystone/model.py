@@ -27,10 +27,12 @@ DOMAIN_NAME = "alpha.kubernetes.io/identity/user/domain/name"
 
 # The policy osk8s deploys with k8s-keystone-auth: Keystone role k8s-viewer may read pods. In
 # upstream's policy.go the API group of a resource rule is the JSON key "version" (sic).
-DEFAULT_POLICY = [{
-    "resource": {"verbs": ["get", "list", "watch"], "resources": ["pods"], "version": "*", "namespace": "*"},
-    "match": [{"type": "role", "values": ["k8s-viewer"]}],
-}]
+DEFAULT_POLICY = [
+    {
+        "resource": {"verbs": ["get", "list", "watch"], "resources": ["pods"], "version": "*", "namespace": "*"},
+        "match": [{"type": "role", "values": ["k8s-viewer"]}],
+    }
+]
 MATCH_TYPES = ("group", "project", "role", "user")
 
 
@@ -50,8 +52,14 @@ def _client(auth_url: str, token: str, timeout: float):
 
 
 def issue_token(auth_url: str, username: str, password: str, project: str, domain: str = "Default", timeout=15) -> str:
-    auth = identity.Password(auth_url=v3(auth_url), username=username, password=password, user_domain_name=domain,
-                             project_name=project, project_domain_name=domain)
+    auth = identity.Password(
+        auth_url=v3(auth_url),
+        username=username,
+        password=password,
+        user_domain_name=domain,
+        project_name=project,
+        project_domain_name=domain,
+    )
     return log.secret(session.Session(auth=auth, timeout=timeout).get_token())
 
 
@@ -71,10 +79,21 @@ def token_review(auth_url: str, token: str, timeout=15) -> dict:
         groups = [g.name for g in ksc.groups.list(user=access.user_id)]
     except exceptions.HttpError as exc:
         return {"authenticated": False, "error": f"Keystone answered {exc.http_status} to the user's group list"}
-    return {"authenticated": True, "user": {
-        "username": access.username, "uid": access.user_id, "groups": groups + [access.project_id],
-        "extra": {ROLES: list(access.role_names), PROJECT_ID: [access.project_id], PROJECT_NAME: [access.project_name],
-                  DOMAIN_ID: [access.user_domain_id], DOMAIN_NAME: [access.user_domain_name]}}}
+    return {
+        "authenticated": True,
+        "user": {
+            "username": access.username,
+            "uid": access.user_id,
+            "groups": groups + [access.project_id],
+            "extra": {
+                ROLES: list(access.role_names),
+                PROJECT_ID: [access.project_id],
+                PROJECT_NAME: [access.project_name],
+                DOMAIN_ID: [access.user_domain_id],
+                DOMAIN_NAME: [access.user_domain_name],
+            },
+        },
+    }
 
 
 def revoke(auth_url: str, token: str, timeout=15) -> None:
@@ -89,16 +108,20 @@ def check_policy(policy: list[dict]) -> None:
     for i, rule in enumerate(policy):
         extra = sorted(set(rule) - {"resource", "match"})
         if extra:
-            raise PolicyError(f"rule {i}: {', '.join(extra)} not judged here (osk8s writes version-1 `resource` "
-                              "rules only; `users`, `resource_permissions` and `nonresource*` are version-2 or "
-                              "non-resource rules)")
+            raise PolicyError(
+                f"rule {i}: {', '.join(extra)} not judged here (osk8s writes version-1 `resource` "
+                "rules only; `users`, `resource_permissions` and `nonresource*` are version-2 or "
+                "non-resource rules)"
+            )
         spec = rule.get("resource")
         if not isinstance(spec, dict):
             raise PolicyError(f"rule {i}: no `resource` rule")
         missing = [k for k in ("verbs", "resources", "version", "namespace") if k not in spec]
         if missing:
-            raise PolicyError(f"rule {i}: resource rule lacks {', '.join(missing)} (upstream's policy.go requires "
-                              "each; the API group is the key `version`)")
+            raise PolicyError(
+                f"rule {i}: resource rule lacks {', '.join(missing)} (upstream's policy.go requires "
+                "each; the API group is the key `version`)"
+            )
         if "apiGroup" in spec:
             raise PolicyError(f"rule {i}: `apiGroup` is not read upstream; the API group is the key `version`")
         for m in rule.get("match", []):
@@ -124,8 +147,9 @@ def _match(rules: list[dict], user: dict) -> bool:
     return True
 
 
-def authorize(policy: list[dict], user: dict, verb: str, resource: str, namespace: str = "", group: str = "",
-              subresource: str = "") -> bool:
+def authorize(
+    policy: list[dict], user: dict, verb: str, resource: str, namespace: str = "", group: str = "", subresource: str = ""
+) -> bool:
     """Whether the webhook's resource policy allows the request (authorizer.go: Authorize,
     resourceMatches). A user without Keystone extras is denied, as upstream denies it."""
     check_policy(policy)

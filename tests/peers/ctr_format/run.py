@@ -13,5 +13,13 @@ GO = shutil.which("go") or "/usr/local/go/bin/go"
 
 def ctr_ls(images: list[dict]) -> str:
     env = {**os.environ, "GOPROXY": "off", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
-    return subprocess.run([GO, "run", "."], cwd=HERE, input=json.dumps(images), capture_output=True, text=True,
-                          env=env, check=True, timeout=300).stdout
+    return subprocess.run(
+        [GO, "run", "."],
+        cwd=HERE,
+        input=json.dumps(images),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=300,
+    ).stdout

@@ -58,10 +58,24 @@ class Kubeconfig:
                 return base64.b64decode(user[f"{key}-data"])
             return None
 
-        ca = base64.b64decode(cluster["certificate-authority-data"]) if cluster.get("certificate-authority-data") else (
-            Path(resolve(cluster["certificate-authority"])).read_bytes() if cluster.get("certificate-authority") else None)
-        return cls(cluster["server"], ca, data("client-certificate"), data("client-key"),
-                   resolve(user.get("client-certificate")), resolve(user.get("client-key")), user.get("token"))
+        ca = (
+            base64.b64decode(cluster["certificate-authority-data"])
+            if cluster.get("certificate-authority-data")
+            else (
+                Path(resolve(cluster["certificate-authority"])).read_bytes()
+                if cluster.get("certificate-authority")
+                else None
+            )
+        )
+        return cls(
+            cluster["server"],
+            ca,
+            data("client-certificate"),
+            data("client-key"),
+            resolve(user.get("client-certificate")),
+            resolve(user.get("client-key")),
+            user.get("token"),
+        )
 
     def client_cert_pem(self) -> bytes | None:
         """The client certificate chain (PEM), from data or file (a combined cert+key PEM is fine)."""
@@ -79,8 +93,9 @@ class Kubeconfig:
         return None
 
 
-def ssl_context(ca_pem: bytes | None, cert_pem: bytes | None = None, key_pem: bytes | None = None,
-                scratch: str | None = None) -> ssl.SSLContext:
+def ssl_context(
+    ca_pem: bytes | None, cert_pem: bytes | None = None, key_pem: bytes | None = None, scratch: str | None = None
+) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cadata=ca_pem.decode() if ca_pem else None)
     if cert_pem and key_pem:
         # the ssl module loads a client key only from a file: a private one that is gone at once
@@ -111,8 +126,9 @@ class Client:
         return self._ctx
 
     def connection(self, timeout: float | None = None) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection(self.host, self.port, context=self.context(),
-                                           timeout=self.timeout if timeout is None else timeout)
+        return http.client.HTTPSConnection(
+            self.host, self.port, context=self.context(), timeout=self.timeout if timeout is None else timeout
+        )
 
     def headers(self) -> dict:
         h = {"Accept": "application/json", "User-Agent": "osk8s-kubelet-standin"}
@@ -138,8 +154,9 @@ class Client:
         finally:
             conn.close()
 
-    def request(self, method: str, path: str, body=None, content_type: str = "application/json", query=None,
-                ok_missing: bool = False):
+    def request(
+        self, method: str, path: str, body=None, content_type: str = "application/json", query=None, ok_missing: bool = False
+    ):
         """The JSON answer; None for 404 when ok_missing; ApiError for any other status >= 400."""
         status, data = self.raw(method, path, body, content_type, query)
         if status == 404 and ok_missing:

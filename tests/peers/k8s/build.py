@@ -103,10 +103,8 @@ MODULES = (
     Module("etcd"),
     Module("cloud-provider-openstack", "k8s.io/cloud-provider-openstack", cpo_ldflags),
     Module("kwok"),
-    Module("csi-sidecars/external-provisioner", "github.com/kubernetes-csi/external-provisioner/v5",
-           csi_ldflags),
-    Module("csi-sidecars/external-attacher", "github.com/kubernetes-csi/external-attacher/v4",
-           csi_ldflags),
+    Module("csi-sidecars/external-provisioner", "github.com/kubernetes-csi/external-provisioner/v5", csi_ldflags),
+    Module("csi-sidecars/external-attacher", "github.com/kubernetes-csi/external-attacher/v4", csi_ldflags),
     Module("csi-sidecars/external-resizer", "github.com/kubernetes-csi/external-resizer", csi_ldflags),
 )
 
@@ -126,9 +124,14 @@ def go_env() -> dict[str, str]:
 
 
 def go(*args: str, cwd: Path, capture: bool = True) -> str:
-    proc = subprocess.run([GO, *args], cwd=cwd, env=go_env(), text=True,
-                          stdout=subprocess.PIPE if capture else None,
-                          stderr=subprocess.PIPE if capture else None)
+    proc = subprocess.run(
+        [GO, *args],
+        cwd=cwd,
+        env=go_env(),
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture else None,
+    )
     if proc.returncode:
         detail = (proc.stderr or "").strip() if capture else "(output above)"
         raise RuntimeError(f"go {' '.join(args)} in {cwd} failed ({proc.returncode}): {detail}")
@@ -233,8 +236,7 @@ def binary(name: str) -> Path:
         raise LookupError(f"unknown peer binary {name!r}; known: {', '.join(sorted(all_binaries()))}")
     path = bin_dir(modules[0]) / name
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{name} is not built at {path}; run: python -m tests.peers.k8s.build {name}")
+        raise FileNotFoundError(f"{name} is not built at {path}; run: python -m tests.peers.k8s.build {name}")
     return path
 
 
@@ -278,8 +280,10 @@ def build(module: Module, binaries: list[str]) -> None:
             os.replace(Path(tmp) / b, target / b)  # atomic: a present binary is a complete one
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    log(f"built {module.dir} in {time.monotonic() - wall:.0f}s wall, {cpu:.0f}s CPU"
-        f" (largest child so far {after.ru_maxrss // 1024} MiB) -> {target}")
+    log(
+        f"built {module.dir} in {time.monotonic() - wall:.0f}s wall, {cpu:.0f}s CPU"
+        f" (largest child so far {after.ru_maxrss // 1024} MiB) -> {target}"
+    )
     for old in target.parent.iterdir():  # bin dirs of older keys of this module
         if old.is_dir() and old.name != target.name and not old.name.startswith(".build-"):
             shutil.rmtree(old, ignore_errors=True)
@@ -301,10 +305,8 @@ def ensure(names: Iterable[str] | None = None) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.peers.k8s.build",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--status", action="store_true",
-                        help="say what is built and where; build nothing")
+    parser = argparse.ArgumentParser(prog="python -m tests.peers.k8s.build", description=__doc__.split("\n")[0])
+    parser.add_argument("--status", action="store_true", help="say what is built and where; build nothing")
     parser.add_argument("names", nargs="*", help="binaries or modules (default: all)")
     args = parser.parse_args(argv)
     if args.status:

@@ -91,8 +91,9 @@ def _args(c: dict) -> list[str]:
 def is_node_plugin(pod: dict) -> bool:
     """A pod with node-driver-registrar registering cinder-csi's socket, beside cinder-csi-plugin."""
     cs = pod["spec"].get("containers") or []
-    registrar = any(_repo(c.get("image", "")) == REGISTRAR and
-                    f"--kubelet-registration-path={REGISTRATION_PATH}" in _args(c) for c in cs)
+    registrar = any(
+        _repo(c.get("image", "")) == REGISTRAR and f"--kubelet-registration-path={REGISTRATION_PATH}" in _args(c) for c in cs
+    )
     return registrar and any(_repo(c.get("image", "")) == PLUGIN for c in cs)
 
 
@@ -155,8 +156,11 @@ def csinode_driver(node_id: str, limit: int, topology: dict[str, str]) -> dict:
 
 def same_driver(have: dict, want: dict) -> bool:
     """installDriverToCSINode's test for "no change" (topology keys as a set, the count kept)."""
-    return (have.get("nodeID") == want["nodeID"] and set(have.get("topologyKeys") or []) == set(want["topologyKeys"])
-            and (have.get("allocatable") or {}).get("count") == (want.get("allocatable") or {}).get("count"))
+    return (
+        have.get("nodeID") == want["nodeID"]
+        and set(have.get("topologyKeys") or []) == set(want["topologyKeys"])
+        and (have.get("allocatable") or {}).get("count") == (want.get("allocatable") or {}).get("count")
+    )
 
 
 def pod_status(pod: dict, node_ip: str, started: str, current: dict) -> dict:
@@ -164,17 +168,36 @@ def pod_status(pod: dict, node_ip: str, started: str, current: dict) -> dict:
 
     def cond(kind):
         prev = old.get(kind)
-        return {"type": kind, "status": "True",
-                "lastTransitionTime": prev["lastTransitionTime"] if prev and prev.get("status") == "True" else started}
+        return {
+            "type": kind,
+            "status": "True",
+            "lastTransitionTime": prev["lastTransitionTime"] if prev and prev.get("status") == "True" else started,
+        }
 
     conditions = [c for c in current.get("conditions") or [] if c["type"] == "PodScheduled"]
     conditions += [cond(k) for k in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady")]
-    return {"phase": "Running", "conditions": conditions, "hostIP": node_ip, "hostIPs": [{"ip": node_ip}],
-            "podIP": node_ip, "podIPs": [{"ip": node_ip}], "startTime": current.get("startTime") or started,
-            "containerStatuses": [
-                {"name": c["name"], "image": c["image"], "imageID": "", "ready": True, "started": True, "restartCount": 0,
-                 "containerID": f"osk8s-csinode-standin://{pod['metadata']['uid'][:8]}-{c['name']}",
-                 "state": {"running": {"startedAt": started}}} for c in pod["spec"]["containers"]]}
+    return {
+        "phase": "Running",
+        "conditions": conditions,
+        "hostIP": node_ip,
+        "hostIPs": [{"ip": node_ip}],
+        "podIP": node_ip,
+        "podIPs": [{"ip": node_ip}],
+        "startTime": current.get("startTime") or started,
+        "containerStatuses": [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "",
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "containerID": f"osk8s-csinode-standin://{pod['metadata']['uid'][:8]}-{c['name']}",
+                "state": {"running": {"startedAt": started}},
+            }
+            for c in pod["spec"]["containers"]
+        ],
+    }
 
 
 def attachment_name(volume_handle: str, driver: str, node: str) -> str:
@@ -194,15 +217,30 @@ def cinder_volume(cloud_conf: str, volume_id: str, timeout: float = 15) -> dict:
     g = cloud_global(cloud_conf)
     if not g.get("application-credential-id") or not g.get("application-credential-secret"):
         raise ValueError("osk8s CSI stand-in: cloud.conf [Global] has no application credential")
-    auth = {"auth": {"identity": {"methods": ["application_credential"], "application_credential": {
-        "id": g["application-credential-id"], "secret": g["application-credential-secret"]}}}}
-    req = urllib.request.Request(g["auth-url"].rstrip("/") + "/auth/tokens", json.dumps(auth).encode(),
-                                 {"Content-Type": "application/json"})
+    auth = {
+        "auth": {
+            "identity": {
+                "methods": ["application_credential"],
+                "application_credential": {
+                    "id": g["application-credential-id"],
+                    "secret": g["application-credential-secret"],
+                },
+            }
+        }
+    }
+    req = urllib.request.Request(
+        g["auth-url"].rstrip("/") + "/auth/tokens", json.dumps(auth).encode(), {"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=timeout) as r:
         token, body = r.headers["X-Subject-Token"], json.load(r)
     region = g.get("region")
-    url = next(e["url"] for svc in body["token"]["catalog"] if svc["type"] in ("block-storage", "volumev3")
-               for e in svc["endpoints"] if e["interface"] == "public" and (not region or e.get("region_id") == region))
+    url = next(
+        e["url"]
+        for svc in body["token"]["catalog"]
+        if svc["type"] in ("block-storage", "volumev3")
+        for e in svc["endpoints"]
+        if e["interface"] == "public" and (not region or e.get("region_id") == region)
+    )
     req = urllib.request.Request(f"{url.rstrip('/')}/volumes/{volume_id}", headers={"X-Auth-Token": token})
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.load(r)["volume"]
@@ -228,25 +266,31 @@ class NodePlugin:
         csi = pv["spec"]["csi"]
         name, handle, driver = pv["metadata"]["name"], csi["volumeHandle"], csi["driver"]
         if driver != DRIVER or self.registered is None or self.plugin_pod is None:
-            raise MountError(f"MountVolume.MountDevice failed for volume \"{name}\" : kubernetes.io/csi: attacher."
-                             f"MountDevice failed to create newCsiDriverClient: driver name {driver} not found in the list "
-                             "of registered CSI drivers")
+            raise MountError(
+                f'MountVolume.MountDevice failed for volume "{name}" : kubernetes.io/csi: attacher.'
+                f"MountDevice failed to create newCsiDriverClient: driver name {driver} not found in the list "
+                "of registered CSI drivers"
+            )
         va_name = attachment_name(handle, driver, self.node_name)
         va = self.client.request("GET", f"/apis/storage.k8s.io/v1/volumeattachments/{va_name}", ok_missing=True)
         if va is None or not (va.get("status") or {}).get("attached"):
             why = ((va or {}).get("status") or {}).get("attachError", {}).get("message") or "not attached yet"
-            raise MountError(f"MountVolume.WaitForAttach failed for volume \"{name}\" : volume attachment {va_name}: {why}")
+            raise MountError(f'MountVolume.WaitForAttach failed for volume "{name}" : volume attachment {va_name}: {why}')
         server = self.registered[0]
         try:
             vol = cinder_volume(self.cloud_conf(self.plugin_pod), handle)
         except (OSError, ValueError, KeyError, StopIteration, urllib.error.URLError) as exc:
-            raise MountError(f"MountVolume.MountDevice failed for volume \"{name}\" : rpc error: code = Internal desc = "
-                             f"[NodeStageVolume] osk8s stand-in: Cinder not asked: {exc}") from exc
+            raise MountError(
+                f'MountVolume.MountDevice failed for volume "{name}" : rpc error: code = Internal desc = '
+                f"[NodeStageVolume] osk8s stand-in: Cinder not asked: {exc}"
+            ) from exc
         servers = [a.get("server_id") for a in vol.get("attachments") or []]
         if vol.get("status") != "in-use" or server not in servers:
-            raise MountError(f"MountVolume.MountDevice failed for volume \"{name}\" : rpc error: code = Internal desc = "
-                             f"[NodeStageVolume] Failed to find devicePath for volume: volume {handle} is "
-                             f"{vol.get('status')} (attached to {servers or 'no server'}), not on this server {server}")
+            raise MountError(
+                f'MountVolume.MountDevice failed for volume "{name}" : rpc error: code = Internal desc = '
+                f"[NodeStageVolume] Failed to find devicePath for volume: volume {handle} is "
+                f"{vol.get('status')} (attached to {servers or 'no server'}), not on this server {server}"
+            )
         if self.volume_store is None:
             raise MountError("osk8s CSI stand-in: no VOLUME_STORE in peers.env")
         data = self.volume_store / handle  # the filesystem on the volume ("formatted" on first stage)
@@ -280,9 +324,12 @@ class NodePlugin:
         want = pod_status(pod, node_ip, started, current)
         if all(current.get(k) == v for k, v in want.items()):
             return
-        self.client.request("PATCH", f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}/status",
-                            {"metadata": {"uid": md["uid"]}, "status": want},
-                            content_type="application/merge-patch+json")
+        self.client.request(
+            "PATCH",
+            f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}/status",
+            {"metadata": {"uid": md["uid"]}, "status": want},
+            content_type="application/merge-patch+json",
+        )
 
     def cloud_conf(self, pod: dict) -> str:
         """The cloud.conf the plugin container mounts at --cloud-config (its Secret volume)."""
@@ -292,7 +339,7 @@ class NodePlugin:
         for m in c.get("volumeMounts") or []:
             mount = m["mountPath"].rstrip("/")
             if path.startswith(mount + "/") and "secret" in vols.get(m["name"], {}):
-                key = path[len(mount) + 1:]
+                key = path[len(mount) + 1 :]
                 ns, name = pod["metadata"]["namespace"], vols[m["name"]]["secret"]["secretName"]
                 secret = self.client.request("GET", f"/api/v1/namespaces/{ns}/secrets/{name}")
                 return base64.b64decode((secret.get("data") or {}).get(key, "")).decode()
@@ -320,29 +367,41 @@ class NodePlugin:
         labels, annotations = md.get("labels") or {}, md.get("annotations") or {}
         for k, v in topology.items():
             if k in labels and labels[k] != v:
-                raise RuntimeError(f"detected topology value collision: driver reported {k!r}:{v!r} but existing "
-                                   f"label is {k!r}:{labels[k]!r}")
+                raise RuntimeError(
+                    f"detected topology value collision: driver reported {k!r}:{v!r} but existing "
+                    f"label is {k!r}:{labels[k]!r}"
+                )
         ids = json.loads(annotations.get(NODE_ID_ANNOTATION) or "{}")
         patch: dict = {}
         if ids.get(DRIVER) != node_id:
-            patch.setdefault("metadata", {})["annotations"] = {NODE_ID_ANNOTATION: json.dumps({**ids, DRIVER: node_id},
-                                                                                               separators=(",", ":"))}
+            patch.setdefault("metadata", {})["annotations"] = {
+                NODE_ID_ANNOTATION: json.dumps({**ids, DRIVER: node_id}, separators=(",", ":"))
+            }
         new_labels = {k: v for k, v in topology.items() if labels.get(k) != v}
         if new_labels:
             patch.setdefault("metadata", {})["labels"] = new_labels
         if patch:
             patch["metadata"]["resourceVersion"] = md["resourceVersion"]
-            self.client.request("PATCH", f"/api/v1/nodes/{self.node_name}", patch,
-                                content_type="application/merge-patch+json")
+            self.client.request(
+                "PATCH", f"/api/v1/nodes/{self.node_name}", patch, content_type="application/merge-patch+json"
+            )
         path = f"/apis/storage.k8s.io/v1/csinodes/{self.node_name}"
         want = csinode_driver(node_id, limit, topology)
         csinode = self.client.request("GET", path, ok_missing=True)
         if csinode is None:
-            csinode = self.client.request("POST", "/apis/storage.k8s.io/v1/csinodes", {
-                "apiVersion": "storage.k8s.io/v1", "kind": "CSINode",
-                "metadata": {"name": self.node_name, "ownerReferences": [
-                    {"apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": md["uid"]}]},
-                "spec": {"drivers": []}})
+            csinode = self.client.request(
+                "POST",
+                "/apis/storage.k8s.io/v1/csinodes",
+                {
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "CSINode",
+                    "metadata": {
+                        "name": self.node_name,
+                        "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": md["uid"]}],
+                    },
+                    "spec": {"drivers": []},
+                },
+            )
         drivers = csinode["spec"].get("drivers") or []
         have = next((d for d in drivers if d["name"] == DRIVER), None)
         if have is not None and same_driver(have, want):
@@ -363,9 +422,12 @@ class NodePlugin:
             if DRIVER in ids:
                 del ids[DRIVER]
                 value = json.dumps(ids, separators=(",", ":")) if ids else None
-                self.client.request("PATCH", f"/api/v1/nodes/{self.node_name}",
-                                    {"metadata": {"annotations": {NODE_ID_ANNOTATION: value}}},
-                                    content_type="application/merge-patch+json")
+                self.client.request(
+                    "PATCH",
+                    f"/api/v1/nodes/{self.node_name}",
+                    {"metadata": {"annotations": {NODE_ID_ANNOTATION: value}}},
+                    content_type="application/merge-patch+json",
+                )
         self.registered = None
         self.log(f"csi {DRIVER} unregistered (its node plugin pod is gone)")
 
@@ -374,9 +436,12 @@ class NodePlugin:
         if self.registered is not None:
             self.uninstall()
         try:
-            self.client.request("DELETE", f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}",
-                                {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                                 "preconditions": {"uid": md["uid"]}}, ok_missing=True)
+            self.client.request(
+                "DELETE",
+                f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}",
+                {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0, "preconditions": {"uid": md["uid"]}},
+                ok_missing=True,
+            )
         except ApiError as exc:
             if exc.status != 409:  # another pod of that name by now
                 raise

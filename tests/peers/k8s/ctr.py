@@ -62,12 +62,30 @@ INDEXES = (OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json
 MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 LABEL_MAX = 4096  # pkg/labels maxSize
 
-GLOBAL = {"--debug": False, "--address": True, "-a": True, "--timeout": True, "--connect-timeout": True,
-          "--namespace": True, "-n": True}
-IMPORT_FLAGS = {"--base-name": True, "--label": True, "--digests": False, "--skip-digest-for-named": False,
-                "--index-name": True, "--all-platforms": False, "--platform": True, "--no-unpack": False,
-                "--local": False, "--compress-blobs": False, "--discard-unpacked-layers": False, "--sync-fs": False,
-                "--snapshotter": True}
+GLOBAL = {
+    "--debug": False,
+    "--address": True,
+    "-a": True,
+    "--timeout": True,
+    "--connect-timeout": True,
+    "--namespace": True,
+    "-n": True,
+}
+IMPORT_FLAGS = {
+    "--base-name": True,
+    "--label": True,
+    "--digests": False,
+    "--skip-digest-for-named": False,
+    "--index-name": True,
+    "--all-platforms": False,
+    "--platform": True,
+    "--no-unpack": False,
+    "--local": False,
+    "--compress-blobs": False,
+    "--discard-unpacked-layers": False,
+    "--sync-fs": False,
+    "--snapshotter": True,
+}
 IMPLEMENTED = {"--base-name", "--label", "--snapshotter"}
 LIST_FLAGS = {"--quiet": False, "-q": False}
 
@@ -127,14 +145,14 @@ def read_tar(data: bytes) -> tuple[dict[str, bytes], dict[str, str], dict, objec
                 name, body = posixpath.normpath(m.name), tar.extractfile(m).read()
                 if name == "oci-layout":
                     try:
-                        layout = json.loads(body[:20 << 20])
+                        layout = json.loads(body[: 20 << 20])
                     except ValueError as exc:
                         raise CtrError(f"untar oci layout {m.name!r}: {exc}") from None
                     if not isinstance(layout, dict):
                         raise CtrError(f"untar oci layout {m.name!r}: json: cannot unmarshal into ocispec.ImageLayout")
                 elif name == "manifest.json":
                     try:
-                        manifests = json.loads(body[:20 << 20])
+                        manifests = json.loads(body[: 20 << 20])
                     except ValueError as exc:
                         raise CtrError(f"untar manifest {m.name!r}: {exc}") from None
                 else:
@@ -181,11 +199,17 @@ def import_index(data: bytes) -> tuple[dict[str, bytes], list[dict]]:
             if f not in blobs:
                 raise CtrError(f"failed to resolve layers: layer {f!r} not found")
             gz = blobs[f][:3] == b"\x1f\x8b\x08" or blobs[f][:4] == b"\x28\xb5\x2f\xfd"
-            layers.append({"mediaType": DOCKER_LAYER_GZIP if gz else DOCKER_LAYER, "digest": sha256(blobs[f]),
-                           "size": len(blobs[f])})
-        body = go_json({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
-                        "config": {"mediaType": DOCKER_CONFIG, "digest": sha256(config), "size": len(config)},
-                        "layers": layers})
+            layers.append(
+                {"mediaType": DOCKER_LAYER_GZIP if gz else DOCKER_LAYER, "digest": sha256(blobs[f]), "size": len(blobs[f])}
+            )
+        body = go_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": DOCKER_MANIFEST,
+                "config": {"mediaType": DOCKER_CONFIG, "digest": sha256(config), "size": len(config)},
+                "layers": layers,
+            }
+        )
         content[sha256(body)] = body
         desc = {"mediaType": DOCKER_MANIFEST, "digest": sha256(body), "size": len(body)}
         for tag in m.get("RepoTags") or [None]:
@@ -227,12 +251,14 @@ def walk(content: dict, desc: dict) -> tuple[int, list[str]]:
 
 def ref_translator(prefix: str, check_prefix: bool):
     """archive.AddRefPrefix (check_prefix False) / FilterRefPrefix (True), reference.go."""
+
     def translate(ref: str) -> str:
         if any(ch in ref for ch in "/:@"):
             if check_prefix and not (ref.startswith(prefix) and (len(ref) == len(prefix) or ref[len(prefix)] in "/:@")):
                 return ""
             return ref
         return f"{prefix}:{ref}"
+
     return translate
 
 
@@ -282,8 +308,10 @@ def import_command(namespace: str, args: list[str]) -> None:
         k, eq, v = item.partition("=")
         labels[k] = v if eq else "true"
         if len(k) + len(labels[k]) > LABEL_MAX:
-            raise CtrError(f"label key and value length ({len(k) + len(labels[k])} bytes) greater than maximum "
-                           f"size ({LABEL_MAX} bytes), key: {k}: invalid argument")
+            raise CtrError(
+                f"label key and value length ({len(k) + len(labels[k])} bytes) greater than maximum "
+                f"size ({LABEL_MAX} bytes), key: {k}: invalid argument"
+            )
     base = (flags.get("--base-name") or [""])[-1]
     prefix = base or f"import-{datetime.date.today().isoformat()}"
     cleanup = ref_translator(prefix, check_prefix=bool(base))
@@ -301,9 +329,16 @@ def import_command(namespace: str, args: list[str]) -> None:
             name = image_name(desc.get("annotations") or {}, cleanup)
             if not name:
                 continue  # Store: "no image name found" (NotFound), which importStream only logs
-            images[name] = {"target": {"mediaType": desc.get("mediaType") or OCI_MANIFEST, "digest": desc["digest"],
-                                       "size": desc.get("size", 0)},
-                            "labels": labels, "size": size, "platforms": sorted(set(platforms))}
+            images[name] = {
+                "target": {
+                    "mediaType": desc.get("mediaType") or OCI_MANIFEST,
+                    "digest": desc["digest"],
+                    "size": desc.get("size", 0),
+                },
+                "labels": labels,
+                "size": size,
+                "platforms": sorted(set(platforms)),
+            }
             print(f"saved\t{name}", flush=True)
         store.save()
     print("Completed import", flush=True)
@@ -338,8 +373,16 @@ def list_command(namespace: str, args: list[str]) -> None:
     for n in names:
         img = images[n]
         labels = ",".join(sorted(f"{k}={v}" for k, v in img["labels"].items())) or "-"
-        rows.append([n, img["target"]["mediaType"], img["target"]["digest"], human(img["size"]),
-                     ",".join(img["platforms"]) or "-", labels])
+        rows.append(
+            [
+                n,
+                img["target"]["mediaType"],
+                img["target"]["digest"],
+                human(img["size"]),
+                ",".join(img["platforms"]) or "-",
+                labels,
+            ]
+        )
     sys.stdout.write(tabwriter(rows))
 
 
@@ -352,14 +395,18 @@ def main(argv: list[str]) -> int:
         if address != ADDRESS:
             raise CtrError(f'failed to dial "{address}": context deadline exceeded')
         if os.geteuid() != 0:
-            raise CtrError(f'failed to dial "{ADDRESS}": connection error: desc = "transport: error while dialing: '
-                           f'dial unix {ADDRESS}: connect: permission denied"')
+            raise CtrError(
+                f'failed to dial "{ADDRESS}": connection error: desc = "transport: error while dialing: '
+                f'dial unix {ADDRESS}: connect: permission denied"'
+            )
         if not rest or rest[0] not in ("images", "image", "i"):
             asked = " ".join(rest[:2]) or "(none)"
             raise CtrError(f"stand-in: only `ctr images import|ls` is implemented here, not {asked}")
         if namespace != SERVED_NAMESPACE:
-            raise CtrError(f"stand-in: namespace {namespace!r} refused: the kubelet's CRI reads images from "
-                           f"{SERVED_NAMESPACE!r} only (use -n {SERVED_NAMESPACE})")
+            raise CtrError(
+                f"stand-in: namespace {namespace!r} refused: the kubelet's CRI reads images from "
+                f"{SERVED_NAMESPACE!r} only (use -n {SERVED_NAMESPACE})"
+            )
         sub, args = (rest[1] if len(rest) > 1 else ""), rest[2:]
         if sub == "import":
             import_command(namespace, args)

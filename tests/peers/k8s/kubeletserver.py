@@ -47,17 +47,26 @@ def self_signed(cert_dir: Path, host: str) -> tuple[Path, Path]:
     k = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{host}@{int(time.time())}")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(k.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(k, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(k.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(k, hashes.SHA256())
+    )
     cert_dir.mkdir(parents=True, exist_ok=True)
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key.touch(mode=0o600)
-    key.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                    serialization.NoEncryption()))
+    key.write_bytes(
+        k.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
     return crt, key
 
 
@@ -91,13 +100,14 @@ def render_logs(text: str, query: dict[str, str], now: float | None = None) -> b
     timestamps = query.get("timestamps") in ("true", "1")
     body = "".join(f"{ts} {msg}\n" if timestamps else f"{msg}\n" for ts, _, msg in lines).encode()
     if query.get("limitBytes"):
-        body = body[:int(query["limitBytes"])]
+        body = body[: int(query["limitBytes"])]
     return body
 
 
 class KubeletServer:
-    def __init__(self, node: str, client, config: dict, cert_dir: Path, pods, log_dir: Path = Path("/var/log/pods"),
-                 log=print):
+    def __init__(
+        self, node: str, client, config: dict, cert_dir: Path, pods, log_dir: Path = Path("/var/log/pods"), log=print
+    ):
         """pods() -> the API's pods bound to this node (the kubelet's latest list)."""
         self.node, self.client, self.pods, self.log_dir, self.log = node, client, pods, log_dir, log
         authn = config.get("authentication") or {}
@@ -107,8 +117,11 @@ class KubeletServer:
         self.authz_mode = (config.get("authorization") or {}).get("mode", "Webhook")
         self.port = int(config.get("port") or 10250)
         self.address = config.get("address") or "0.0.0.0"
-        crt, key = (Path(config["tlsCertFile"]), Path(config["tlsPrivateKeyFile"])) if config.get("tlsCertFile") \
+        crt, key = (
+            (Path(config["tlsCertFile"]), Path(config["tlsPrivateKeyFile"]))
+            if config.get("tlsCertFile")
             else self_signed(cert_dir, node)
+        )
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(str(crt), str(key))
         if self.client_ca:
@@ -124,8 +137,11 @@ class KubeletServer:
             return {"username": cn, "groups": [v for k, v in subject if k == "organizationName"] + ["system:authenticated"]}
         auth = headers.get("Authorization", "")
         if auth.startswith("Bearer ") and self.webhook_authn:
-            review = self.client.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", {
-                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": auth[7:].strip()}})
+            review = self.client.request(
+                "POST",
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": auth[7:].strip()}},
+            )
             st = review.get("status") or {}
             if st.get("authenticated"):
                 return st["user"]
@@ -137,12 +153,27 @@ class KubeletServer:
     def allowed(self, user: dict, verb: str, subresource: str) -> bool:
         if self.authz_mode == "AlwaysAllow":
             return True
-        review = self.client.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", {
-            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-            "spec": {"user": user.get("username"), "groups": user.get("groups") or [], "uid": user.get("uid", ""),
-                     "extra": user.get("extra") or {},
-                     "resourceAttributes": {"verb": verb, "version": "v1", "resource": "nodes",
-                                            "subresource": subresource, "name": self.node}}})
+        review = self.client.request(
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": user.get("username"),
+                    "groups": user.get("groups") or [],
+                    "uid": user.get("uid", ""),
+                    "extra": user.get("extra") or {},
+                    "resourceAttributes": {
+                        "verb": verb,
+                        "version": "v1",
+                        "resource": "nodes",
+                        "subresource": subresource,
+                        "name": self.node,
+                    },
+                },
+            },
+        )
         return bool((review.get("status") or {}).get("allowed"))
 
     # -- handlers ------------------------------------------------------------------------------------
@@ -160,9 +191,9 @@ class KubeletServer:
         if query.get("previous") in ("true", "1"):
             files = files[:-1]
             if not files:
-                return 400, f"previous terminated container \"{container}\" in pod \"{pod_name}\" not found".encode()
+                return 400, f'previous terminated container "{container}" in pod "{pod_name}" not found'.encode()
         if not files:
-            return 400, f"container \"{container}\" in pod \"{pod_name}\" is waiting to start: ContainerCreating".encode()
+            return 400, f'container "{container}" in pod "{pod_name}" is waiting to start: ContainerCreating'.encode()
         return 200, render_logs(files[-1].read_text(errors="replace"), query)
 
     def start(self) -> KubeletServer:
@@ -187,8 +218,11 @@ class KubeletServer:
                         return self.reply(401, b"Unauthorized")
                     sub = "healthz" if u.path.rstrip("/") == "/healthz" else "proxy"
                     if sub != "healthz" and not srv.allowed(user, "get", sub):
-                        return self.reply(403, f"Forbidden (user={user.get('username')}, verb=get, resource=nodes, "
-                                               f"subresource(s)=[{sub}])".encode())
+                        return self.reply(
+                            403,
+                            f"Forbidden (user={user.get('username')}, verb=get, resource=nodes, "
+                            f"subresource(s)=[{sub}])".encode(),
+                        )
                     parts = u.path.strip("/").split("/")
                     if sub == "healthz":
                         return self.reply(200, b"ok")
@@ -210,8 +244,10 @@ class KubeletServer:
 
         self.server = Server((self.address, self.port), Handler)
         threading.Thread(target=self.server.serve_forever, name="kubelet-server", daemon=True).start()
-        self.log(f"kubelet server on https://{self.address}:{self.port} (client CA {self.client_ca or 'none'}, "
-                 f"authorization {self.authz_mode})")
+        self.log(
+            f"kubelet server on https://{self.address}:{self.port} (client CA {self.client_ca or 'none'}, "
+            f"authorization {self.authz_mode})"
+        )
         return self
 
     def stop(self) -> None:

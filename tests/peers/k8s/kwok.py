@@ -37,13 +37,17 @@ import urllib.parse
 from pathlib import Path
 
 NODE_STAGES = ("kustomize/stage/node/fast/node-initialize.yaml", "kustomize/stage/node/heartbeat/node-heartbeat.yaml")
-POD_STAGES = ("kustomize/stage/pod/fast/pod-ready.yaml", "kustomize/stage/pod/fast/pod-complete.yaml",
-              "kustomize/stage/pod/fast/pod-delete.yaml")
+POD_STAGES = (
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
 # mirror pods: their status is the kubelet's (the static pod's real containers), never kwok's
 MIRROR_SELECTOR_KEY = '.metadata.annotations["kubernetes.io/config.mirror"]'
 # every image repository of the pod (tag and digest cut off); a pod without containers yields nothing
-RUNNER_SELECTOR_KEY = ('((.spec.containers // []) + (.spec.initContainers // [])) | .[].image '
-                       '| sub("@.*$"; "") | sub(":[^:/]*$"; "")')
+RUNNER_SELECTOR_KEY = (
+    '((.spec.containers // []) + (.spec.initContainers // [])) | .[].image | sub("@.*$"; "") | sub(":[^:/]*$"; "")'
+)
 
 
 def image_repository(image: str) -> str:
@@ -96,11 +100,22 @@ def write_kubeconfig(path: Path, server: str) -> None:
         f"clusters:\n- name: node-proxy\n  cluster:\n    server: {server}\n"
         "users:\n- name: node\n  user: {}\n"
         "contexts:\n- name: node\n  context:\n    cluster: node-proxy\n    user: node\n"
-        "current-context: node\n")
+        "current-context: node\n"
+    )
 
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 
 
 def scoped(method: str, target: str, node: str) -> str:

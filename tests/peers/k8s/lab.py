@@ -63,11 +63,16 @@ class NodesLab:
         self.hosts = node_hosts(c.workdir, c.lab, workers=c.workers, prefix=c.prefix)
         try:
             state = self.hosts.workdir / "state"
-            settings = {"lab": {"name": c.lab, "state_dir": str(state)}, "versions": dict(self.hosts.pins),
-                        "devstack": {"ssh_target": "gateway", "ssh_config": str(self.hosts.ssh_config)},
-                        "cluster": {"ssh_config": str(self.hosts.ssh_config),
-                                    "nodes": [{"name": "master", "role": "control-plane"}] +
-                                             [{"name": f"worker-{i}", "role": "worker"} for i in range(1, c.workers + 1)]}}
+            settings = {
+                "lab": {"name": c.lab, "state_dir": str(state)},
+                "versions": dict(self.hosts.pins),
+                "devstack": {"ssh_target": "gateway", "ssh_config": str(self.hosts.ssh_config)},
+                "cluster": {
+                    "ssh_config": str(self.hosts.ssh_config),
+                    "nodes": [{"name": "master", "role": "control-plane"}]
+                    + [{"name": f"worker-{i}", "role": "worker"} for i in range(1, c.workers + 1)],
+                },
+            }
             for section, values in c.settings.items():
                 settings.setdefault(section, {}).update(values)
             cfg = self.hosts.workdir / "lab.yaml"
@@ -78,8 +83,16 @@ class NodesLab:
 
                 for h in self.hosts.hosts:
                     self.forwarders.append(Forwarder().start(h.netns, c.forward_ports))
-            self.endpoints = Endpoints(self.hosts.ssh_config, gw.name, nodes[0].name, {h.name: h.address for h in nodes},
-                                       {h.name: h.netns for h in self.hosts.hosts}, cfg, state / c.lab, dict(self.hosts.pins))
+            self.endpoints = Endpoints(
+                self.hosts.ssh_config,
+                gw.name,
+                nodes[0].name,
+                {h.name: h.address for h in nodes},
+                {h.name: h.netns for h in self.hosts.hosts},
+                cfg,
+                state / c.lab,
+                dict(self.hosts.pins),
+            )
         except BaseException:
             self.stop()
             raise
@@ -92,10 +105,16 @@ class NodesLab:
         from tests.peers.k8s_nodes import NODE_TABLE
 
         h, gw = self._host(node), self.hosts.hosts[0].netns
-        subprocess.run(["ip", "netns", "exec", h.netns, "ip", "addr", "add", f"{address}/32", "dev", f"{h.netns}n"],
-                       check=True, capture_output=True)
-        subprocess.run(["ip", "netns", "exec", gw, "ip", "route", "add", f"{address}/32", "via", h.address,
-                        "table", NODE_TABLE], check=True, capture_output=True)
+        subprocess.run(
+            ["ip", "netns", "exec", h.netns, "ip", "addr", "add", f"{address}/32", "dev", f"{h.netns}n"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", gw, "ip", "route", "add", f"{address}/32", "via", h.address, "table", NODE_TABLE],
+            check=True,
+            capture_output=True,
+        )
 
     def private(self, node: str, path: str) -> Path:
         """Where a node's private directory (/etc/kubernetes, /var/lib/osk8s-standin...) is on this machine."""

@@ -34,7 +34,7 @@ def _fields(data: bytes) -> dict[int, list]:
             value, i = _varint(data, i)
         elif wire == 2:
             n, i = _varint(data, i)
-            value, i = data[i:i + n], i + n
+            value, i = data[i : i + n], i + n
         else:
             raise ValueError(f"unexpected wire type {wire}")
         out.setdefault(number, []).append(value)
@@ -116,8 +116,11 @@ def main(argv: list[str]) -> int:
                 self.send_error(404)
                 return
             try:
-                code, body = (200, b"ok") if probe(args.csi_address, args.probe_timeout) else \
-                    (500, b"driver responded but is not ready")
+                code, body = (
+                    (200, b"ok")
+                    if probe(args.csi_address, args.probe_timeout)
+                    else (500, b"driver responded but is not ready")
+                )
             except (grpc.RpcError, ValueError) as exc:
                 code, body = 500, str(exc).encode()
                 print(f"Health check failed: {exc}", file=sys.stderr, flush=True)

@@ -47,8 +47,11 @@ SLICE_SELECTOR = "!service.kubernetes.io/headless"
 
 def log(msg: str) -> None:
     t = time.time()
-    print(f"I{time.strftime('%m%d %H:%M:%S', time.localtime(t))}.{int(t % 1 * 1e6):06d} proxy.py] {msg}",
-          file=sys.stderr, flush=True)
+    print(
+        f"I{time.strftime('%m%d %H:%M:%S', time.localtime(t))}.{int(t % 1 * 1e6):06d} proxy.py] {msg}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -67,8 +70,10 @@ def load_config(path: str) -> dict:
 
     cfg = yaml.safe_load(Path(path).read_text())
     if cfg.get("apiVersion") != "kubeproxy.config.k8s.io/v1alpha1" or cfg.get("kind") != "KubeProxyConfiguration":
-        raise SystemExit(f"failed to load kube-proxy config {path}: not a kubeproxy.config.k8s.io/v1alpha1 "
-                         f"KubeProxyConfiguration ({cfg.get('apiVersion')}/{cfg.get('kind')})")
+        raise SystemExit(
+            f"failed to load kube-proxy config {path}: not a kubeproxy.config.k8s.io/v1alpha1 "
+            f"KubeProxyConfiguration ({cfg.get('apiVersion')}/{cfg.get('kind')})"
+        )
     return cfg
 
 
@@ -95,8 +100,9 @@ class Proxier:
                 self.changed.set()
                 rv = listing["metadata"]["resourceVersion"]
                 while not self.stop.is_set():
-                    for kind, o in self.client.watch(path, resourceVersion=rv, timeoutSeconds=300,
-                                                     allowWatchBookmarks="true", **query):
+                    for kind, o in self.client.watch(
+                        path, resourceVersion=rv, timeoutSeconds=300, allowWatchBookmarks="true", **query
+                    ):
                         if kind == "ERROR":
                             raise ApiError(o.get("code", 500), o, "WATCH", path)
                         rv = o["metadata"]["resourceVersion"]
@@ -137,8 +143,14 @@ class Proxier:
                         continue
                     eps = []
                     for sl in by_service.get(key, []):
-                        num = next((p.get("port") for p in sl.get("ports") or []
-                                    if (p.get("name") or "") == (port.get("name") or "") and p.get("protocol", "TCP") == "TCP"), None)
+                        num = next(
+                            (
+                                p.get("port")
+                                for p in sl.get("ports") or []
+                                if (p.get("name") or "") == (port.get("name") or "") and p.get("protocol", "TCP") == "TCP"
+                            ),
+                            None,
+                        )
                         if num is None:
                             continue
                         for ep in sl.get("endpoints") or []:
@@ -184,10 +196,14 @@ class Proxier:
             log(f"ip addr {action} {address}: {proc.stderr.strip()}")
 
     def run(self) -> None:
-        for path, store, query in (("/api/v1/services", self.services,
-                                    {"labelSelector": SERVICE_SELECTOR, "fieldSelector": "spec.clusterIP!=None"}),
-                                   ("/apis/discovery.k8s.io/v1/endpointslices", self.slices,
-                                    {"labelSelector": SLICE_SELECTOR})):
+        for path, store, query in (
+            (
+                "/api/v1/services",
+                self.services,
+                {"labelSelector": SERVICE_SELECTOR, "fieldSelector": "spec.clusterIP!=None"},
+            ),
+            ("/apis/discovery.k8s.io/v1/endpointslices", self.slices, {"labelSelector": SLICE_SELECTOR}),
+        ):
             threading.Thread(target=self.informer, args=(path, store), kwargs=query, daemon=True).start()
         while not self.stop.is_set():
             if self.changed.wait(timeout=1):

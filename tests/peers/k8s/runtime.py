@@ -86,17 +86,34 @@ class Runtime:
     def _record(self, cid: str) -> Path:
         return self.state / f"{cid}.json"
 
-    def run(self, *, pod_uid: str, pod: str, namespace: str, name: str, restart_count: int, argv: list[str],
-            log_path: str, grace: float = 30, labels: dict | None = None) -> Container:
+    def run(
+        self,
+        *,
+        pod_uid: str,
+        pod: str,
+        namespace: str,
+        name: str,
+        restart_count: int,
+        argv: list[str],
+        log_path: str,
+        grace: float = 30,
+        labels: dict | None = None,
+    ) -> Container:
         """Start a container (its process under a detached shim) and record it."""
         self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         cid = secrets.token_hex(32)  # containerd's IDs: 64 hex digits
-        c = Container(cid, pod_uid, pod, namespace, name, restart_count, list(argv), log_path, grace,
-                      labels=dict(labels or {}))
+        c = Container(
+            cid, pod_uid, pod, namespace, name, restart_count, list(argv), log_path, grace, labels=dict(labels or {})
+        )
         shim_log = open(self.state / f"{cid}.shim.log", "ab")
-        proc = subprocess.Popen([self.python, "-S", "-B", str(SHIM), str(self.state), cid, log_path, str(grace), "--", *argv],
-                                stdin=subprocess.DEVNULL, stdout=shim_log, stderr=shim_log, start_new_session=True,
-                                close_fds=True)
+        proc = subprocess.Popen(
+            [self.python, "-S", "-B", str(SHIM), str(self.state), cid, log_path, str(grace), "--", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=shim_log,
+            stderr=shim_log,
+            start_new_session=True,
+            close_fds=True,
+        )
         shim_log.close()
         c.shim_pid, c.started_at = proc.pid, time.time()
         tmp = self._record(cid).with_suffix(".tmp")
@@ -181,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{c.id[:13]}  {c.namespace}/{c.pod}  {c.name}  restarts={c.restart_count}  {state}")
         return 0
     removed = rt.remove_all()
-    print(f"[reset] stand-in runtime: stopped and removed {len(removed)} containers"
-          + (f" ({', '.join(sorted({c.name for c in removed}))})" if removed else ""))
+    print(
+        f"[reset] stand-in runtime: stopped and removed {len(removed)} containers"
+        + (f" ({', '.join(sorted({c.name for c in removed}))})" if removed else "")
+    )
     return 0
 
 

@@ -52,7 +52,7 @@ class LogWriter:
             nl = buf.find(b"\n")
             if nl < 0:
                 break
-            line, buf = buf[:nl], buf[nl + 1:]
+            line, buf = buf[:nl], buf[nl + 1 :]
             while len(line) > MAX_LINE:
                 self._write(stream, "P", line[:MAX_LINE])
                 line = line[MAX_LINE:]
@@ -72,7 +72,7 @@ class LogWriter:
 def main(argv: list[str]) -> int:
     sep = argv.index("--")
     state_dir, cid, log_path, grace = argv[1], argv[2], argv[3], float(argv[4])
-    cmd = argv[sep + 1:]
+    cmd = argv[sep + 1 :]
     log = LogWriter(log_path)
     try:
         child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -11,7 +11,8 @@ VMs), a ten-line ML2 driver of ours (bindall/: binds every port, since no agents
 servers on real networks go ACTIVE), cinder's FakeLoggingVolumeDriver,
 octavia's noop drivers, and an Octavia network driver of ours (bindall/osk8s_octavia_vip.py: noop,
 but each load balancer's VIP is a real Neutron port, as Octavia's allowed_address_pairs driver makes
-it, so floating IPs can be bound to it as the cloud controllers do). Like DevStack, it creates networks `public` (external), `private` and
+it, so floating IPs can be bound to it as the cloud controllers do). Like DevStack, it creates
+networks `public` (external), `private` and
 `router1`, and writes clouds.yaml with clouds `admin` and `demo`.
 """
 
@@ -27,8 +28,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from services import (  # noqa: E402
-    BASE, KS, PACKAGES, PORTS, VENV, HERE, cinder, glance, identity_data, keystone, log, networks, neutron,
-    nova, octavia, placement, rabbitmq, rabbitmq_wait, spawn, v, wait_http,
+    BASE,
+    HERE,
+    KS,
+    PACKAGES,
+    PORTS,
+    VENV,
+    cinder,
+    glance,
+    identity_data,
+    keystone,
+    log,
+    networks,
+    neutron,
+    nova,
+    octavia,
+    placement,
+    rabbitmq,
+    rabbitmq_wait,
+    spawn,
+    v,
+    wait_http,
 )
 
 # --- lifecycle -----------------------------------------------------------------------------------
@@ -42,8 +62,10 @@ def install() -> None:
     # the drivers below the APIs (bindall/): reinstalled whenever their source changes
     import hashlib
 
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted((HERE / "bindall").glob("*.py")))
-                            + (HERE / "bindall" / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        b"".join(f.read_bytes() for f in sorted((HERE / "bindall").glob("*.py")))
+        + (HERE / "bindall" / "pyproject.toml").read_bytes()
+    ).hexdigest()[:16]
     marker = VENV / "bin" / ".osk8s-bindall"
     if not marker.exists() or marker.read_text() != digest:
         subprocess.run([v("pip"), "install", "-q", "--force-reinstall", "--no-deps", HERE / "bindall"], check=True)
@@ -141,8 +163,10 @@ def stop() -> None:
         os.killpg(pid, signal.SIGKILL)
     d = BASE / "rabbitmq"
     if (d / "env.sh").exists():
-        subprocess.run(["su", "rabbitmq", "-s", "/bin/bash", "-c", f". {d}/env.sh; /usr/lib/rabbitmq/bin/rabbitmqctl -q stop"],
-                       capture_output=True)
+        subprocess.run(
+            ["su", "rabbitmq", "-s", "/bin/bash", "-c", f". {d}/env.sh; /usr/lib/rabbitmq/bin/rabbitmqctl -q stop"],
+            capture_output=True,
+        )
         subprocess.run(["su", "rabbitmq", "-s", "/bin/bash", "-c", "epmd -kill"], capture_output=True)
     for f in (BASE / "run").glob("*.pid"):
         f.unlink()

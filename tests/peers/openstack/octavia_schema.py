@@ -35,10 +35,19 @@ with session.begin():
     # the DELETED placeholders that flavor/AZ foreign keys of deleted objects point at
     session.add(M.FlavorProfile(id=C.NIL_UUID, name="DELETED-PLACEHOLDER", provider_name=C.DELETED, flavor_data="{}"))
     session.flush()
-    session.add(M.Flavor(id=C.NIL_UUID, flavor_profile_id=C.NIL_UUID, name="DELETED-PLACEHOLDER", enabled=False,
-                         description="placeholder"))
-    session.add(M.AvailabilityZoneProfile(id=C.NIL_UUID, name="DELETED-PLACEHOLDER", provider_name=C.DELETED,
-                                          availability_zone_data="{}"))
+    session.add(
+        M.Flavor(
+            id=C.NIL_UUID, flavor_profile_id=C.NIL_UUID, name="DELETED-PLACEHOLDER", enabled=False, description="placeholder"
+        )
+    )
+    session.add(
+        M.AvailabilityZoneProfile(
+            id=C.NIL_UUID, name="DELETED-PLACEHOLDER", provider_name=C.DELETED, availability_zone_data="{}"
+        )
+    )
     session.flush()
-    session.add(M.AvailabilityZone(availability_zone_profile_id=C.NIL_UUID, name=C.NIL_UUID, enabled=False,
-                                   description="placeholder"))
+    session.add(
+        M.AvailabilityZone(
+            availability_zone_profile_id=C.NIL_UUID, name=C.NIL_UUID, enabled=False, description="placeholder"
+        )
+    )

@@ -56,9 +56,11 @@ def stack_dest(state: str) -> str:
     d = Path(tempfile.mkdtemp())
     (d / "logs").mkdir()
     if state in ("completed", "failed"):
-        lines = ["2026-11-30 08:00:01.123 | stack.sh log /opt/stack/logs/stack.sh.log.2026-11-30-080001",
-                 "2026-11-30 08:00:40.456 | Installing package prerequisites",
-                 "2026-11-30 08:12:03.789 | Starting Keystone"]
+        lines = [
+            "2026-11-30 08:00:01.123 | stack.sh log /opt/stack/logs/stack.sh.log.2026-11-30-080001",
+            "2026-11-30 08:00:40.456 | Installing package prerequisites",
+            "2026-11-30 08:12:03.789 | Starting Keystone",
+        ]
         if state == "completed":
             lines += ["2026-11-30 08:41:17.002 | stack.sh completed in 2476 seconds."]
         (d / devstack_facts.SUMMARY).write_text("\n".join(lines) + "\n")
@@ -72,15 +74,25 @@ def main() -> None:
     def add(fact: str, probe: str, output: str, **args):
         mod, _, name = fact.partition(":")
         parser = {"cluster.facts": cluster_facts, "devstack.facts": devstack_facts, "core.shapes": shapes}[mod]
-        cases.append({"parser": f"osk8s_tasks.{fact}", "probe": probe, "args": args, "output": output,
-                      "fact": plain(getattr(parser, name)(output))})
+        cases.append(
+            {
+                "parser": f"osk8s_tasks.{fact}",
+                "probe": probe,
+                "args": args,
+                "output": output,
+                "fact": plain(getattr(parser, name)(output)),
+            }
+        )
 
     add("cluster.facts:parse_lsmod", cluster_facts.LSMOD_PROBE, sh(cluster_facts.LSMOD_PROBE))
     add("cluster.facts:parse_swap", cluster_facts.SWAP_PROBE, sh(cluster_facts.SWAP_PROBE))
     env = dict(os.environ, PATH=kube_path())
     add("cluster.facts:parse_kube_versions", cluster_facts.KUBE_VERSIONS_PROBE, sh(cluster_facts.KUBE_VERSIONS_PROBE, env))
-    add("cluster.facts:parse_kube_versions", cluster_facts.KUBE_VERSIONS_PROBE,
-        sh(cluster_facts.KUBE_VERSIONS_PROBE, dict(os.environ, PATH="/usr/bin:/bin")))
+    add(
+        "cluster.facts:parse_kube_versions",
+        cluster_facts.KUBE_VERSIONS_PROBE,
+        sh(cluster_facts.KUBE_VERSIONS_PROBE, dict(os.environ, PATH="/usr/bin:/bin")),
+    )
     keys = ["net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables", "net.ipv6.conf.all.disable_ipv6"]
     with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
         f.write(shapes.sysctl_file({"net.ipv4.ip_forward": "1"}))

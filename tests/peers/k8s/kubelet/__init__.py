@@ -39,7 +39,8 @@ Followed upstream (k8s.io/kubernetes v1.37.2 unless named otherwise):
   ".", one Pod each, re-read continually) and config/common.go (name "<name>-<node>", namespace
   default "default", UID an FNV-128a hash of the manifest's bytes, node and file (kubelet hashes
   the decoded Go object), so an edited manifest is a new pod whose containers replace the old
-  ones; a file younger than half a second is read again later, as it may be half-written); pkg/kubelet/kuberuntime for the rest: restartPolicy
+  ones; a file younger than half a second is read again later, as it may be half-written);
+  pkg/kubelet/kuberuntime for the rest: restartPolicy
   Always with the crash-loop back-off (10 s doubling to 300 s, first restart immediate; reset after
   10 minutes of running), the grace period on stop (terminationGracePeriodSeconds, default 30),
   hostPath types (pkg/volume/hostpath: DirectoryOrCreate, Directory, FileOrCreate, File, ""),
@@ -92,6 +93,27 @@ from tests.peers.k8s.kubelet.node import initial_node, register
 from tests.peers.k8s.kubelet.service import Status, main, start, status, stop, unit_argv
 from tests.peers.k8s.kubelet.staticpods import STATIC_IMAGES, StaticPod, StaticPods, container_argv
 
-__all__ = ["POD_SYNC_SECONDS", "RUNNER_IMAGES", "STATE", "STATIC_IMAGES", "Flags", "Kubelet", "StaticPod", "StaticPods",
-           "Status", "container_argv", "initial_node", "load_config", "log", "main", "parse_flags", "parse_taints",
-           "peers", "register", "start", "status", "stop", "unit_argv"]
+__all__ = [
+    "POD_SYNC_SECONDS",
+    "RUNNER_IMAGES",
+    "STATE",
+    "STATIC_IMAGES",
+    "Flags",
+    "Kubelet",
+    "StaticPod",
+    "StaticPods",
+    "Status",
+    "container_argv",
+    "initial_node",
+    "load_config",
+    "log",
+    "main",
+    "parse_flags",
+    "parse_taints",
+    "peers",
+    "register",
+    "start",
+    "status",
+    "stop",
+    "unit_argv",
+]

@@ -90,12 +90,19 @@ def write_kubeconfig_from_bootstrapping(bootstrap: Kubeconfig, path: str, pem_pa
         cluster["certificate-authority"] = ca_file
     else:
         cluster["certificate-authority-data"] = base64.b64encode(bootstrap.ca_pem or b"").decode()
-    doc = {"apiVersion": "v1", "kind": "Config",
-           "clusters": [{"name": "default-cluster", "cluster": cluster}],
-           "contexts": [{"name": "default-context", "context": {"cluster": "default-cluster", "namespace": "default",
-                                                                "user": "default-auth"}}],
-           "current-context": "default-context",
-           "users": [{"name": "default-auth", "user": {"client-certificate": pem_path, "client-key": pem_path}}]}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "default-cluster", "cluster": cluster}],
+        "contexts": [
+            {
+                "name": "default-context",
+                "context": {"cluster": "default-cluster", "namespace": "default", "user": "default-auth"},
+            }
+        ],
+        "current-context": "default-context",
+        "users": [{"name": "default-auth", "user": {"client-certificate": pem_path, "client-key": pem_path}}],
+    }
     Path(path).write_text(yaml.safe_dump(doc, sort_keys=False))
     os.chmod(path, 0o600)
 
@@ -108,21 +115,34 @@ def new_key_and_csr(node: str) -> tuple[bytes, bytes]:
 
     x509 = _x509()
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
-                         x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}")])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}"),
+        ]
+    )
     csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
     return key_pem, csr.public_bytes(serialization.Encoding.PEM)
 
 
-def request_client_certificate(client: Client, node: str, stopping: threading.Event, timeout: float = 900) -> tuple[bytes, bytes]:
+def request_client_certificate(
+    client: Client, node: str, stopping: threading.Event, timeout: float = 900
+) -> tuple[bytes, bytes]:
     """One CSR as certificate_manager.go rotateCerts makes it; waits until it is issued."""
     key_pem, csr_pem = new_key_and_csr(node)
-    body = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
-            "metadata": {"generateName": "csr-"},
-            "spec": {"request": base64.b64encode(csr_pem).decode(), "signerName": SIGNER,
-                     "usages": ["digital signature", "client auth"]}}
+    body = {
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"generateName": "csr-"},
+        "spec": {
+            "request": base64.b64encode(csr_pem).decode(),
+            "signerName": SIGNER,
+            "usages": ["digital signature", "client auth"],
+        },
+    }
     created = client.request("POST", "/apis/certificates.k8s.io/v1/certificatesigningrequests", body)
     name, uid = created["metadata"]["name"], created["metadata"]["uid"]
     log(f"certificate signing request {name} created for system:node:{node} (signer {SIGNER})")

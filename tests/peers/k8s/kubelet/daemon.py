@@ -122,8 +122,9 @@ class Kubelet:
         if cfg is None:
             return False
         cert_kc, user_kc, rotate = cfg
-        node_kc = Kubeconfig(user_kc.server, user_kc.ca_pem, cert_file=str(self.store.current_path),
-                             key_file=str(self.store.current_path))
+        node_kc = Kubeconfig(
+            user_kc.server, user_kc.ca_pem, cert_file=str(self.store.current_path), key_file=str(self.store.current_path)
+        )
         if self.store.current() is not None:  # usable now; a rotation goes on in the background
             self.client = Client(node_kc, scratch=str(self.dir))
         if rotate:
@@ -157,8 +158,10 @@ class Kubelet:
                 pass
 
             def do_GET(self):
-                ok = self.path.split("?")[0] in ("/healthz", "/healthz/syncloop", "/healthz/ping") and \
-                    time.time() - kubelet.last_tick < 30
+                ok = (
+                    self.path.split("?")[0] in ("/healthz", "/healthz/syncloop", "/healthz/ping")
+                    and time.time() - kubelet.last_tick < 30
+                )
                 body = b"ok" if ok else b"[-]syncloop failed"
                 self.send_response(200 if ok else 500)
                 self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -192,8 +195,14 @@ class Kubelet:
         if self.flags.node_ip:
             argv.append(f"--node-ip={self.flags.node_ip}")
         out = open(self.dir / "kwok.log", "ab")
-        self.kwok = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True,
-                                     env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)})
+        self.kwok = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            close_fds=True,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)},
+        )
         out.close()
         (self.dir / "kwok.pid").write_text(str(self.kwok.pid))
         log(f"kwok {self.kwok.pid}: {' '.join(argv)} (through {self.proxy.url})")
@@ -230,8 +239,15 @@ class Kubelet:
             log(self.runner_note)
             return
         try:
-            self.runner = podsmod.PodRunner(self.name, self.node_ip(), Path(self.flags.kubeconfig), self.runner_images(),
-                                            self.state / "pods", log_dir=Path("/var/log/pods"), csi=self.csi.publish)
+            self.runner = podsmod.PodRunner(
+                self.name,
+                self.node_ip(),
+                Path(self.flags.kubeconfig),
+                self.runner_images(),
+                self.state / "pods",
+                log_dir=Path("/var/log/pods"),
+                csi=self.csi.publish,
+            )
             self.runner_note = ""
             log(f"pod runner started for {', '.join(sorted(self.runner_images()))}")
         except Exception as exc:  # its failure must not stop the node
@@ -252,8 +268,10 @@ class Kubelet:
         apimachinery's ChooseHostInterface)."""
         if self.flags.node_ip:
             return self.flags.node_ip
-        dev = next((ln.split()[0] for ln in Path("/proc/net/route").read_text().splitlines()[1:]
-                    if ln.split()[1] == "00000000"), None)
+        dev = next(
+            (ln.split()[0] for ln in Path("/proc/net/route").read_text().splitlines()[1:] if ln.split()[1] == "00000000"),
+            None,
+        )
         if dev:
             out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", dev], capture_output=True, text=True).stdout
             for word in out.split():
@@ -269,8 +287,9 @@ class Kubelet:
             try:
                 from tests.peers.k8s.kubeletserver import KubeletServer
 
-                self.server = KubeletServer(self.name, self.client, self.config, Path(self.flags.cert_dir),
-                                            lambda: self.items, log=log).start()
+                self.server = KubeletServer(
+                    self.name, self.client, self.config, Path(self.flags.cert_dir), lambda: self.items, log=log
+                ).start()
             except Exception as exc:  # noqa: BLE001 (kubectl logs then fails; the node goes on)
                 log(f"kubelet server: {exc.__class__.__name__}: {exc}")
                 self.server = False
@@ -282,9 +301,14 @@ class Kubelet:
             self.static.mirror_sync(self.client, node, items)
         except (OSError, ApiError) as exc:
             log(f"mirror pods: {exc}")
-        mine = [p for p in items if any(
-            kwokmod.image_repository(c.get("image", "")) in RUNNER_IMAGES
-            for c in (p["spec"].get("containers") or []) + (p["spec"].get("initContainers") or []))]
+        mine = [
+            p
+            for p in items
+            if any(
+                kwokmod.image_repository(c.get("image", "")) in RUNNER_IMAGES
+                for c in (p["spec"].get("containers") or []) + (p["spec"].get("initContainers") or [])
+            )
+        ]
         if self.runner is None and not self.runner_note:
             self.start_runner()
         if self.runner is not None:
@@ -306,25 +330,40 @@ class Kubelet:
                 continue
             if meta.get("deletionTimestamp"):
                 # nothing of it ever ran: the kubelet deletes such a pod at once (grace 0, UID precondition)
-                self.client.request("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                                    {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                                     "preconditions": {"uid": meta["uid"]}}, ok_missing=True)
+                self.client.request(
+                    "DELETE",
+                    f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                    {
+                        "apiVersion": "v1",
+                        "kind": "DeleteOptions",
+                        "gracePeriodSeconds": 0,
+                        "preconditions": {"uid": meta["uid"]},
+                    },
+                    ok_missing=True,
+                )
                 log(f"pod {meta['namespace']}/{meta['name']} deleted (it never ran here)")
             elif f"{meta['uid']}:{why}" not in self.explained:
                 self.explained.add(f"{meta['uid']}:{why}")
-                log(f"pod {meta['namespace']}/{meta['name']} stays Pending: the pod runner does not run it "
-                    f"({why}) and kwok leaves it alone")
+                log(
+                    f"pod {meta['namespace']}/{meta['name']} stays Pending: the pod runner does not run it "
+                    f"({why}) and kwok leaves it alone"
+                )
         self.status["runner_pods"] = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in mine]
 
     # -- main loop
     def write_status(self) -> None:
-        self.status.update(node=self.name, pid=os.getpid(), registered=self.node is not None,
-                           healthz=f"http://{self.config.get('healthzBindAddress') or '127.0.0.1'}:"
-                                   f"{self.config.get('healthzPort', 10248)}/healthz",
-                           api_server=self.client.kc.server if self.client else None,
-                           kwok_pid=self.kwok.pid if self.kwok and self.kwok.poll() is None else None,
-                           kwok_proxy=self.proxy.url if self.proxy else None, runner=self.runner_note or
-                           ("running" if self.runner else None), time=time.time())
+        self.status.update(
+            node=self.name,
+            pid=os.getpid(),
+            registered=self.node is not None,
+            healthz=f"http://{self.config.get('healthzBindAddress') or '127.0.0.1'}:"
+            f"{self.config.get('healthzPort', 10248)}/healthz",
+            api_server=self.client.kc.server if self.client else None,
+            kwok_pid=self.kwok.pid if self.kwok and self.kwok.poll() is None else None,
+            kwok_proxy=self.proxy.url if self.proxy else None,
+            runner=self.runner_note or ("running" if self.runner else None),
+            time=time.time(),
+        )
         tmp = self.dir / "status.json.tmp"
         tmp.write_text(json.dumps(self.status, indent=1))
         os.replace(tmp, self.dir / "status.json")

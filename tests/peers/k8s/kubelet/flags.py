@@ -17,16 +17,17 @@ from pathlib import Path
 STATE = Path(os.environ.get("OSK8S_STANDIN_STATE", "/var/lib/osk8s-standin"))
 
 # the kubeadm drop-in of the kubelet package (10-kubeadm.conf), as the systemd unit runs it
-UNIT_KUBECONFIG_ARGS = ["--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
-                        "--kubeconfig=/etc/kubernetes/kubelet.conf"]
+UNIT_KUBECONFIG_ARGS = [
+    "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+    "--kubeconfig=/etc/kubernetes/kubelet.conf",
+]
 UNIT_CONFIG_ARGS = ["--config=/var/lib/kubelet/config.yaml"]
 UNIT_ENV_FILES = ["/var/lib/kubelet/kubeadm-flags.env", "/etc/default/kubelet"]
 
 
 def log(msg: str) -> None:
     t = time.time()
-    print(f"{time.strftime('%m%d %H:%M:%S', time.localtime(t))}.{int(t % 1 * 1e6):06d} kubelet-standin] {msg}",
-          flush=True)
+    print(f"{time.strftime('%m%d %H:%M:%S', time.localtime(t))}.{int(t % 1 * 1e6):06d} kubelet-standin] {msg}", flush=True)
 
 
 def peers(state: Path = STATE) -> dict[str, str]:

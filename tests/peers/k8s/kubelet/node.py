@@ -34,23 +34,44 @@ def machine_status(root_dir: str, max_pods: int, kubelet_version: str) -> dict:
     mem_kib = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal:"))
     st = os.statvfs(root_dir)
     disk_kib = st.f_blocks * st.f_frsize // 1024
-    capacity = {"cpu": str(os.cpu_count()), "memory": f"{mem_kib}Ki", "pods": str(max_pods),
-                "ephemeral-storage": f"{disk_kib}Ki", "hugepages-1Gi": "0", "hugepages-2Mi": "0"}
+    capacity = {
+        "cpu": str(os.cpu_count()),
+        "memory": f"{mem_kib}Ki",
+        "pods": str(max_pods),
+        "ephemeral-storage": f"{disk_kib}Ki",
+        "hugepages-1Gi": "0",
+        "hugepages-2Mi": "0",
+    }
     allocatable = dict(capacity, memory=f"{mem_kib - 100 * 1024}Ki", **{"ephemeral-storage": str(disk_kib * 1024 * 9 // 10)})
     os_release = dict(ln.split("=", 1) for ln in _read("/etc/os-release").splitlines() if "=" in ln)
-    info = {"machineID": _read("/etc/machine-id"), "systemUUID": _read("/sys/class/dmi/id/product_uuid"),
-            "bootID": _read("/proc/sys/kernel/random/boot_id"), "kernelVersion": platform.release(),
-            "osImage": os_release.get("PRETTY_NAME", "").strip('"'),
-            "containerRuntimeVersion": "osk8s-runtime-standin://1", "kubeletVersion": kubelet_version,
-            "operatingSystem": "linux", "architecture": goarch()}
-    return {"capacity": capacity, "allocatable": allocatable, "nodeInfo": info,
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}
+    info = {
+        "machineID": _read("/etc/machine-id"),
+        "systemUUID": _read("/sys/class/dmi/id/product_uuid"),
+        "bootID": _read("/proc/sys/kernel/random/boot_id"),
+        "kernelVersion": platform.release(),
+        "osImage": os_release.get("PRETTY_NAME", "").strip('"'),
+        "containerRuntimeVersion": "osk8s-runtime-standin://1",
+        "kubeletVersion": kubelet_version,
+        "operatingSystem": "linux",
+        "architecture": goarch(),
+    }
+    return {
+        "capacity": capacity,
+        "allocatable": allocatable,
+        "nodeInfo": info,
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+    }
 
 
 def initial_node(name: str, hostname: str, flags: Flags, config: dict, kubelet_version: str) -> dict:
     arch = goarch()
-    labels = {"kubernetes.io/hostname": hostname, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
-              "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": arch}
+    labels = {
+        "kubernetes.io/hostname": hostname,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": arch,
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": arch,
+    }
     for kv in filter(None, flags.node_labels.split(",")):
         k, _, v = kv.partition("=")
         labels[k] = v
@@ -69,8 +90,13 @@ def initial_node(name: str, hostname: str, flags: Flags, config: dict, kubelet_v
         status["addresses"] = [{"type": "InternalIP", "address": node_ip}, {"type": "Hostname", "address": hostname}]
     elif external:  # nodestatus.NodeAddress: wait for the cloud provider to set them
         status["addresses"] = [{"type": "Hostname", "address": hostname}]
-    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels, "annotations": annotations},
-            "spec": {}, "status": status}
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {},
+        "status": status,
+    }
     if taints:
         node["spec"]["taints"] = taints
     return node
@@ -85,12 +111,26 @@ def register(client: Client, node: dict) -> dict:
             raise
     name = node["metadata"]["name"]
     existing = client.request("GET", f"/api/v1/nodes/{name}")
-    want = {k: v for k, v in node["metadata"]["labels"].items()
-            if k in ("kubernetes.io/hostname", "kubernetes.io/os", "kubernetes.io/arch", "beta.kubernetes.io/os",
-                     "beta.kubernetes.io/arch") and existing["metadata"].get("labels", {}).get(k) != v}
+    want = {
+        k: v
+        for k, v in node["metadata"]["labels"].items()
+        if k
+        in (
+            "kubernetes.io/hostname",
+            "kubernetes.io/os",
+            "kubernetes.io/arch",
+            "beta.kubernetes.io/os",
+            "beta.kubernetes.io/arch",
+        )
+        and existing["metadata"].get("labels", {}).get(k) != v
+    }
     if want:
-        existing = client.request("PATCH", f"/api/v1/nodes/{name}", {"metadata": {"labels": want}},
-                                  content_type="application/strategic-merge-patch+json")
+        existing = client.request(
+            "PATCH",
+            f"/api/v1/nodes/{name}",
+            {"metadata": {"labels": want}},
+            content_type="application/strategic-merge-patch+json",
+        )
     return existing
 
 
@@ -115,10 +155,16 @@ def renew_lease(client: Client, name: str, node_uid: str) -> None:
     lease = client.request("GET", path, ok_missing=True)
     owner = [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": node_uid}]
     if lease is None:
-        client.request("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", {
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": owner},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION, "renewTime": micro_time()}})
+        client.request(
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": owner},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION, "renewTime": micro_time()},
+            },
+        )
         return
     lease["spec"].update(holderIdentity=name, leaseDurationSeconds=LEASE_DURATION, renewTime=micro_time())
     if not lease["metadata"].get("ownerReferences"):

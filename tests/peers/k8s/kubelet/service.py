@@ -69,8 +69,16 @@ def status(state: Path = STATE) -> Status:
     except (OSError, ValueError):
         detail = {}
     containers = [f"{c.namespace}/{c.pod}/{c.name}" for c in Runtime(state / "runtime").list() if c.running]
-    return Status(pid is not None, pid, detail.get("node"), detail.get("healthz") if pid else None,
-                  detail.get("api_server"), detail.get("kwok_pid") if pid else None, containers, detail)
+    return Status(
+        pid is not None,
+        pid,
+        detail.get("node"),
+        detail.get("healthz") if pid else None,
+        detail.get("api_server"),
+        detail.get("kwok_pid") if pid else None,
+        containers,
+        detail,
+    )
 
 
 def start(state: Path = STATE, launcher: str = LAUNCHER) -> Status:
@@ -79,8 +87,15 @@ def start(state: Path = STATE, launcher: str = LAUNCHER) -> Status:
         d = state / "kubelet"
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         out = open(d / "kubelet.log", "ab")
-        proc = subprocess.Popen([launcher, *unit_argv()], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, close_fds=True, cwd="/")
+        proc = subprocess.Popen(
+            [launcher, *unit_argv()],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+        )
         out.close()
         (d / "kubelet.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + 10  # the launcher execs Python: wait until it is the daemon
@@ -100,7 +115,7 @@ def stop(state: Path = STATE, timeout: float = 30) -> Status:
         if _pid(state) == pid:
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.2)
-            kwok_pid = (state / "kubelet" / "kwok.pid")
+            kwok_pid = state / "kubelet" / "kwok.pid"
             try:
                 os.kill(int(kwok_pid.read_text()), signal.SIGKILL)
             except (OSError, ValueError):
@@ -139,4 +154,3 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asdict(st), indent=1))
         return 0 if st.active else 3
     return 0
-

@@ -23,10 +23,12 @@ from tests.peers.k8s.kubelet.node import rfc3339, rfc3339nano
 from tests.peers.k8s.runtime import Container, Runtime
 
 # static pods: image repository -> binary (the only translation), and which version it must carry
-STATIC_IMAGES = {"registry.k8s.io/kube-apiserver": "kube-apiserver",
-                 "registry.k8s.io/kube-controller-manager": "kube-controller-manager",
-                 "registry.k8s.io/kube-scheduler": "kube-scheduler",
-                 "registry.k8s.io/etcd": "etcd"}
+STATIC_IMAGES = {
+    "registry.k8s.io/kube-apiserver": "kube-apiserver",
+    "registry.k8s.io/kube-controller-manager": "kube-controller-manager",
+    "registry.k8s.io/kube-scheduler": "kube-scheduler",
+    "registry.k8s.io/etcd": "etcd",
+}
 
 
 CRASH_BACKOFF_INITIAL, CRASH_BACKOFF_MAX, CRASH_BACKOFF_RESET = 10.0, 300.0, 600.0
@@ -75,8 +77,15 @@ def read_static_pods(directory: str, node: str) -> dict[str, StaticPod]:
         # kubelet hashes the decoded Pod (DeepHashObject, a spew dump of the Go struct, which Python
         # cannot reproduce); the file's bytes stand in for it: same file, same UID; any edit, a new one
         uid = meta.get("uid") or fnv128a(raw + f"host:{node}".encode() + f"file:{p}".encode())
-        out[uid] = StaticPod(str(p), uid, f"{meta.get('name', '')}-{node}", meta.get("namespace") or "default",
-                             doc.get("spec") or {}, doc, rfc3339nano())
+        out[uid] = StaticPod(
+            str(p),
+            uid,
+            f"{meta.get('name', '')}-{node}",
+            meta.get("namespace") or "default",
+            doc.get("spec") or {},
+            doc,
+            rfc3339nano(),
+        )
     return out
 
 
@@ -84,7 +93,7 @@ def container_argv(pod: StaticPod, container: dict, binaries: dict[str, str], ve
     """The process for a container: the built binary for its image, with command[1:] + args."""
     image = container.get("image", "")
     repo = kwokmod.image_repository(image)
-    tag = image[len(repo) + 1:] if image.startswith(repo + ":") else ""
+    tag = image[len(repo) + 1 :] if image.startswith(repo + ":") else ""
     binary = STATIC_IMAGES.get(repo)
     if binary is None:
         raise ValueError(f"image {image!r}: no such image here (only {', '.join(sorted(STATIC_IMAGES))})")
@@ -133,11 +142,13 @@ def with_mounts(argv: list[str], mounts: list[tuple[str, str, bool]]) -> list[st
     for i, (h, m, ro) in enumerate(todo):
         args += [h, m]
         a, b = f'"${{{2 * i + 1}}}"', f'"${{{2 * i + 2}}}"'
-        script.append(f"[ -e {b} ] || {{ if [ -d {a} ]; then mkdir -p {b}; else mkdir -p \"$(dirname {b})\"; touch {b}; fi; }}")
+        script.append(
+            f'[ -e {b} ] || {{ if [ -d {a} ]; then mkdir -p {b}; else mkdir -p "$(dirname {b})"; touch {b}; fi; }}'
+        )
         script.append(f"mount --bind {a} {b}")
         if ro:
             script.append(f"mount -o remount,bind,ro {b}")
-    script.append(f"shift {2 * len(todo)}; exec \"$@\"")
+    script.append(f'shift {2 * len(todo)}; exec "$@"')
     return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "; ".join(script), "sh", *args, *argv]
 
 
@@ -200,8 +211,9 @@ class StaticPods:
                 del self.removed_logs[d]
         for pod in desired.values():
             for container in pod.spec.get("containers") or []:
-                self._sync_container(pod, container, sorted(by_key.get((pod.uid, container["name"]), []),
-                                                             key=lambda c: c.restart_count))
+                self._sync_container(
+                    pod, container, sorted(by_key.get((pod.uid, container["name"]), []), key=lambda c: c.restart_count)
+                )
         self.current = desired
         return {p.uid: {"name": p.name, "namespace": p.namespace, "file": p.file} for p in desired.values()}
 
@@ -220,9 +232,17 @@ class StaticPods:
             if pod is None or meta["annotations"]["kubernetes.io/config.mirror"] != pod.uid or meta.get("deletionTimestamp"):
                 log(f"deleting mirror pod {meta['namespace']}/{meta['name']} ({'outdated' if pod else 'orphaned'})")
                 try:
-                    client.request("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                                   {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                                    "preconditions": {"uid": meta["uid"]}}, ok_missing=True)
+                    client.request(
+                        "DELETE",
+                        f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                        {
+                            "apiVersion": "v1",
+                            "kind": "DeleteOptions",
+                            "gracePeriodSeconds": 0,
+                            "preconditions": {"uid": meta["uid"]},
+                        },
+                        ok_missing=True,
+                    )
                 except ApiError as exc:
                     if exc.status != 409:
                         raise
@@ -243,9 +263,12 @@ class StaticPods:
             status = self.pod_status(pod, [c for c in containers if c.pod_uid == pod.uid], node_ips)
             text = json.dumps(status, sort_keys=True)
             if self.reported.get(m["metadata"]["uid"]) != text:
-                client.request("PATCH", f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/status",
-                               {"metadata": {"uid": m["metadata"]["uid"]}, "status": status},
-                               content_type="application/strategic-merge-patch+json")
+                client.request(
+                    "PATCH",
+                    f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/status",
+                    {"metadata": {"uid": m["metadata"]["uid"]}, "status": status},
+                    content_type="application/strategic-merge-patch+json",
+                )
                 self.reported[m["metadata"]["uid"]] = text
 
     def mirror_pod(self, pod: StaticPod, node: str, node_uid: str) -> dict:
@@ -255,14 +278,21 @@ class StaticPods:
         for k in ("uid", "resourceVersion", "generation", "creationTimestamp"):
             meta.pop(k, None)
         meta.update(name=pod.name, namespace=pod.namespace)
-        meta.setdefault("annotations", {}).update({
-            "kubernetes.io/config.hash": pod.uid, "kubernetes.io/config.mirror": pod.uid,
-            "kubernetes.io/config.seen": pod.seen, "kubernetes.io/config.source": "file"})
+        meta.setdefault("annotations", {}).update(
+            {
+                "kubernetes.io/config.hash": pod.uid,
+                "kubernetes.io/config.mirror": pod.uid,
+                "kubernetes.io/config.seen": pod.seen,
+                "kubernetes.io/config.source": "file",
+            }
+        )
         meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid, "controller": True}]
         spec = doc.setdefault("spec", {})
         spec["nodeName"] = node
         tolerations = spec.setdefault("tolerations", [])
-        if not any(t.get("operator") == "Exists" and t.get("effect") == "NoExecute" and not t.get("key") for t in tolerations):
+        if not any(
+            t.get("operator") == "Exists" and t.get("effect") == "NoExecute" and not t.get("key") for t in tolerations
+        ):
             tolerations.append({"operator": "Exists", "effect": "NoExecute"})
         return doc
 
@@ -276,12 +306,21 @@ class StaticPods:
         for spec_c in pod.spec.get("containers") or []:
             name = spec_c["name"]
             runs = history.get(name, [])
-            st = {"name": name, "image": spec_c.get("image", ""), "imageID": "", "ready": False, "started": False,
-                  "restartCount": runs[-1].restart_count if runs else 0}
+            st = {
+                "name": name,
+                "image": spec_c.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": runs[-1].restart_count if runs else 0,
+            }
             if not runs:
                 refused = self.refused.get((pod.uid, name))
-                st["state"] = {"waiting": {"reason": "CreateContainerError", "message": refused[0]} if refused
-                               else {"reason": "ContainerCreating"}}
+                st["state"] = {
+                    "waiting": {"reason": "CreateContainerError", "message": refused[0]}
+                    if refused
+                    else {"reason": "ContainerCreating"}
+                }
             else:
                 c = runs[-1]
                 st["containerID"] = f"osk8s-runtime-standin://{c.id}"
@@ -290,15 +329,25 @@ class StaticPods:
                     st.update(ready=True, started=True)
                     running = True
                 else:
-                    st["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message":
-                                   f"back-off restarting failed container {name} in pod {pod.name}_{pod.namespace}({pod.uid})"}}
+                    st["state"] = {
+                        "waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": f"back-off restarting failed container {name} in pod "
+                            f"{pod.name}_{pod.namespace}({pod.uid})",
+                        }
+                    }
                 prev = [r for r in runs if not r.running]
                 if prev:
                     e = prev[-1].exit or {}
-                    st["lastState"] = {"terminated": {"exitCode": e.get("exitCode", 255), "reason": "Completed" if e.get("exitCode") == 0
-                                                      else "Error", "startedAt": rfc3339(prev[-1].started_at),
-                                                      "finishedAt": e.get("finishedAt") or rfc3339(time.time()),
-                                                      "containerID": f"osk8s-runtime-standin://{prev[-1].id}"}}
+                    st["lastState"] = {
+                        "terminated": {
+                            "exitCode": e.get("exitCode", 255),
+                            "reason": "Completed" if e.get("exitCode") == 0 else "Error",
+                            "startedAt": rfc3339(prev[-1].started_at),
+                            "finishedAt": e.get("finishedAt") or rfc3339(time.time()),
+                            "containerID": f"osk8s-runtime-standin://{prev[-1].id}",
+                        }
+                    }
             ready = ready and st["ready"]
             statuses.append(st)
 
@@ -309,13 +358,25 @@ class StaticPods:
                 old = self.transitions[(pod.uid, kind)] = (v, rfc3339(time.time()))
             return {"type": kind, "status": v, "lastTransitionTime": old[1]}
 
-        status = {"phase": "Running" if running else "Pending", "startTime": pod.seen.split(".")[0].rstrip("Z") + "Z",
-                  "conditions": [cond("PodReadyToStartContainers", True), cond("Initialized", True),
-                                 cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", True)],
-                  "containerStatuses": statuses}
+        status = {
+            "phase": "Running" if running else "Pending",
+            "startTime": pod.seen.split(".")[0].rstrip("Z") + "Z",
+            "conditions": [
+                cond("PodReadyToStartContainers", True),
+                cond("Initialized", True),
+                cond("Ready", ready),
+                cond("ContainersReady", ready),
+                cond("PodScheduled", True),
+            ],
+            "containerStatuses": statuses,
+        }
         if node_ips:  # hostNetwork: the pod's IPs are the node's
-            status.update(hostIP=node_ips[0], hostIPs=[{"ip": i} for i in node_ips],
-                          podIP=node_ips[0], podIPs=[{"ip": i} for i in node_ips])
+            status.update(
+                hostIP=node_ips[0],
+                hostIPs=[{"ip": i} for i in node_ips],
+                podIP=node_ips[0],
+                podIPs=[{"ip": i} for i in node_ips],
+            )
         return status
 
     def _sync_container(self, pod: StaticPod, container: dict, history: list[Container]) -> None:
@@ -335,8 +396,10 @@ class StaticPods:
                 delay = 0.0 if failures == 0 else min(CRASH_BACKOFF_INITIAL * 2 ** (failures - 1), CRASH_BACKOFF_MAX)
                 entry = {"failures": failures + 1, "not_before": now + delay, "seen": latest.id}
                 self.backoff[key] = entry
-                log(f"{pod.namespace}/{pod.name} {container['name']} exited ({latest.exit}); "
-                    f"restart {latest.restart_count + 1} in {delay:.0f}s")
+                log(
+                    f"{pod.namespace}/{pod.name} {container['name']} exited ({latest.exit}); "
+                    f"restart {latest.restart_count + 1} in {delay:.0f}s"
+                )
             if now < entry["not_before"]:
                 return
         restart = latest.restart_count + 1 if latest else 0
@@ -360,10 +423,23 @@ class StaticPods:
             Path(old.log_path).unlink(missing_ok=True)
         log_path = pod_log_dir(pod) / container["name"] / f"{restart}.log"
         grace = float(pod.spec.get("terminationGracePeriodSeconds") or 30)
-        env_prefix = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                      f"HOSTNAME={platform.node()}", "HOME=/root", *[f"{e['name']}={e['value']}" for e in env]]
-        c = self.runtime.run(pod_uid=pod.uid, pod=pod.name, namespace=pod.namespace, name=container["name"],
-                             restart_count=restart, argv=env_prefix + argv, log_path=str(log_path), grace=grace,
-                             labels={"source": "static", "file": pod.file})
-        log(f"started {pod.namespace}/{pod.name} {container['name']} (restart {restart}, shim {c.shim_pid}) "
-            f"log {log_path}")
+        env_prefix = [
+            "env",
+            "-i",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            f"HOSTNAME={platform.node()}",
+            "HOME=/root",
+            *[f"{e['name']}={e['value']}" for e in env],
+        ]
+        c = self.runtime.run(
+            pod_uid=pod.uid,
+            pod=pod.name,
+            namespace=pod.namespace,
+            name=container["name"],
+            restart_count=restart,
+            argv=env_prefix + argv,
+            log_path=str(log_path),
+            grace=grace,
+            labels={"source": "static", "file": pod.file},
+        )
+        log(f"started {pod.namespace}/{pod.name} {container['name']} (restart {restart}, shim {c.shim_pid}) log {log_path}")

@@ -95,6 +95,21 @@ from tests.peers.k8s.pods.images import IMAGES, ImageConfig, binary_version, pyt
 from tests.peers.k8s.pods.runner import PodRunner
 from tests.peers.k8s.pods.state import Backoff
 
-__all__ = ["IMAGES", "ApiError", "Backoff", "ConfigError", "ImageConfig", "KubeClient", "MountError", "PodRunner",
-           "binary_version", "expand", "parse_time", "python_standin", "quantity", "rfc3339", "service_env",
-           "split_image"]
+__all__ = [
+    "IMAGES",
+    "ApiError",
+    "Backoff",
+    "ConfigError",
+    "ImageConfig",
+    "KubeClient",
+    "MountError",
+    "PodRunner",
+    "binary_version",
+    "expand",
+    "parse_time",
+    "python_standin",
+    "quantity",
+    "rfc3339",
+    "service_env",
+    "split_image",
+]

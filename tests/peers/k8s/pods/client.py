@@ -32,9 +32,18 @@ class KubeClient:
     """HTTPS to the API server with a client certificate or a bearer token (tokenFile re-read on each
     request, as client-go re-reads it, so a refreshed ServiceAccount token is picked up)."""
 
-    def __init__(self, server: str, *, ca_data: str | None = None, ca_file: str | None = None,
-                 cert_file: str | None = None, key_file: str | None = None, token: str | None = None,
-                 token_file: str | None = None, user_agent: str = "osk8s-pods"):
+    def __init__(
+        self,
+        server: str,
+        *,
+        ca_data: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        token: str | None = None,
+        token_file: str | None = None,
+        user_agent: str = "osk8s-pods",
+    ):
         u = urllib.parse.urlsplit(server)
         if u.scheme != "https":
             raise ValueError(f"refusing a non-https API server {server!r}")
@@ -75,7 +84,9 @@ class KubeClient:
             pem = private_dir / "client.pem"
             fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:
-                f.write(base64.b64decode(user["client-certificate-data"]) + b"\n" + base64.b64decode(user["client-key-data"]))
+                f.write(
+                    base64.b64decode(user["client-certificate-data"]) + b"\n" + base64.b64decode(user["client-key-data"])
+                )
             kw["cert_file"] = str(pem)
         elif "client-certificate" in user:
             kw["cert_file"], kw["key_file"] = rel(user["client-certificate"]), rel(user["client-key"])
@@ -105,8 +116,16 @@ class KubeClient:
             h["Content-Type"] = content_type
         return h
 
-    def request(self, method: str, path: str, body=None, *, query: dict | None = None,
-                content_type: str = "application/json", timeout: float = 30) -> dict:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        *,
+        query: dict | None = None,
+        content_type: str = "application/json",
+        timeout: float = 30,
+    ) -> dict:
         url = self.prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = json.dumps(body).encode() if body is not None else None
         for attempt in (0, 1):
@@ -135,8 +154,9 @@ class KubeClient:
     def watch(self, path: str, **query):
         """Yields (type, object) of a watch; returns when the server ends it (timeoutSeconds)."""
         query = {**query, "watch": "1"}
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx,
-                                           timeout=float(query.get("timeoutSeconds", 300)) + 30)
+        conn = http.client.HTTPSConnection(
+            self.host, self.port, context=self.ctx, timeout=float(query.get("timeoutSeconds", 300)) + 30
+        )
         try:
             conn.request("GET", self.prefix + path + "?" + urllib.parse.urlencode(query), headers=self._headers(None))
             resp = conn.getresponse()

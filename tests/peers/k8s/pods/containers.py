@@ -26,18 +26,75 @@ from tests.peers.k8s.pods.state import Ctr
 ROOT = Path(__file__).resolve().parents[4]  # the repository: Python stand-ins run from it
 
 # containerd's default capability set (pkg/oci/spec.go, defaultUnixCaps), kept by unprivileged containers
-CAPS = {n: i for i, n in enumerate((
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
-    "CHECKPOINT_RESTORE"))}
-DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
-                "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
+CAPS = {
+    n: i
+    for i, n in enumerate(
+        (
+            "CHOWN",
+            "DAC_OVERRIDE",
+            "DAC_READ_SEARCH",
+            "FOWNER",
+            "FSETID",
+            "KILL",
+            "SETGID",
+            "SETUID",
+            "SETPCAP",
+            "LINUX_IMMUTABLE",
+            "NET_BIND_SERVICE",
+            "NET_BROADCAST",
+            "NET_ADMIN",
+            "NET_RAW",
+            "IPC_LOCK",
+            "IPC_OWNER",
+            "SYS_MODULE",
+            "SYS_RAWIO",
+            "SYS_CHROOT",
+            "SYS_PTRACE",
+            "SYS_PACCT",
+            "SYS_ADMIN",
+            "SYS_BOOT",
+            "SYS_NICE",
+            "SYS_RESOURCE",
+            "SYS_TIME",
+            "SYS_TTY_CONFIG",
+            "MKNOD",
+            "LEASE",
+            "AUDIT_WRITE",
+            "AUDIT_CONTROL",
+            "SETFCAP",
+            "MAC_OVERRIDE",
+            "MAC_ADMIN",
+            "SYSLOG",
+            "WAKE_ALARM",
+            "BLOCK_SUSPEND",
+            "AUDIT_READ",
+            "PERFMON",
+            "BPF",
+            "CHECKPOINT_RESTORE",
+        )
+    )
+}
+DEFAULT_CAPS = (
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+)
 
-PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n" \
-         "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"  # distroless /etc/passwd
+PASSWD = (
+    "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+    "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
+)  # distroless /etc/passwd
 GROUP = "root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\ntty:x:5:\n"
 
 
@@ -69,8 +126,10 @@ class Containers:
         # the image's /etc/passwd (distroless) gives a known user's group; containerd uses 0 otherwise
         gid = csc.get("runAsGroup", psc.get("runAsGroup", {0: 0, 65532: 65532, 65534: 65534}.get(uid, 0)))
         if csc.get("runAsNonRoot", psc.get("runAsNonRoot")) and uid == 0:  # kubelet verifyRunAsNonRoot
-            raise ConfigError("container has runAsNonRoot and image will run as root "
-                              f"(pod: \"{self.name}_{self.ns}({self.uid})\", container: {c.name})")
+            raise ConfigError(
+                "container has runAsNonRoot and image will run as root "
+                f'(pod: "{self.name}_{self.ns}({self.uid})", container: {c.name})'
+            )
         groups = list(psc.get("supplementalGroups") or []) + ([psc["fsGroup"]] if "fsGroup" in psc else [])
         c.user = (uid, gid, groups)
         full_env = dict(image.env)
@@ -78,16 +137,27 @@ class Containers:
         full_env.setdefault("HOME", "/root" if uid == 0 else "/")
         full_env.update(env)
         c.env = full_env
-        result = {"root": str(self.dir / "root"), "hostname": self.hostname(), "env": full_env, "cwd": workdir,
-                  "uid": uid, "gid": gid, "groups": groups, "mounts": [], "files": {}}
+        result = {
+            "root": str(self.dir / "root"),
+            "hostname": self.hostname(),
+            "env": full_env,
+            "cwd": workdir,
+            "uid": uid,
+            "gid": gid,
+            "groups": groups,
+            "mounts": [],
+            "files": {},
+        }
         # go-runner (component-base logs/kube-log-runner): flags, then the command it runs
         c.go_runner = bool(argv and argv[0] == GO_RUNNER and image.entrypoint == (GO_RUNNER,))
         binary_path = image.binary
         if c.go_runner:
             argv = self.go_runner(argv, result, binary_path)
         elif image.applets:  # a multi-call binary: argv[0] is looked up on PATH among its applets at exec
-            result["mounts"] += [{"kind": "symlink", "target": f"{os.path.dirname(binary_path)}/{a}",
-                                  "to": os.path.basename(binary_path)} for a in applets(target)]
+            result["mounts"] += [
+                {"kind": "symlink", "target": f"{os.path.dirname(binary_path)}/{a}", "to": os.path.basename(binary_path)}
+                for a in applets(target)
+            ]
         elif binary_path is not None and self._resolve(argv[0], workdir, full_env) != binary_path:
             result["fail"] = {"start_error": f'exec: "{argv[0]}": stat {argv[0]}: no such file or directory'}
         if binary_path is None:  # an image we know nothing of: its program is where argv[0] says
@@ -100,8 +170,11 @@ class Containers:
             result["mounts"].append({"kind": "bind", "source": str(target), "target": binary_path, "ro": True})
             for d in image.libs:  # merged /usr: /lib and /lib64 are links into /usr, as on the host
                 result["mounts"].append({"kind": "bind", "source": d, "target": d, "ro": True})
-            result["mounts"] += [{"kind": "symlink", "target": d, "to": os.readlink(d)}
-                                 for d in ("/lib", "/lib64") if image.libs and os.path.islink(d)]
+            result["mounts"] += [
+                {"kind": "symlink", "target": d, "to": os.readlink(d)}
+                for d in ("/lib", "/lib64")
+                if image.libs and os.path.islink(d)
+            ]
         result["mounts"] += self.base_mounts(c) + self.volume_mounts(c, env)
         privileged = bool(csc.get("privileged"))
         caps = set(CAPS) if privileged else set(DEFAULT_CAPS)
@@ -129,8 +202,14 @@ class Containers:
 
     def go_runner(self, argv: list[str], result: dict, binary: str | None) -> list[str]:
         """Parse go-runner's flags as Go's flag package does; its child is the container's program."""
-        flags = {"flush-interval": "0s", "log-file": "", "log-file-size": "0", "log-file-age": "0s",
-                 "also-stdout": "false", "redirect-stderr": "true"}
+        flags = {
+            "flush-interval": "0s",
+            "log-file": "",
+            "log-file-size": "0",
+            "log-file-age": "0s",
+            "also-stdout": "false",
+            "redirect-stderr": "true",
+        }
         bools = {"also-stdout", "redirect-stderr"}
         rest, i = argv[1:], 0
         while i < len(rest):
@@ -165,14 +244,20 @@ class Containers:
             raise ConfigError("osk8s pod runner: go-runner --log-file is not emulated")
         result["merge_stderr"] = flags["redirect-stderr"] == "true"
         result["go_runner_preamble"] = [
-            f"{stamp} Running command:", f"Command env: (enable-flush={flags['flush-interval'] != '0s'}, log-file=, "
+            f"{stamp} Running command:",
+            f"Command env: (enable-flush={flags['flush-interval'] != '0s'}, log-file=, "
             f"log-file-size=0, log-file-age=0s, also-stdout={flags['also-stdout']}, "
             f"redirect-stderr={flags['redirect-stderr']})".replace("True", "true").replace("False", "false"),
-            "Run from directory: ", f"Executable path: {child[0]}", f"Args (comma-delimited): {','.join(child)}",
-            f"{stamp} Now listening for interrupts"]
+            "Run from directory: ",
+            f"Executable path: {child[0]}",
+            f"Args (comma-delimited): {','.join(child)}",
+            f"{stamp} Now listening for interrupts",
+        ]
         if binary is not None and self._resolve(child[0], result["cwd"], result["env"]) != binary:
-            result["fail"] = {"message": f"{stamp} starting command: fork/exec {child[0]}: no such file or directory",
-                              "code": 1}
+            result["fail"] = {
+                "message": f"{stamp} starting command: fork/exec {child[0]}: no such file or directory",
+                "code": 1,
+            }
         return child
 
     def hostname(self) -> str:
@@ -192,26 +277,39 @@ class Containers:
             name = self.hostname()
             sub = spec.get("subdomain")
             fqdn = f"{name}.{sub}.{self.ns}.svc.cluster.local\t{name}" if sub else name
-            hosts = ("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                     "fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n"
-                     f"{self.runner.node_ip}\t{fqdn}\n")
+            hosts = (
+                "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                "fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n"
+                f"{self.runner.node_ip}\t{fqdn}\n"
+            )
         aliases = spec.get("hostAliases") or []
         if aliases:
             hosts += "\n# Entries added by HostAliases.\n" + "".join(
-                f"{a['ip']}\t{chr(9).join(a.get('hostnames', []))}\n" for a in aliases)
+                f"{a['ip']}\t{chr(9).join(a.get('hostnames', []))}\n" for a in aliases
+            )
         (pod_etc / "hosts").write_text(hosts)
-        (pod_etc / "resolv.conf").write_text(Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else "")
-        return [{"kind": "bind", "source": str(pod_etc / "hosts"), "target": "/etc/hosts", "ro": False},
-                {"kind": "bind", "source": str(pod_etc / "resolv.conf"), "target": "/etc/resolv.conf", "ro": False},
-                {"kind": "bind", "source": "/etc/ssl/certs", "target": "/etc/ssl/certs", "ro": True}]
+        (pod_etc / "resolv.conf").write_text(
+            Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+        )
+        return [
+            {"kind": "bind", "source": str(pod_etc / "hosts"), "target": "/etc/hosts", "ro": False},
+            {"kind": "bind", "source": str(pod_etc / "resolv.conf"), "target": "/etc/resolv.conf", "ro": False},
+            {"kind": "bind", "source": "/etc/ssl/certs", "target": "/etc/ssl/certs", "ro": True},
+        ]
 
     @staticmethod
     def standin_mounts(argv: list[str]) -> list[dict]:
         """A Python stand-in's 'image': the host's /usr and /lib* and the repository, read-only."""
-        mounts = [{"kind": "bind", "source": d, "target": d, "ro": True}
-                  for d in ("/usr", "/lib", "/lib64", "/etc/alternatives") if os.path.isdir(d) and not os.path.islink(d)]
-        mounts += [{"kind": "symlink", "target": d, "to": os.readlink(d)}
-                   for d in ("/bin", "/sbin", "/lib", "/lib64") if os.path.islink(d)]
+        mounts = [
+            {"kind": "bind", "source": d, "target": d, "ro": True}
+            for d in ("/usr", "/lib", "/lib64", "/etc/alternatives")
+            if os.path.isdir(d) and not os.path.islink(d)
+        ]
+        mounts += [
+            {"kind": "symlink", "target": d, "to": os.readlink(d)}
+            for d in ("/bin", "/sbin", "/lib", "/lib64")
+            if os.path.islink(d)
+        ]
         dirs = {str(ROOT), sys.base_prefix, sys.prefix}  # the repository and the interpreter's installation
         for a in argv:
             if a.startswith("/") and os.path.exists(a) and not a.startswith(("/usr/", str(ROOT) + "/")):
@@ -225,7 +323,7 @@ class Containers:
         for vm in c.spec.get("volumeMounts") or []:
             vol = vols.get(vm["name"])
             if vol is None:
-                raise ConfigError(f"cannot find volume \"{vm['name']}\" to mount into container \"{c.name}\"")
+                raise ConfigError(f'cannot find volume "{vm["name"]}" to mount into container "{c.name}"')
             source = self.volume_path(vol)
             sub = vm.get("subPath") or (expand(vm["subPathExpr"], env) if vm.get("subPathExpr") else "")
             if sub:
@@ -237,6 +335,13 @@ class Containers:
             prop = vm.get("mountPropagation", "None")
             if prop == "Bidirectional" and not (c.spec.get("securityContext") or {}).get("privileged"):
                 raise ConfigError("Bidirectional mount propagation is available only to privileged containers")
-            out.append({"kind": "bind", "source": str(source), "target": vm["mountPath"], "ro": bool(vm.get("readOnly")),
-                        "propagation": prop})
+            out.append(
+                {
+                    "kind": "bind",
+                    "source": str(source),
+                    "target": vm["mountPath"],
+                    "ro": bool(vm.get("readOnly")),
+                    "propagation": prop,
+                }
+            )
         return out

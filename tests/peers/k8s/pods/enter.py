@@ -29,8 +29,10 @@ def _libc():
 
 
 def _mount(libc, source, target, fstype, flags, data=None):
-    if libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(), flags,
-                  data and data.encode()) != 0:
+    if (
+        libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(), flags, data and data.encode())
+        != 0
+    ):
         err = ctypes.get_errno()
         raise OSError(err, f"mount {source or fstype} on {target}: {os.strerror(err)}")
 
@@ -75,8 +77,10 @@ def container_main(spec_file: str) -> None:
             raise OSError(f'exec: "{argv[0]}": stat {argv[0]}: {e.strerror.lower() if e.strerror else e}') from e
     except BaseException as e:  # runc's "failed to create containerd task" -> StartError, exit 128
         msg = str(e.args[0]) if isinstance(e, OSError) and len(e.args) == 1 else str(e)
-        os.write(error_fd, f"failed to create containerd task: failed to create shim task: OCI runtime create failed: "
-                           f"{msg}".encode())
+        os.write(
+            error_fd,
+            f"failed to create containerd task: failed to create shim task: OCI runtime create failed: {msg}".encode(),
+        )
         print(msg, file=sys.stderr, flush=True)
         os._exit(128)
 
@@ -89,8 +93,16 @@ def enter(spec: dict) -> None:
     root = spec["root"]
     os.makedirs(root, exist_ok=True)
     _mount(libc, "tmpfs", root, "tmpfs", MS_NOSUID, "mode=0755,size=512m")
-    for d, mode in (("etc", 0o755), ("dev", 0o755), ("proc", 0o555), ("sys", 0o555), ("tmp", 0o1777),
-                    ("run", 0o755), ("root", 0o700), ("var", 0o755)):
+    for d, mode in (
+        ("etc", 0o755),
+        ("dev", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+        ("run", 0o755),
+        ("root", 0o700),
+        ("var", 0o755),
+    ):
         os.makedirs(f"{root}/{d}", exist_ok=True)
         os.chmod(f"{root}/{d}", mode)
     os.symlink("../run", f"{root}/var/run")
@@ -107,7 +119,7 @@ def enter(spec: dict) -> None:
             continue
         src = m["source"]
         if not os.path.lexists(src):
-            raise OSError(f"error mounting \"{src}\" to rootfs at \"{m['target']}\": no such file or directory")
+            raise OSError(f'error mounting "{src}" to rootfs at "{m["target"]}": no such file or directory')
         _mountpoint(target, not os.path.isdir(src))
         _mount(libc, src, target, None, MS_BIND | MS_REC)
         if m.get("ro"):
@@ -124,11 +136,22 @@ def enter(spec: dict) -> None:
             _mount(libc, f"/dev/{dev}", f"{root}/dev/{dev}", None, MS_BIND)
         os.makedirs(f"{root}/dev/shm")
         _mount(libc, "shm", f"{root}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
-        for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")):
+        for link, to in (
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+            ("ptmx", "pts/ptmx"),
+        ):
             os.symlink(to, f"{root}/dev/{link}")
     _mount(libc, "proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _mount(libc, "sysfs", f"{root}/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if spec.get("privileged") else MS_RDONLY))
+    _mount(
+        libc,
+        "sysfs",
+        f"{root}/sys",
+        "sysfs",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if spec.get("privileged") else MS_RDONLY),
+    )
     cwd = os.path.normpath("/" + spec["cwd"])
     os.makedirs(root + cwd, exist_ok=True)
     if spec.get("readonly_root"):
@@ -164,7 +187,9 @@ def capset(libc, keep: list[int]) -> None:
     class Data(ctypes.Structure):
         _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
-    have = int(next(ln.split()[1] for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("CapPrm:")), 16)
+    have = int(
+        next(ln.split()[1] for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("CapPrm:")), 16
+    )
     mask = sum(1 << c for c in keep) & have  # what this runner holds: a privileged container gets no more
     data = (Data * 2)()
     for i in (0, 1):  # inheritable stays empty (containerd since CVE-2022-24769)

@@ -35,7 +35,7 @@ def expand(text: str, *maps: dict[str, str]) -> str:
                     out.append("$(")
                     i += 2
                     continue
-                name = text[i + 2:close]
+                name = text[i + 2 : close]
                 out.append(next((m[name] for m in maps if name in m), f"$({name})"))
                 i = close + 1
                 continue
@@ -74,8 +74,24 @@ def service_env(services: list[dict]) -> dict[str, str]:
     return env
 
 
-_QUANTITY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "n": 1e-9, "u": 1e-6,
-             "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+_QUANTITY = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "": 1,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+}
 
 
 def quantity(q) -> float:
@@ -97,11 +113,17 @@ class Environment:
         except ApiError as e:
             raise ConfigError(f"failed to list services when setting up env vars: {e}") from e
         links = spec.get("enableServiceLinks", True)
-        mapped = {s["metadata"]["name"]: s for s in services
-                  if (s["metadata"]["namespace"] == "default" and s["metadata"]["name"] == "kubernetes")}
+        mapped = {
+            s["metadata"]["name"]: s
+            for s in services
+            if (s["metadata"]["namespace"] == "default" and s["metadata"]["name"] == "kubernetes")
+        }
         for s in services:
-            if s["metadata"]["namespace"] == self.ns and links and not (
-                    self.ns == "default" and s["metadata"]["name"] == "kubernetes"):
+            if (
+                s["metadata"]["namespace"] == self.ns
+                and links
+                and not (self.ns == "default" and s["metadata"]["name"] == "kubernetes")
+            ):
                 mapped[s["metadata"]["name"]] = s
         svc_env = service_env(list(mapped.values()))
         env: dict[str, str] = {}
@@ -157,7 +179,7 @@ class Environment:
                     cache[key] = None
                 else:
                     what = "configmap" if plural == "configmaps" else "secret"
-                    raise ConfigError(f"{what} \"{name}\" not found" if e.status == 404 else str(e)) from e
+                    raise ConfigError(f'{what} "{name}" not found' if e.status == 404 else str(e)) from e
         return cache[key]
 
     @staticmethod
@@ -173,10 +195,17 @@ class Environment:
         m = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
         if m:
             return (md.get(m.group(1)) or {}).get(m.group(2), "")
-        simple = {"metadata.name": md["name"], "metadata.namespace": md["namespace"], "metadata.uid": md["uid"],
-                  "spec.nodeName": self.pod["spec"].get("nodeName", ""),
-                  "spec.serviceAccountName": self.pod["spec"].get("serviceAccountName", ""),
-                  "status.hostIP": ip, "status.hostIPs": ip, "status.podIP": ip, "status.podIPs": ip}
+        simple = {
+            "metadata.name": md["name"],
+            "metadata.namespace": md["namespace"],
+            "metadata.uid": md["uid"],
+            "spec.nodeName": self.pod["spec"].get("nodeName", ""),
+            "spec.serviceAccountName": self.pod["spec"].get("serviceAccountName", ""),
+            "status.hostIP": ip,
+            "status.hostIPs": ip,
+            "status.podIP": ip,
+            "status.podIPs": ip,
+        }
         if path in simple:
             return simple[path]
         if path in ("metadata.labels", "metadata.annotations"):

@@ -46,19 +46,40 @@ def _cpo(name: str) -> ImageConfig:
 
 
 IMAGES = {
-    **{f"registry.k8s.io/provider-os/{n}": _cpo(n) for n in (
-        "openstack-cloud-controller-manager", "cinder-csi-plugin", "k8s-keystone-auth", "octavia-ingress-controller")},
+    **{
+        f"registry.k8s.io/provider-os/{n}": _cpo(n)
+        for n in (
+            "openstack-cloud-controller-manager",
+            "cinder-csi-plugin",
+            "k8s-keystone-auth",
+            "octavia-ingress-controller",
+        )
+    },
     # csi-release-tools Dockerfile: FROM distroless/static, COPY csi-x /csi-x, ENTRYPOINT ["/csi-x"]
-    **{f"registry.k8s.io/sig-storage/{n}": ImageConfig(f"/{n}", (f"/{n}",)) for n in (
-        "csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter", "livenessprobe", "csi-node-driver-registrar")},
+    **{
+        f"registry.k8s.io/sig-storage/{n}": ImageConfig(f"/{n}", (f"/{n}",))
+        for n in (
+            "csi-provisioner",
+            "csi-attacher",
+            "csi-resizer",
+            "csi-snapshotter",
+            "livenessprobe",
+            "csi-node-driver-registrar",
+        )
+    },
     # kubernetes build/server-image/Dockerfile: /usr/local/bin/<binary>, ENTRYPOINT ["/go-runner"]
     "registry.k8s.io/kube-proxy": ImageConfig("/usr/local/bin/kube-proxy", (GO_RUNNER,)),
     # kubernetes test/images/busybox (FROM busybox): /bin/busybox and its applet links, CMD ["sh"]. Played by
     # Debian's busybox (1.35; no 1.36 can be had here), dynamically linked: glibc read-only beside it. verify.pv
     # uses sh, echo, cat, sync and sleep of it; the release check is on the major version (BusyBox v1).
     "registry.k8s.io/e2e-test-images/busybox": ImageConfig(
-        "/bin/busybox", cmd=("sh",), applets=True, libs=("/usr/lib/x86_64-linux-gnu", "/usr/lib64"),
-        version_argv=(), release="major"),
+        "/bin/busybox",
+        cmd=("sh",),
+        applets=True,
+        libs=("/usr/lib/x86_64-linux-gnu", "/usr/lib64"),
+        version_argv=(),
+        release="major",
+    ),
 }
 
 
@@ -82,8 +103,7 @@ def binary_version(path: Path, argv: tuple[str, ...] = ("--version",)) -> str | 
     key = (str(path), st.st_mtime_ns, st.st_size, argv)
     if key not in _versions:
         try:
-            out = subprocess.run([str(path), *argv], capture_output=True, text=True, timeout=20,
-                                 stdin=subprocess.DEVNULL)
+            out = subprocess.run([str(path), *argv], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
             m = re.search(r"(?:^|\s)(v?\d+\.\d+\.\d+[^\s]*)", out.stdout + "\n" + out.stderr)
             _versions[key] = m.group(1) if m else None
         except (subprocess.TimeoutExpired, OSError):

@@ -41,14 +41,14 @@ class CriLog:
                         nl = buf.find(b"\n")
                         if nl == -1:
                             if len(buf) >= self.MAX_LINE:
-                                self.record(stream, buf[:self.MAX_LINE], full=False)
-                                buf = buf[self.MAX_LINE:]
+                                self.record(stream, buf[: self.MAX_LINE], full=False)
+                                buf = buf[self.MAX_LINE :]
                                 continue
                             break
-                        line, buf = buf[:nl], buf[nl + 1:]
+                        line, buf = buf[:nl], buf[nl + 1 :]
                         while len(line) > self.MAX_LINE:
-                            self.record(stream, line[:self.MAX_LINE], full=False)
-                            line = line[self.MAX_LINE:]
+                            self.record(stream, line[: self.MAX_LINE], full=False)
+                            line = line[self.MAX_LINE :]
                         self.record(stream, line)
             except OSError:
                 pass

@@ -45,8 +45,13 @@ class Probes:
                 p.last = result
                 threshold = p.spec.get("failureThreshold", 3) if result == "failure" else p.spec.get("successThreshold", 1)
                 if result == "failure":
-                    self.runner.event(self.pod, "Unhealthy", f"{p.kind.capitalize()} probe failed: {output}".strip(),
-                                      "Warning", self._field(c))
+                    self.runner.event(
+                        self.pod,
+                        "Unhealthy",
+                        f"{p.kind.capitalize()} probe failed: {output}".strip(),
+                        "Warning",
+                        self._field(c),
+                    )
                 if p.run < threshold:
                     continue
                 if p.kind == "readiness":
@@ -127,8 +132,21 @@ class Probes:
 
     def _exec_probe(self, command: list[str], c: Ctr, timeout: float) -> tuple[str, str]:
         uid, gid, _ = c.user
-        argv = ["nsenter", "--target", str(c.proc.pid), "--mount", "--uts", "--root", "--wd",
-                "--setuid", str(uid), "--setgid", str(gid), "--", *command]
+        argv = [
+            "nsenter",
+            "--target",
+            str(c.proc.pid),
+            "--mount",
+            "--uts",
+            "--root",
+            "--wd",
+            "--setuid",
+            str(uid),
+            "--setgid",
+            str(gid),
+            "--",
+            *command,
+        ]
         command = [expand(a, c.env) for a in command]  # ExpandContainerCommandOnlyStatic
         try:
             out = subprocess.run(argv, capture_output=True, timeout=timeout, env=c.env, stdin=subprocess.DEVNULL)

@@ -25,8 +25,16 @@ log = logging.getLogger("osk8s.pods")
 
 
 class PodRunner:
-    def __init__(self, node_name: str, node_ip: str, kubeconfig: Path, images: dict[str, Path | list[str]],
-                 state_dir: Path, log_dir: Path = Path("/var/log/pods"), csi=None):
+    def __init__(
+        self,
+        node_name: str,
+        node_ip: str,
+        kubeconfig: Path,
+        images: dict[str, Path | list[str]],
+        state_dir: Path,
+        log_dir: Path = Path("/var/log/pods"),
+        csi=None,
+    ):
         self.node_name, self.node_ip = node_name, node_ip
         # csi(pod, volume name, PV) -> Path: a CSI persistent volume set up on this node (the kubelet's
         # WaitForAttach, MountDevice/NodeStage and SetUp/NodePublish), raising MountError until it is
@@ -35,8 +43,7 @@ class PodRunner:
         self.state_dir, self.log_dir = Path(state_dir), Path(log_dir)
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
-        self.api = KubeClient.from_kubeconfig(Path(kubeconfig), self.state_dir / "pki",
-                                              user_agent=f"osk8s-pods/{node_name}")
+        self.api = KubeClient.from_kubeconfig(Path(kubeconfig), self.state_dir / "pki", user_agent=f"osk8s-pods/{node_name}")
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.started_at = time.monotonic()
@@ -99,9 +106,11 @@ class PodRunner:
     def delete_unstarted(self, pod: dict) -> None:
         md = pod["metadata"]
         try:
-            self.api.request("DELETE", f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}",
-                             {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                              "preconditions": {"uid": md["uid"]}})
+            self.api.request(
+                "DELETE",
+                f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}",
+                {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "preconditions": {"uid": md["uid"]}},
+            )
         except ApiError as e:
             if e.status not in (404, 409):
                 log.warning("pod %s/%s: delete: %s", md["namespace"], md["name"], e)
@@ -141,10 +150,19 @@ class PodRunner:
         if field_path:
             ref["fieldPath"] = field_path
         now = rfc3339()
-        ev = {"metadata": {"name": f"{md['name']}.{_random.token_hex(8)}", "namespace": md["namespace"]},
-              "involvedObject": ref, "reason": reason, "message": message, "type": kind,
-              "source": {"component": "kubelet", "host": self.node_name}, "firstTimestamp": now, "lastTimestamp": now,
-              "count": 1, "reportingComponent": "kubelet", "reportingInstance": self.node_name}
+        ev = {
+            "metadata": {"name": f"{md['name']}.{_random.token_hex(8)}", "namespace": md["namespace"]},
+            "involvedObject": ref,
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": "kubelet", "host": self.node_name},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": "kubelet",
+            "reportingInstance": self.node_name,
+        }
         try:
             self.api.request("POST", f"/api/v1/namespaces/{md['namespace']}/events", ev)
         except (ApiError, OSError) as e:

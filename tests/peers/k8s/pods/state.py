@@ -16,6 +16,7 @@ INITIAL_BACKOFF, MAX_BACKOFF, BACKOFF_RESET = 10.0, 300.0, 600.0  # kubelet.go, 
 @dataclass
 class Backoff:
     """client-go util/flowcontrol Backoff with kubelet's HasExpiredFunc (600 s), no jitter."""
+
     initial: float = INITIAL_BACKOFF
     maximum: float = MAX_BACKOFF
     entries: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (backoff, lastUpdate)

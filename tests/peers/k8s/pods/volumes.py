@@ -41,7 +41,9 @@ def atomic_write(target: Path, payload: dict[str, tuple[bytes, int, int | None]]
                 full = Path(dirpath) / f
                 st = full.stat()
                 have[str(full.relative_to(target / old))] = (full.read_bytes(), st.st_mode & 0o7777, st.st_uid)
-        want = {p: (d, m | (0o440 if fs_group is not None else 0), 0 if u is None else u) for p, (d, m, u) in payload.items()}
+        want = {
+            p: (d, m | (0o440 if fs_group is not None else 0), 0 if u is None else u) for p, (d, m, u) in payload.items()
+        }
         if have == want:
             _visible(target, payload)
             return False
@@ -88,8 +90,9 @@ def _visible(target: Path, payload: dict) -> None:
                 os.lchown(link, uid, -1)
 
 
-def key_payload(data: dict[str, bytes], items: list[dict] | None, default_mode: int, optional: bool,
-                what: str, user: int | None = None) -> dict[str, tuple[bytes, int, int | None]]:
+def key_payload(
+    data: dict[str, bytes], items: list[dict] | None, default_mode: int, optional: bool, what: str, user: int | None = None
+) -> dict[str, tuple[bytes, int, int | None]]:
     """pkg/volume/secret/secret.go and configmap.go MakePayload."""
     if not items:
         return {k: (v, default_mode, user) for k, v in data.items()}
@@ -98,8 +101,9 @@ def key_payload(data: dict[str, bytes], items: list[dict] | None, default_mode: 
         if it["key"] not in data:
             if optional:
                 continue
-            raise MountError(f"{what}: references non-existent {'config' if what.startswith('configmap') else 'secret'} "
-                             f"key: {it['key']}")
+            raise MountError(
+                f"{what}: references non-existent {'config' if what.startswith('configmap') else 'secret'} key: {it['key']}"
+            )
         out[it["path"]] = (data[it["key"]], it.get("mode", default_mode), user)
     return out
 
@@ -143,15 +147,25 @@ class Volumes:
                 src = vol["secret"]
                 obj = self._volume_object("secrets", src["secretName"], src.get("optional", False), name)
                 data = self._data("secretRef", obj) if obj else {}
-                payload = key_payload(data, src.get("items"), src.get("defaultMode", 0o644), src.get("optional", False),
-                                      f"secret {src['secretName']}")
+                payload = key_payload(
+                    data,
+                    src.get("items"),
+                    src.get("defaultMode", 0o644),
+                    src.get("optional", False),
+                    f"secret {src['secretName']}",
+                )
                 atomic_write(path, payload, fs_group)
             elif "configMap" in vol:
                 src = vol["configMap"]
                 obj = self._volume_object("configmaps", src["name"], src.get("optional", False), name)
                 data = self._data("configMapRef", obj) if obj else {}
-                payload = key_payload(data, src.get("items"), src.get("defaultMode", 0o644), src.get("optional", False),
-                                      f"configmap {src['name']}")
+                payload = key_payload(
+                    data,
+                    src.get("items"),
+                    src.get("defaultMode", 0o644),
+                    src.get("optional", False),
+                    f"configmap {src['name']}",
+                )
                 atomic_write(path, payload, fs_group)
             elif "downwardAPI" in vol:
                 src = vol["downwardAPI"]
@@ -162,8 +176,9 @@ class Volumes:
                 self.pvc_paths[name] = self.persistent_volume(name, vol["persistentVolumeClaim"])
             else:
                 kind = next((k for k in vol if k != "name"), "?")
-                raise MountError(f"MountVolume.SetUp failed for volume \"{name}\" : osk8s pod runner: volume type "
-                                 f"{kind} is not supported")
+                raise MountError(
+                    f'MountVolume.SetUp failed for volume "{name}" : osk8s pod runner: volume type {kind} is not supported'
+                )
 
     def persistent_volume(self, name: str, src: dict) -> Path:
         """A PVC volume (pkg/volume/csi): the claim bound, its PV a CSI volume, which the CSI hook sets up;
@@ -171,17 +186,33 @@ class Volumes:
         try:
             pvc = self.api.get(f"/api/v1/namespaces/{self.ns}/persistentvolumeclaims/{src['claimName']}")
         except ApiError as e:
-            raise MountError(f"persistentvolumeclaim \"{src['claimName']}\" not found" if e.status == 404 else str(e)) from e
+            raise MountError(f'persistentvolumeclaim "{src["claimName"]}" not found' if e.status == 404 else str(e)) from e
         pv_name = (pvc.get("spec") or {}).get("volumeName")
         if (pvc.get("status") or {}).get("phase") != "Bound" or not pv_name:
-            raise MountError(f"persistentvolumeclaim \"{src['claimName']}\" is not bound")
+            raise MountError(f'persistentvolumeclaim "{src["claimName"]}" is not bound')
         pv = self.api.get(f"/api/v1/persistentvolumes/{pv_name}")
         if "csi" not in pv.get("spec", {}) or self.runner.csi is None:
-            kind = next((k for k in pv.get("spec", {}) if k not in ("capacity", "accessModes", "claimRef",
-                         "persistentVolumeReclaimPolicy", "storageClassName", "volumeMode", "nodeAffinity",
-                         "mountOptions")), "?")
-            raise MountError(f"MountVolume.SetUp failed for volume \"{pv_name}\" : osk8s pod runner: {kind} volumes "
-                             "are not supported")
+            kind = next(
+                (
+                    k
+                    for k in pv.get("spec", {})
+                    if k
+                    not in (
+                        "capacity",
+                        "accessModes",
+                        "claimRef",
+                        "persistentVolumeReclaimPolicy",
+                        "storageClassName",
+                        "volumeMode",
+                        "nodeAffinity",
+                        "mountOptions",
+                    )
+                ),
+                "?",
+            )
+            raise MountError(
+                f'MountVolume.SetUp failed for volume "{pv_name}" : osk8s pod runner: {kind} volumes are not supported'
+            )
         source = self.runner.csi(self.pod, name, pv)
         mount = self.dir / "volumes" / "kubernetes.io~csi" / pv_name / "mount"
         mount.parent.mkdir(parents=True, exist_ok=True)
@@ -208,8 +239,8 @@ class Volumes:
             if e.status == 404 and optional:
                 return None
             what = "secret" if plural == "secrets" else "configmap"
-            detail = f"{what} \"{name}\" not found" if e.status == 404 else str(e)
-            raise MountError(f"MountVolume.SetUp failed for volume \"{vol}\" : {detail}") from e
+            detail = f'{what} "{name}" not found' if e.status == 404 else str(e)
+            raise MountError(f'MountVolume.SetUp failed for volume "{vol}" : {detail}') from e
 
     def check_host_path(self, hp: dict) -> None:
         """pkg/volume/hostpath checkType."""
@@ -219,9 +250,15 @@ class Volumes:
         elif kind == "FileOrCreate" and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o644)
-        checks = {"Directory": path.is_dir, "DirectoryOrCreate": path.is_dir, "File": path.is_file,
-                  "FileOrCreate": path.is_file, "Socket": path.is_socket, "CharDevice": path.is_char_device,
-                  "BlockDevice": path.is_block_device}
+        checks = {
+            "Directory": path.is_dir,
+            "DirectoryOrCreate": path.is_dir,
+            "File": path.is_file,
+            "FileOrCreate": path.is_file,
+            "Socket": path.is_socket,
+            "CharDevice": path.is_char_device,
+            "BlockDevice": path.is_block_device,
+        }
         if kind in checks and not checks[kind]():
             what = {"DirectoryOrCreate": "directory", "FileOrCreate": "file"}.get(kind, kind.lower())
             raise MountError(f"MountVolume.SetUp failed : hostPath type check failed: {path} is not a {what}")
@@ -249,7 +286,9 @@ class Volumes:
                 plural = "secrets" if kind == "secret" else "configmaps"
                 obj = self._volume_object(plural, ref["name"], ref.get("optional", False), vol["name"])
                 data = self._data("secretRef" if kind == "secret" else "configMapRef", obj) if obj else {}
-                out.update(key_payload(data, ref.get("items"), mode, ref.get("optional", False), f"{kind.lower()} {ref['name']}"))
+                out.update(
+                    key_payload(data, ref.get("items"), mode, ref.get("optional", False), f"{kind.lower()} {ref['name']}")
+                )
             elif "downwardAPI" in s:
                 out.update(self.downward(s["downwardAPI"].get("items") or [], mode))
             elif "serviceAccountToken" in s:
@@ -257,8 +296,10 @@ class Volumes:
                 token = self.service_account_token(vol["name"], tp)
                 out[tp["path"]] = (token.encode(), 0o600 if fs_user is not None or fs_group is not None else mode, fs_user)
             else:
-                raise MountError(f"MountVolume.SetUp failed for volume \"{vol['name']}\" : osk8s pod runner: projected "
-                                 f"source {list(s)} is not supported")
+                raise MountError(
+                    f'MountVolume.SetUp failed for volume "{vol["name"]}" : osk8s pod runner: projected '
+                    f"source {list(s)} is not supported"
+                )
         return out
 
     def service_account_token(self, vol: str, tp: dict) -> str:
@@ -272,14 +313,19 @@ class Volumes:
             if now < expires - ttl * 0.2 and now < issued + TOKEN_MAX_TTL:
                 return token
         sa = self.pod["spec"].get("serviceAccountName") or "default"
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                "spec": {"audiences": [tp["audience"]] if tp.get("audience") else None,
-                         "expirationSeconds": tp.get("expirationSeconds", 3600),
-                         "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}}}
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [tp["audience"]] if tp.get("audience") else None,
+                "expirationSeconds": tp.get("expirationSeconds", 3600),
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid},
+            },
+        }
         try:
             tr = self.api.request("POST", f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa}/token", body)
         except ApiError as e:
-            raise MountError(f"MountVolume.SetUp failed for volume \"{vol}\" : failed to fetch token: {e}") from e
+            raise MountError(f'MountVolume.SetUp failed for volume "{vol}" : failed to fetch token: {e}') from e
         token = tr["status"]["token"]
         expires = parse_time(tr["status"]["expirationTimestamp"])
         self.tokens[key] = (token, now, expires)

@@ -43,14 +43,20 @@ DEFAULT_GRACE = 30
 
 
 def _signal_text(sig: int) -> str:
-    return {signal.SIGTERM: "terminated", signal.SIGINT: "interrupt", signal.SIGHUP: "hangup",
-            signal.SIGQUIT: "quit", signal.SIGABRT: "aborted", signal.SIGSEGV: "segmentation fault"}.get(sig, f"signal {sig}")
+    return {
+        signal.SIGTERM: "terminated",
+        signal.SIGINT: "interrupt",
+        signal.SIGHUP: "hangup",
+        signal.SIGQUIT: "quit",
+        signal.SIGABRT: "aborted",
+        signal.SIGSEGV: "segmentation fault",
+    }.get(sig, f"signal {sig}")
 
 
 def _proc_start(pid: int) -> str | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2:].split()[19]
+        return stat[stat.rindex(")") + 2 :].split()[19]
     except (OSError, ValueError, IndexError):
         return None
 
@@ -129,9 +135,16 @@ class PodWorker(Containers, Environment, Volumes, Probes, PodStatus, threading.T
                 self.push_status(force=True)
             if stopping.get("delete"):
                 try:  # the status manager's final delete (status_manager.go: canBeDeleted -> Delete, grace 0)
-                    self.api.request("DELETE", f"/api/v1/namespaces/{self.ns}/pods/{self.name}",
-                                     {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                                      "preconditions": {"uid": self.uid}})
+                    self.api.request(
+                        "DELETE",
+                        f"/api/v1/namespaces/{self.ns}/pods/{self.name}",
+                        {
+                            "kind": "DeleteOptions",
+                            "apiVersion": "v1",
+                            "gracePeriodSeconds": 0,
+                            "preconditions": {"uid": self.uid},
+                        },
+                    )
                 except ApiError as e:
                     if e.status not in (404, 409):
                         log.warning("pod %s/%s: final delete: %s", self.ns, self.name, e)
@@ -195,7 +208,9 @@ class PodWorker(Containers, Environment, Volumes, Probes, PodStatus, threading.T
                 if (hit if codes.get("operator") == "In" else not hit) and rule.get("action") == "Restart":
                     return True
             if container["restartPolicy"] in ("Always", "OnFailure", "Never"):
-                return container["restartPolicy"] == "Always" or (container["restartPolicy"] == "OnFailure" and exit_code != 0)
+                return container["restartPolicy"] == "Always" or (
+                    container["restartPolicy"] == "OnFailure" and exit_code != 0
+                )
         policy = self.pod["spec"].get("restartPolicy", "Always")
         return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
 
@@ -213,8 +228,13 @@ class PodWorker(Containers, Environment, Volumes, Probes, PodStatus, threading.T
                 backoff = self.runner.backoff.get(key)
                 msg = f"back-off {int(backoff)}s restarting failed container={c.name} pod={self.name}_{self.ns}({self.uid})"
                 if c.waiting is None or c.waiting[0] != "CrashLoopBackOff":
-                    self.runner.event(self.pod, "BackOff", f"Back-off restarting failed container {c.name} in pod "
-                                      f"{self.name}_{self.ns}({self.uid})", "Warning", self._field(c))
+                    self.runner.event(
+                        self.pod,
+                        "BackOff",
+                        f"Back-off restarting failed container {c.name} in pod {self.name}_{self.ns}({self.uid})",
+                        "Warning",
+                        self._field(c),
+                    )
                 c.waiting = ("CrashLoopBackOff", msg)
                 c.next_try = now + max(0.05, finished + backoff - wall)
                 return
@@ -255,11 +275,30 @@ class PodWorker(Containers, Environment, Volumes, Probes, PodStatus, threading.T
                 c.log.record("stderr", line.encode())
         out_r, out_w = os.pipe()
         err_r, err_w = (out_r, out_w) if spec.get("merge_stderr") else os.pipe()
-        argv = ["unshare", "--mount", "--uts", "--propagation", "slave", "--",
-                sys.executable, "-I", "-S", str(ENTER), "--container", str(spec_file)]
+        argv = [
+            "unshare",
+            "--mount",
+            "--uts",
+            "--propagation",
+            "slave",
+            "--",
+            sys.executable,
+            "-I",
+            "-S",
+            str(ENTER),
+            "--container",
+            str(spec_file),
+        ]
         try:
-            c.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, close_fds=True,
-                                      start_new_session=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+            c.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                close_fds=True,
+                start_new_session=True,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            )
         finally:
             os.close(out_w)
             if err_w != out_w:
@@ -296,8 +335,14 @@ class PodWorker(Containers, Environment, Volumes, Probes, PodStatus, threading.T
             what = f"exit status {code}" if rc >= 0 else f"signal: {_signal_text(-rc)}"
             c.log.record("stderr", f"{time.strftime('%Y/%m/%d %H:%M:%S')} running command: {what}".encode())
             code = 1
-        term = {"exitCode": code, "reason": reason, "startedAt": rfc3339(c.started_at), "finishedAt": rfc3339(finished),
-                "containerID": f"osk8s-pods://{c.cid}", "_finished": finished}
+        term = {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": rfc3339(c.started_at),
+            "finishedAt": rfc3339(finished),
+            "containerID": f"osk8s-pods://{c.cid}",
+            "_finished": finished,
+        }
         if message:
             term["message"] = message
         c.proc, c.ready, c.started = None, False, False
