@@ -94,7 +94,7 @@ def open_connection(conn, log, delays=RETRY_DELAYS) -> None:
     def attempt():
         try:
             conn.open()
-        except Exception:
+        except BaseException:  # Ctrl-C during a handshake too: the half-open transport goes, the error goes on
             conn.client.close()
             raise
 

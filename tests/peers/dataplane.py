@@ -1,7 +1,10 @@
 """The data plane behind the floating IPs: a stand-in for what carries a request from a floating IP to a
 pod on a real cloud (Neutron's floating-IP NAT, the amphora's haproxy, the node's security groups,
 kube-proxy's NodePort, the pod), because none of it runs here: Octavia's amphora driver is noop (no
-amphora VM), Neutron has no agents, the pods are kwok's (no process answers on their IPs).
+amphora VM), Neutron has no agents, the pods are kwok's (no process answers on their IPs). The
+upstream code it follows: octavia/common/jinja/haproxy (listener, L7 policy and pool choice),
+kubernetes pkg/proxy/iptables (the NodePort, its REJECT without endpoints), agnhost serve-hostname
+(the answer).
 
 It follows the REAL objects, read each time a request comes in, and answers only when the real path
 would carry the request:
