@@ -25,7 +25,6 @@ import subprocess
 import time
 import uuid
 from contextlib import ExitStack
-from pathlib import Path
 
 import openstack
 import pytest
@@ -33,9 +32,8 @@ import yaml
 
 from tests.conftest import require_root_tools, run_inv
 from tests.peers.k8s import build
-from tests.peers.k8s.lab import NodesConfig, NodesLab
+from tests.peers.k8s.lab import on_loopback_cloud
 from tests.peers.k8s_nodes import calls
-from tests.peers.netfwd import OPENSTACK_PORTS
 
 pytestmark = pytest.mark.sshd
 LAB = f"k{uuid.uuid4().hex[:4]}"
@@ -56,31 +54,7 @@ ADDON_KINDS = (
 def lab(loopback_cloud):
     require_root_tools("sshd", "ip", "unshare", "openssl", "qemu-img", "gpg")
     with ExitStack() as cleanup:  # whatever setup made is undone, even when setup fails half-way
-        workdir = Path(f"/run/osk8s-k8s-{uuid.uuid4().hex[:6]}")
-        image = Path(f"/tmp/{LAB}-node.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
-        cleanup.callback(image.unlink, missing_ok=True)
-        nodes = NodesLab(
-            NodesConfig(
-                workdir,
-                LAB,
-                workers=2,
-                prefix="o8e",
-                forward_ports=OPENSTACK_PORTS,
-                settings={
-                    "openstack": {
-                        "clouds_yaml": str(loopback_cloud),
-                        "cloud": "demo",
-                        "admin_cloud": "admin",
-                        "image": {"name": "node", "file": str(image)},
-                        "boot_concurrency": 1,
-                    },  # nova on sqlite builds one server at a time
-                    "verify": {"timeout": 180},
-                },
-            )
-        )
-        cleanup.callback(nodes.stop)
-        ep = nodes.start()
+        nodes, ep = on_loopback_cloud(cleanup, "k8s", LAB, "o8e", loopback_cloud, workers=2, verify={"timeout": 180})
 
         class Lab:
             def inv(self, *args):

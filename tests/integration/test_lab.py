@@ -6,7 +6,6 @@ DevStack host (devstack.ssh_target), so `lab.up` shows the host stage skipped an
 at `--from openstack`, as a user with an existing DevStack would."""
 
 import re
-import subprocess
 import tarfile
 import time
 import uuid
@@ -18,9 +17,8 @@ import pytest
 import yaml
 
 from tests.conftest import require_root_tools, run_inv
-from tests.peers.k8s.lab import NodesConfig, NodesLab
+from tests.peers.k8s.lab import on_loopback_cloud
 from tests.peers.k8s_nodes import calls
-from tests.peers.netfwd import OPENSTACK_PORTS
 
 pytestmark = pytest.mark.sshd
 LAB = f"l{uuid.uuid4().hex[:4]}"
@@ -31,31 +29,7 @@ TAG = f"osk8s:{LAB}"
 def lab(loopback_cloud):
     require_root_tools("sshd", "ip", "unshare", "openssl", "qemu-img", "gpg")
     with ExitStack() as cleanup:
-        workdir = Path(f"/run/osk8s-lab-{uuid.uuid4().hex[:6]}")
-        image = Path(f"/tmp/{LAB}-node.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
-        cleanup.callback(image.unlink, missing_ok=True)
-        nodes = NodesLab(
-            NodesConfig(
-                workdir,
-                LAB,
-                workers=1,
-                prefix="o8l",
-                forward_ports=OPENSTACK_PORTS,
-                settings={
-                    "openstack": {
-                        "clouds_yaml": str(loopback_cloud),
-                        "cloud": "demo",
-                        "admin_cloud": "admin",
-                        "image": {"name": "node", "file": str(image)},
-                        "boot_concurrency": 1,
-                    },
-                    "verify": {"timeout": 180},
-                },
-            )
-        )
-        cleanup.callback(nodes.stop)
-        ep = nodes.start()
+        nodes, ep = on_loopback_cloud(cleanup, "lab", LAB, "o8l", loopback_cloud, workers=1, verify={"timeout": 180})
 
         class Lab:
             def inv(self, *args, timeout=1200):

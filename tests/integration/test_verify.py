@@ -29,7 +29,6 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from contextlib import ExitStack
-from pathlib import Path
 from types import SimpleNamespace
 
 import openstack
@@ -45,8 +44,7 @@ from osk8s_tasks.verify.keystone import model as keystone_auth
 from tests.conftest import SDK_WARNINGS_AS_ERRORS, require_root_tools, run_inv
 from tests.peers.dataplane import DataPlane, backend, pick_pool, rule_matches
 from tests.peers.k8s import build
-from tests.peers.k8s.lab import NodesConfig, NodesLab
-from tests.peers.netfwd import OPENSTACK_PORTS
+from tests.peers.k8s.lab import on_loopback_cloud
 
 pytestmark = pytest.mark.sshd
 LAB = f"q{uuid.uuid4().hex[:4]}"
@@ -68,32 +66,16 @@ class QuietLog:
 def lab(loopback_cloud):
     require_root_tools("sshd", "ip", "unshare", "openssl", "qemu-img", "curl", "gpg", "busybox")
     with ExitStack() as cleanup:  # whatever setup made is undone, even when setup fails half-way
-        workdir = Path(f"/run/osk8s-verify-{uuid.uuid4().hex[:6]}")
-        image = Path(f"/tmp/{LAB}-node.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
-        cleanup.callback(image.unlink, missing_ok=True)
-        nodes = NodesLab(
-            NodesConfig(
-                workdir,
-                LAB,
-                workers=1,
-                prefix="o8v",
-                forward_ports=OPENSTACK_PORTS,
-                settings={
-                    "openstack": {
-                        "clouds_yaml": str(loopback_cloud),
-                        "cloud": "demo",
-                        "admin_cloud": "admin",
-                        "image": {"name": "node", "file": str(image)},
-                        "boot_concurrency": 1,
-                    },
-                    "verify": {"timeout": 90, "keystone_user_cloud": USER},
-                    "cluster": {"manage_security_groups": False},
-                },
-            )
+        nodes, ep = on_loopback_cloud(
+            cleanup,
+            "verify",
+            LAB,
+            "o8v",
+            loopback_cloud,
+            workers=1,
+            verify={"timeout": 90, "keystone_user_cloud": USER},
+            cluster={"manage_security_groups": False},
         )
-        cleanup.callback(nodes.stop)
-        ep = nodes.start()
         gateway = ep.netns[ep.gateway]
         conn = openstack.connect(cloud="demo")
         public_cidr = next(conn.network.subnets(network_id=next(conn.network.networks(name="public")).id)).cidr
@@ -116,7 +98,9 @@ def lab(loopback_cloud):
                 nodes.add_address(server.name, next(iter(server.addresses.values()))[0]["addr"])
         cluster = inv("cluster.deploy")
         assert cluster.returncode == 0, cluster.stdout + cluster.stderr
-        plane = DataPlane(gateway, ep.state_dir / "admin.conf", loopback_cloud, workdir / "dataplane.log").start()
+        plane = DataPlane(
+            gateway, ep.state_dir / "admin.conf", loopback_cloud, nodes.config.workdir / "dataplane.log"
+        ).start()
         cleanup.callback(plane.stop)
 
         class Lab:
@@ -151,7 +135,7 @@ def lab(loopback_cloud):
 
         lab = Lab()
         lab.inv, lab.nodes, lab.ep, lab.conn, lab.plane = inv, nodes, ep, conn, plane
-        lab.state, lab.workdir, lab.cloud = ep.state_dir, workdir, loopback_cloud
+        lab.state, lab.workdir, lab.cloud = ep.state_dir, nodes.config.workdir, loopback_cloud
         lab.master_etc = nodes.private(ep.control_plane, "/etc/kubernetes")
         yield lab
 

@@ -9,6 +9,8 @@ that it can move into the product later (an "embedded lab").
     lab.status()           # {node: kubelet.Status}: kubelet active?, its containers, kwok, healthz URL
     NodesConfig(..., forward_ports=netfwd.OPENSTACK_PORTS)   # the nodes reach the loopback OpenStack at 127.0.0.1
     lab.stop()             # every process in the nodes' namespaces ended (by PID), namespaces and files gone
+    nodes, ep = on_loopback_cloud(cleanup, "verify", "q1", "o8v", clouds_yaml, verify={...})  # all of the above,
+                           # set up for the loopback OpenStack (the tests that run the tool's whole pipeline)
 
 The cluster itself is made by the tool (cluster.prepare-nodes, then kubeadm init/join through the
 gateway), as on a real lab: this launcher only provides the machines.
@@ -17,6 +19,7 @@ gateway), as on a real lab: this launcher only provides the machines.
 from __future__ import annotations
 
 import subprocess
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,3 +148,32 @@ class NodesLab:
         if self.hosts is not None:
             self.hosts.stop()  # ends every process in the namespaces by PID, then removes them
             self.hosts = None
+
+
+def on_loopback_cloud(
+    cleanup, kind: str, lab: str, prefix: str, clouds_yaml: Path, workers: int = 1, **settings: dict
+) -> tuple[NodesLab, Endpoints]:
+    """Nodes whose lab config points at the loopback OpenStack: clouds `demo` (the lab's project) and
+    `admin`, a 16 MiB qcow2 as the node image, one server build at a time (Nova on sqlite builds one
+    server at a time); `settings` sections are merged over that. The nodes and the gateway reach the
+    cloud at 127.0.0.1 (netfwd). Whatever this made is undone by `cleanup` (an ExitStack), also when
+    a later step of the caller's setup fails."""
+    from tests.peers.netfwd import OPENSTACK_PORTS
+
+    image = Path(f"/tmp/{lab}-node.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
+    cleanup.callback(image.unlink, missing_ok=True)
+    openstack = {
+        "clouds_yaml": str(clouds_yaml),
+        "cloud": "demo",
+        "admin_cloud": "admin",
+        "image": {"name": "node", "file": str(image)},
+        "boot_concurrency": 1,
+    }
+    merged = {"openstack": {**openstack, **settings.pop("openstack", {})}, **settings}
+    workdir = Path(f"/run/osk8s-{kind}-{uuid.uuid4().hex[:6]}")
+    nodes = NodesLab(
+        NodesConfig(workdir, lab, workers=workers, prefix=prefix, forward_ports=OPENSTACK_PORTS, settings=merged)
+    )
+    cleanup.callback(nodes.stop)
+    return nodes, nodes.start()
