@@ -89,7 +89,7 @@ def test_dry_run_shows_plan_and_changes_nothing(lab):
     r = lab.inv(h, "devstack.deploy", "--dry-run")
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
-    assert "net.ipv6.conf.all.disable_ipv6 -> 0" in out
+    assert "net.ipv6.conf.all.disable_ipv6 1 -> 0" in out  # the live value, then the wanted one
     assert "clone file://" in out and "apply add-phase.patch to stack.sh" in out
     assert f"HOST_IP={h.address}" in out and "ADMIN_PASSWORD=***" in out  # the local.conf it would write
     assert lab.netns(h, "sysctl", "-n", "net.ipv6.conf.all.disable_ipv6").stdout.strip() == "1"
