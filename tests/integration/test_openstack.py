@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import SDK_WARNINGS_AS_ERRORS, run_inv
+from tests.peers.httpserver import QuietHTTPServer
 
 pytestmark = pytest.mark.openstack
 BASE = Path(os.environ.get("OSK8S_OPENSTACK_BASE", "/var/lib/osk8s-openstack"))
@@ -149,7 +150,7 @@ def test_dry_run_with_an_image_url_downloads_nothing_and_leaves_no_file(cloud):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = QuietHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     before = {p for p in cloud.state.rglob("*") if p.is_file() and "logs" not in p.parts}
     try:

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -39,6 +39,7 @@ from osk8s_tasks.verify.keystone import deploy as keystone_deploy
 from osk8s_tasks.verify.keystone import pki
 from tests.conftest import require_root_tools
 from tests.peers import netfwd
+from tests.peers.httpserver import QuietHTTPServer
 from tests.peers.k8s import build, proxy
 from tests.peers.k8s.pods import ApiError, KubeClient, PodRunner
 
@@ -308,7 +309,7 @@ def free_port() -> int:
 def lab(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("o8r")
     cp = ControlPlane(workdir)  # stopped in the finally below even when start() fails half-way
-    keystone = ThreadingHTTPServer(("127.0.0.1", free_port()), Keystone)
+    keystone = QuietHTTPServer(("127.0.0.1", free_port()), Keystone)
     threading.Thread(target=keystone.serve_forever, daemon=True).start()
     fwd = netfwd.Forwarder()
     runner = None

@@ -31,6 +31,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from tests.peers.httpserver import QuietHTTPServer
+
 
 def self_signed(cert_dir: Path, host: str) -> tuple[Path, Path]:
     """<certDir>/kubelet.crt and kubelet.key, made once (certutil.GenerateSelfSignedCertKey's names)."""
@@ -233,7 +235,7 @@ class KubeletServer:
                 except Exception as exc:  # noqa: BLE001 (the API server shows it to the user)
                     return self.reply(500, f"osk8s kubelet stand-in: {exc.__class__.__name__}: {exc}".encode())
 
-        class Server(http.server.ThreadingHTTPServer):
+        class Server(QuietHTTPServer):
             daemon_threads = True
             address_family = socket.AF_INET
 

@@ -36,6 +36,8 @@ import threading
 import urllib.parse
 from pathlib import Path
 
+from tests.peers.httpserver import QuietHTTPServer
+
 NODE_STAGES = ("kustomize/stage/node/fast/node-initialize.yaml", "kustomize/stage/node/heartbeat/node-heartbeat.yaml")
 POD_STAGES = (
     "kustomize/stage/pod/fast/pod-ready.yaml",
@@ -192,7 +194,7 @@ class NodeScopedProxy:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
 
-        class Server(http.server.ThreadingHTTPServer):
+        class Server(QuietHTTPServer):
             daemon_threads = True
             address_family = socket.AF_INET
 

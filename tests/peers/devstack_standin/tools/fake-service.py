@@ -33,5 +33,9 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def server_bind(self):  # as HTTPServer's, without its reverse DNS look-up of the bound address
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
 
 Server(("0.0.0.0", port), Handler).serve_forever()

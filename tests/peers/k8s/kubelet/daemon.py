@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from tests.peers.httpserver import QuietHTTPServer
 from tests.peers.k8s import kwok as kwokmod
 from tests.peers.k8s.apiclient import ApiError, Client, Kubeconfig
 from tests.peers.k8s.kubelet.certs import (
@@ -169,7 +170,7 @@ class Kubelet:
                 self.end_headers()
                 self.wfile.write(body)
 
-        server = http.server.ThreadingHTTPServer((host, port), Handler)
+        server = QuietHTTPServer((host, port), Handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="healthz", daemon=True).start()
         log(f"healthz on http://{host}:{port}/healthz")
