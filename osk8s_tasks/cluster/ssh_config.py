@@ -4,6 +4,8 @@ already checked against a key the cloud vouched for."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from osk8s_tasks.cluster.facts import parse_console_host_keys
 from osk8s_tasks.core import lab
 from osk8s_tasks.core.engine import Status, Step, StepFailed
@@ -20,6 +22,8 @@ def host_block(name: str, address: str, user: str, key, known) -> str:
 
 
 def ssh_config_steps(s) -> list[Step]:
+    if s.settings.cluster.ssh_config:  # the user's own file: read, never written
+        return [own_ssh_config_step(s.settings.cluster.ssh_config)]
     path, known = lab.nodes_ssh_config(s.settings), lab.nodes_known_hosts(s.settings)
     clouds = cloud.Clouds(s.settings)
     names = lab.node_names(s.settings)
@@ -63,3 +67,18 @@ def ssh_config_steps(s) -> list[Step]:
         write_private(path, config)
 
     return [Step("nodes ssh_config", check, apply)]
+
+
+def own_ssh_config_step(configured: str) -> Step:
+    """cluster.ssh_config set: the nodes are reached through that file, which stays as it is."""
+    path = Path(configured).expanduser()
+
+    def check():
+        if not path.is_file():
+            raise StepFailed(
+                f"cluster.ssh_config = {configured!r} does not exist. Fix: write it, or unset cluster.ssh_config "
+                "to have cluster.ssh-config write the nodes' ssh_config from OpenStack"
+            )
+        return Status(True, f"cluster.ssh_config is your own file {path}: nothing written (unset it to have it written)")
+
+    return Step("nodes ssh_config", check, None)

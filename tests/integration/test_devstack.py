@@ -215,7 +215,9 @@ def test_passwords_the_run_did_not_make_are_never_printed(lab):
     assert failed.returncode == 1 and "mysql -uroot -p***" in failed.stdout + failed.stderr, failed.stdout + failed.stderr
     assert "LiveDbPw789" in lab.file(h, "logs/stack.sh.log").read_text()  # the trace really held it
     planned = lab.inv(h, "devstack.configure", "--dry-run")  # a check never writes: no secrets.yaml from a dry run
-    assert planned.returncode == 0 and "passwords are not generated yet" in planned.stdout, planned.stdout + planned.stderr
+    planned_out = planned.stdout + planned.stderr  # the table shows what it would do; the console log says why
+    assert planned.returncode == 0 and "passwords are not generated yet" in planned.stderr, planned_out
+    assert "generate the lab's passwords" in planned.stdout, planned_out
     assert not (lab.state / h.name / "secrets.yaml").exists()
     configured = lab.inv(h, "devstack.configure")
     assert configured.returncode == 0, configured.stdout + configured.stderr

@@ -137,12 +137,19 @@ def test_dry_run_creates_nothing(cloud):
 
 def test_dry_run_with_an_image_url_downloads_nothing_and_leaves_no_file(cloud):
     """The image decision compares the source recorded on the image; the download is the apply's.
-    The URL's server counts every request: a dry run makes none, and the lab dir gains only logs."""
+    The URL's server records every request: the check may ask whether the URL answers (HEAD), a dry
+    run downloads nothing (no GET), and the lab dir gains only logs."""
     hits = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802
+            hits.append(("HEAD", self.path))
+            self.send_response(200)
+            self.send_header("Content-Length", "12")
+            self.end_headers()
+
         def do_GET(self):  # noqa: N802
-            hits.append(self.path)
+            hits.append(("GET", self.path))
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"not an image")
@@ -159,7 +166,8 @@ def test_dry_run_with_an_image_url_downloads_nothing_and_leaves_no_file(cloud):
     finally:
         server.shutdown()
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"upload {url}" in r.stdout and hits == [] and r.writes == 0
+    assert f"upload {url}" in r.stdout and r.writes == 0
+    assert not [h for h in hits if h[0] != "HEAD"], hits  # nothing downloaded
     after = {p for p in cloud.state.rglob("*") if p.is_file() and "logs" not in p.parts}
     assert after <= before, sorted(map(str, after - before))
 

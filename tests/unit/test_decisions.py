@@ -516,3 +516,17 @@ def test_modules():
 )  # ids without the newlines: see test_fact_cases
 def test_sysctl(persisted, live, diff):
     assert shapes.sysctl_diff({"a": "1", "b": "0"}, "/f", persisted, live) == diff
+
+
+def test_a_configured_nodes_ssh_config_is_checked_and_never_written(tmp_path):
+    from osk8s_tasks.cluster.ssh_config import own_ssh_config_step
+    from osk8s_tasks.core.engine import StepFailed
+
+    mine = tmp_path / "my_ssh_config"
+    step = own_ssh_config_step(str(mine))
+    with pytest.raises(StepFailed, match=r"cluster.ssh_config = '.*my_ssh_config' does not exist. Fix: write it"):
+        step.check()
+    mine.write_text("Host n1\n")
+    status = step.check()
+    assert status.ok and f"your own file {mine}: nothing written" in status.reason
+    assert step.apply is None and mine.read_text() == "Host n1\n"
