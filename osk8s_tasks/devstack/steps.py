@@ -209,24 +209,31 @@ def configure_step(s, r: Remote) -> Step:
         out = r.run(
             f"sha256sum {shlex.quote(path)} 2>/dev/null; stat -c %a {shlex.quote(path)} 2>/dev/null", warn=True
         ).stdout.split()
-        if labsecrets.missing(s.settings):
+        missing = labsecrets.missing(s.settings)
+        if not missing and len(out) >= 3 and out[0] == render.digest(text) and out[2] == "600":
+            return Status(True, f"local.conf is current (sha256 {out[0][:12]}, mode 600)")
+        if len(out) < 3:
+            diff = f"write {path} (mode 600):\n" + text
+        else:  # what changes on the VM, its passwords masked (they may not be this run's)
+            current = r.run(f"cat {shlex.quote(path)}").stdout
+            for value in facts.secret_values(current):
+                log.secret(value)
+            old, new = facts.mask_secret_lines(current, text)
+            diff = (
+                "".join(
+                    difflib.unified_diff(
+                        old.splitlines(True), new.splitlines(True), "local.conf (VM)", "local.conf (wanted)"
+                    )
+                )
+                or f"mode {out[2]} -> 600"
+            )
+        if missing:  # a check never writes: the passwords are made by the apply
             return Status(
                 False,
                 "the lab's passwords are not generated yet",
-                f"generate the lab's passwords ({lab.secrets_file(s.settings)}, 0600), write {path} (mode 600):\n" + text,
+                f"generate the lab's passwords ({lab.secrets_file(s.settings)}, 0600), then {diff}",
             )
-        if len(out) >= 3 and out[0] == render.digest(text) and out[2] == "600":
-            return Status(True, f"local.conf is current (sha256 {out[0][:12]}, mode 600)")
-        if len(out) < 3:
-            return Status(False, "no local.conf yet", f"write {path} (mode 600):\n" + text)
-        current = r.run(f"cat {shlex.quote(path)}").stdout
-        for value in facts.secret_values(current):  # the VM's passwords may not be this run's
-            log.secret(value)
-        old, new = facts.mask_secret_lines(current, text)
-        diff = "".join(
-            difflib.unified_diff(old.splitlines(True), new.splitlines(True), "local.conf (VM)", "local.conf (wanted)")
-        )
-        return Status(False, "local.conf differs", diff or f"mode {out[2]} -> 600")
+        return Status(False, "no local.conf yet" if len(out) < 3 else "local.conf differs", diff)
 
     def apply():
         text = local_conf(s, host_ip(r), labsecrets.ensure(s.settings))

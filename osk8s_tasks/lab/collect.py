@@ -40,9 +40,13 @@ def devstack_part(s) -> Iterator[tuple[str, bytes | str]]:
         tgz = Path(d) / "devstack.tgz"
         collect_logs(s, r, tgz)
         with tarfile.open(tgz) as t:
-            for m in t.getmembers():
-                if m.isfile():
-                    yield f"devstack/{m.name.lstrip('./')}", t.extractfile(m).read()
+            files = [m for m in t.getmembers() if m.isfile()]
+            if not files:  # a host where DevStack never ran: say so, rather than "nothing to collect"
+                raise StepFailed(
+                    f"no DevStack unit journal or stack log on {r.conn.host} (not stacked yet? inv devstack.status)"
+                )
+            for m in files:
+                yield f"devstack/{m.name.lstrip('./')}", t.extractfile(m).read()
 
 
 def cloud_parts(s) -> list[Part]:
