@@ -18,7 +18,11 @@ Measured with `1 12 24 48 --rounds 3` on 2 CPUs shared with other work (load ave
   t(1) = 2.52 s, t(12)/t(1) = 0.97, t(24)/t(1) = 1.69, t(48)/t(1) = 3.19. The goal is not met
   here: 24 nodes cost 6.95 CPU s (0.62 for one), i.e. at least 3.47 s on 2 CPUs = 1.38 t(1)
   even with the machine to themselves; 48 nodes 13.5 CPU s >= 6.8 s = 2.7 t(1). Up to 12 nodes
-  the time stays flat; past that the ratio measures this machine's CPUs more than the tool."""
+  the time stays flat; past that the ratio measures this machine's CPUs more than the tool.
+- again on 2026-11-30 (`1 24 48 --rounds 3`, the machine otherwise idle, load 0.4 before): 1
+  connection per run, 0 failed nodes; t(1) = 1.90 s, t(24)/t(1) = 2.67, t(48)/t(1) = 5.30. 24 nodes
+  cost 8.11 CPU s (0.80 for one): at least 4.05 s of wall time on 2 CPUs, 2.13 t(1) from CPU alone,
+  so the 1.5 goal cannot be met on this machine whatever the tool does."""
 
 import argparse
 import json
