@@ -5,6 +5,9 @@ The lab is the tests' own (tests/integration/test_lab.py): the loopback OpenStac
 running: tests/peers/openstack/loopback.py start) and sshd nodes behind a gateway with the real
 kubeadm and control plane. Each round builds a fresh lab, runs lab.up twice, and tears it down.
 Needs root (network namespaces). Usage: .venv/bin/python bench/lab_rerun.py [--rounds R] [--workers W]
+
+Measured on 2026-11-30 (2 CPUs, 2 rounds, 1 worker): first run 31.2 s / 30.7 s, re-run 2.9 s / 3.0 s,
+median ratio 0.096 (goal <= 0.10: met).
 """
 
 import argparse
