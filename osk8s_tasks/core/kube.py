@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
+from urllib3.util.retry import Retry
 
 from osk8s_tasks.core import lab
 from osk8s_tasks.core.engine import Status, Step, StepFailed
@@ -249,9 +250,13 @@ def connect(settings, master_remote=None):
     # For token users the client re-applies the kubeconfig (server included) before every call,
     # which would undo the address set below; the token is already in place.
     api_client.configuration.refresh_api_key_hook = None
+    # urllib3 retries a refused or reset connection (connect/read), but by default a TLS failure
+    # too: a certificate that does not verify was retried into an EOF through the SSH forward, and
+    # the error the user saw no longer named the certificate. "other" errors (SSL) are the answer.
+    api_client.configuration.retries = Retry(total=3, other=0)
     if settings.cluster.api_server:
         api_client.configuration.host = settings.cluster.api_server
-        yield Api(api_client)
+        yield Api(client.ApiClient(api_client.configuration))
         return
     if master_remote is None:
         raise StepFailed("no connection to the control plane to forward the API through")
