@@ -1,4 +1,5 @@
-"""Builds the DevStack stand-in git repository (see devstack_standin/README.md for why)."""
+"""Builds the DevStack stand-in git repository (see devstack_standin/README.md for why, and for the
+upstream DevStack files it follows: stackrc, lib/nova, stack.sh's phases and log lines)."""
 
 import shutil
 import subprocess

@@ -4,7 +4,8 @@ kubelet stand-in starts fast and depends on nothing the node would not have.
 
 Reads kubeconfigs as client-go's clientcmd does for the fields kubeadm and the kubelet write:
 certificate-authority(-data), client-certificate(-data), client-key(-data), token; relative file
-paths are relative to the kubeconfig's directory (clientcmd's ResolvePaths)."""
+paths are relative to the kubeconfig's directory (clientcmd's ResolvePaths). The upstream code it
+follows: k8s.io/client-go tools/clientcmd (loader.go, client_config.go)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ store kept in a JSON file on the node (STATE, default /var/lib/osk8s-standin/con
 
 Why a stand-in: no containerd daemon can run here (no snapshotter, no CRI to hand images to), and
 ctr alone only talks to one. What it keeps is what decides whether an image the kubelet asks for
-is there, read from containerd v2.4.2's code, not its docs:
+is there, read from upstream containerd v2.4.2's code, not its docs:
 
 - cmd/ctr/app/main.go: the global flags (--debug, --address/-a, --timeout, --connect-timeout,
   --namespace/-n, default "default" or $CONTAINERD_NAMESPACE); cmd/ctr/main.go: an error is

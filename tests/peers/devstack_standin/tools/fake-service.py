@@ -1,5 +1,6 @@
 """A devstack@<svc> stand-in: answers GET / with 200, or, when $DEST/.standin-hang-<svc> exists,
-never answers (the hung g-api of the 2018 write-up)."""
+never answers (the hung g-api of the 2018 write-up). Upstream, each devstack@<svc> unit is a
+service DevStack's functions-common run_process writes; osk8s asks it only for its HTTP answer."""
 
 import http.server
 import os

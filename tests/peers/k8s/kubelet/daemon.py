@@ -1,4 +1,4 @@
-"""The kubelet daemon's loop (pkg/kubelet/kubelet.go Run and syncLoop, cmd/kubelet/app/server.go):
+"""The kubelet daemon's loop (upstream pkg/kubelet/kubelet.go Run and syncLoop, cmd/kubelet/app/server.go):
 the config loaded, healthz served (pkg/kubelet/server healthz: kubeadm's wait-control-plane asks
 it), the client certificate, the Node registered and its Lease renewed, the static pods synced,
 kwok started for this node only, the pods bound to the node handed to the pod runner and the CSI
