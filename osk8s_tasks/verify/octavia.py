@@ -47,6 +47,14 @@ def _vip_fip(conn, lb):
     return next(iter(conn.network.ips(port_id=lb.vip_port_id)), None) if lb.vip_port_id else None
 
 
+def _fip_finding(conn, lb, hint: str = "") -> CloudFinding:
+    """The floating IP on the load balancer's VIP port, or its absence with `hint`."""
+    fip = _vip_fip(conn, lb)
+    if fip is None:
+        return CloudFinding(False, "floating IP", f"no floating IP bound to the VIP {lb.vip_address}{hint}")
+    return CloudFinding(True, "floating IP", f"{fip.floating_ip_address} -> {lb.vip_address}")
+
+
 def check_load_balancer(
     conn, name: str, port: int, node_port: int, nodes: dict[str, str], secgroup: str
 ) -> list[CloudFinding]:
@@ -90,16 +98,7 @@ def check_load_balancer(
             not problems, "pool members", "; ".join(problems) or f"{len(members)} members, the nodes on NodePort {node_port}"
         )
     )
-    fip = _vip_fip(conn, lb)
-    out.append(
-        CloudFinding(
-            fip is not None,
-            "floating IP",
-            f"{fip.floating_ip_address} -> {lb.vip_address}"
-            if fip
-            else f"no floating IP bound to the VIP {lb.vip_address} (floating-network-id in cloud.conf?)",
-        )
-    )
+    out.append(_fip_finding(conn, lb, " (floating-network-id in cloud.conf?)"))
     # what decides is every group on each node's port (OCCM adds its own with manage-security-groups);
     # the amphora (or OVN's distributed LB) reaches the members from the VIP's subnet
     closed, names = [], set()
@@ -174,12 +173,5 @@ def check_ingress_lb(conn, name: str, paths: set[str]) -> list[CloudFinding]:
             not problems, "L7 policies", "; ".join(problems) or f"{', '.join(sorted(routed))} routed to pools with members"
         )
     )
-    fip = _vip_fip(conn, lb)
-    out.append(
-        CloudFinding(
-            fip is not None,
-            "floating IP",
-            f"{fip.floating_ip_address} -> {lb.vip_address}" if fip else f"no floating IP bound to the VIP {lb.vip_address}",
-        )
-    )
+    out.append(_fip_finding(conn, lb))
     return out
