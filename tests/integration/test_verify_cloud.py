@@ -39,16 +39,17 @@ def env(loopback_cloud, tmp_path_factory):
         name=f"pool_{name}_0", protocol="TCP", lb_algorithm="ROUND_ROBIN", listener_id=listener.id
     )
     conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
-    nodes = {f"{LAB}-worker-1": "10.0.0.10", f"{LAB}-worker-2": "10.0.0.11"}
+    # Neutron picks the addresses: the VIP port above, or another test's port, may hold any fixed one
     ports = [
         conn.network.create_port(
             network_id=net.id,
             name=f"{LAB}-{n}",
             security_group_ids=[sg.id],
-            fixed_ips=[{"subnet_id": subnet.id, "ip_address": a}],
+            fixed_ips=[{"subnet_id": subnet.id}],
         )
-        for n, a in nodes.items()
+        for n in ("worker-1", "worker-2")
     ]
+    nodes = {f"{LAB}-worker-{i}": p.fixed_ips[0]["ip_address"] for i, p in enumerate(ports, 1)}
     for address in nodes.values():
         conn.load_balancer.create_member(pool, address=address, protocol_port=NODE_PORT, subnet_id=subnet.id)
         conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
@@ -106,13 +107,13 @@ def test_a_load_balancer_built_like_occm_builds_it_passes(env):
 
 @pytest.mark.parametrize("wrong", [31000, 80])  # another NodePort; the Service's own port (a common mistake)
 def test_member_on_the_wrong_port_is_named(env, wrong):
-    conn, lb = env["conn"], env["lb"]
-    member = next(m for m in conn.load_balancer.members(env["pool"]) if m.address == "10.0.0.11")
+    conn, lb, address = env["conn"], env["lb"], env["nodes"][f"{LAB}-worker-2"]
+    member = next(m for m in conn.load_balancer.members(env["pool"]) if m.address == address)
     conn.load_balancer.delete_member(member, env["pool"])
     conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
-    conn.load_balancer.create_member(env["pool"], address="10.0.0.11", protocol_port=wrong, subnet_id=env["subnet"].id)
+    conn.load_balancer.create_member(env["pool"], address=address, protocol_port=wrong, subnet_id=env["subnet"].id)
     conn.load_balancer.wait_for_load_balancer(lb.id, wait=60)
-    assert f"member 10.0.0.11 on port {wrong}, the Service's NodePort is 31320" in failed(check(env))["pool members"]
+    assert f"member {address} on port {wrong}, the Service's NodePort is 31320" in failed(check(env))["pool members"]
 
 
 def test_missing_nodeport_rule_is_named(env):
