@@ -55,6 +55,7 @@ class Section(BaseModel):
 class Lab(Section):
     name: Label
     state_dir: str | None
+    kind: Literal["full", "embedded"]
 
 
 class Log(Section):

@@ -43,6 +43,11 @@ DEFAULTS = {
         # OpenStack and Kubernetes object the lab creates.
         "name": "osk8s",
         "state_dir": None,  # None: <project>/.osk8s
+        # full: the lab VM (vagrant-libvirt), DevStack on it, real Nova servers as the nodes.
+        # embedded: everything on this machine, no VM and no internet (osk8s_tasks/embedded): the
+        # loopback OpenStack control plane, simulated nodes, the real Kubernetes control plane and
+        # cloud controllers; no data plane (verify skips those checks, saying so).
+        "kind": "full",
     },
     "log": {
         "json": None,  # a file that gets every log event as one JSON object a line
