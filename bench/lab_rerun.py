@@ -2,7 +2,7 @@
 the same lab: the ratio says how much of a full run a re-run after success costs (goal <= 0.10).
 
 The lab is the tests' own (tests/integration/test_lab.py): the loopback OpenStack (it must be
-running: tests/peers/openstack/loopback.py start) and sshd nodes behind a gateway with the real
+running: osk8s_tasks/embedded/openstack/loopback.py start) and sshd nodes behind a gateway with the real
 kubeadm and control plane. Each round builds a fresh lab, runs lab.up twice, and tears it down.
 Needs root (network namespaces). Usage: .venv/bin/python bench/lab_rerun.py [--rounds R] [--workers W]
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.peers.k8s.lab import NodesConfig, NodesLab  # noqa: E402
-from tests.peers.netfwd import OPENSTACK_PORTS  # noqa: E402
+from osk8s_tasks.embedded.netfwd import OPENSTACK_PORTS  # noqa: E402
+from osk8s_tasks.embedded.nodes import NodesConfig, NodesLab  # noqa: E402
 
 INV = str(Path(sys.executable).parent / "inv")
 CLOUDS = Path("/var/lib/osk8s-openstack/clouds.yaml")
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=1)
     a = p.parse_args(argv)
     if not CLOUDS.exists():
-        raise SystemExit(f"{CLOUDS} missing: start the loopback cloud (tests/peers/openstack/loopback.py start)")
+        raise SystemExit(f"{CLOUDS} missing: start the loopback cloud (osk8s_tasks/embedded/openstack/loopback.py start)")
     pairs = []
     for i in range(a.rounds):
         first, again = one_round(a.workers)

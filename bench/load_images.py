@@ -21,8 +21,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from osk8s_tasks.embedded.simnodes import node_hosts  # noqa: E402
 from tests.peers.image_archives import docker_save  # noqa: E402
-from tests.peers.k8s_nodes import node_hosts  # noqa: E402
 
 INV = str(Path(sys.executable).parent / "inv")
 

@@ -3,7 +3,7 @@ applies, through the Kubernetes tool stand-ins), for each N given, rounds interl
 sees the same machine load. Prints t(N)/t(1) (or relative to the smallest N), the nodes that
 failed, and the TCP connections the run opened to the jump host (counted in the gateway sshd's
 VERBOSE log: "Connection from" lines, plus the ones sshd dropped "past MaxStartups").
-The gateway's sshd runs at OpenSSH's default MaxStartups (10:30:100): tests/peers/sshd.py writes
+The gateway's sshd runs at OpenSSH's default MaxStartups (10:30:100): osk8s_tasks/embedded/sshd.py writes
 no MaxStartups line. Goal: t(24)/t(1) <= 1.5 with 0 failed nodes. Needs root (network namespaces).
 Usage: .venv/bin/python bench/node_fanout.py [N ...] [--rounds R]   (default: 1 6, 3 rounds)
 
@@ -40,7 +40,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.peers.k8s_nodes import node_hosts  # noqa: E402
+from osk8s_tasks.embedded.simnodes import node_hosts  # noqa: E402
 
 INV = str(Path(sys.executable).parent / "inv")
 PREFIX = "o8g"  # network namespaces o8g0..o8gN: never the tests' own

@@ -41,11 +41,11 @@ OPENSTACK_BASE = Path(os.environ.get("OSK8S_OPENSTACK_BASE", "/var/lib/osk8s-ope
 
 @pytest.fixture(scope="session")
 def loopback_cloud():
-    """The loopback OpenStack control plane (tests/peers/openstack): started here unless .ci/run
+    """The loopback OpenStack control plane (osk8s_tasks/embedded/openstack): started here unless .ci/run
     or a developer already started it, and then stopped here too. Yields its clouds.yaml."""
     import time
 
-    loopback = ROOT / "tests" / "peers" / "openstack" / "loopback.py"
+    loopback = ROOT / "osk8s_tasks" / "embedded" / "openstack" / "loopback.py"
     running = subprocess.run([sys.executable, loopback, "status"], capture_output=True).returncode == 0
     if not running:
         t0 = time.monotonic()

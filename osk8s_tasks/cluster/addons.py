@@ -9,6 +9,7 @@ from contextlib import ExitStack, contextmanager
 
 import yaml
 
+from osk8s_tasks.cluster import lint as cloudconf
 from osk8s_tasks.cluster import render as cluster_render
 from osk8s_tasks.cluster.nodes import connections
 from osk8s_tasks.core import kube, lab, log
@@ -51,11 +52,25 @@ def secret(name: str, lab_name: str, text: str) -> dict:
     }
 
 
+def linted(text: str, template: str, component: str) -> str:
+    """A rendered cloud.conf, refused when it holds a key its reader ignores or rejects: current
+    cloud-provider-openstack skips unknown keys silently (gcfg.FatalOnly), so a 2018 key such as
+    use-octavia would change nothing and no later check could name it."""
+    bad = [f for f in cloudconf.lint(text, component) if f.kind != "advice"]
+    if bad:
+        why = [f.fix if f.fix.startswith(f.kind) else f"{f.kind}: {f.fix}" for f in bad]
+        what = "; ".join(f"line {f.line} [{f.section}] {f.key or '(section)'}: {w}" for f, w in zip(bad, why, strict=True))
+        raise StepFailed(f"{template} renders a cloud.conf {component} does not read as meant: {what}")
+    return text
+
+
 def documents(s, clouds) -> list[dict]:
     values, name = cloud_values(s, clouds), s.settings.lab.name
+    occm_conf = linted(cluster_render.cloud_conf(s.settings, values), "manifests/cloud.conf.j2", "occm")
+    cinder_conf = linted(cluster_render.cinder_conf(s.settings, values), "manifests/cinder-csi.conf.j2", "cinder-csi")
     docs = [
-        secret("occm-cloud-config", name, cluster_render.cloud_conf(s.settings, values)),
-        secret("cinder-csi-cloud-config", name, cluster_render.cinder_conf(s.settings, values)),
+        secret("occm-cloud-config", name, occm_conf),
+        secret("cinder-csi-cloud-config", name, cinder_conf),
     ]
     for text in (cluster_render.occm_manifests(s.settings), cluster_render.cinder_csi_manifests(s.settings)):
         docs += [d for d in yaml.safe_load_all(text) if d]

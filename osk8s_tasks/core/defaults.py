@@ -142,6 +142,9 @@ DEFAULTS = {
         # (the nodes cannot pull it); its add-on gets imagePullPolicy: IfNotPresent
         "images": {"occm": None, "cinder_csi": None, "octavia_ingress": None, "keystone_auth": None},
     },
+    "embedded": {  # lab.kind embedded only (osk8s_tasks/embedded)
+        "workers": 1,  # simulated worker nodes besides the control plane
+    },
     "verify": {
         "checks": ["lb", "pv", "ingress", "keystone"],
         "keep": False,  # leave the test objects in place (verify.destroy removes them later)

@@ -6,15 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STAGES = ("host", "devstack", "openstack", "cluster", "verify")
+# lab.kind embedded: this machine stands in for the lab VM and DevStack (osk8s_tasks/embedded)
+EMBEDDED_STAGES = ("embedded", "openstack", "cluster", "verify")
 # what each stage runs, and what the stage before it must have done first (for a dry run on an
 # empty machine: "after host.up: ...", never a failure)
 PLAN = {
     "host": ("host.up", "the lab VM (vagrant-libvirt), its ssh_config and SSH"),
+    "embedded": ("embedded.up", "Kubernetes programs built, the loopback OpenStack, simulated nodes"),
     "devstack": ("devstack.deploy", "prepare, fetch, patch, local.conf, stack.sh, clouds.yaml"),
     "openstack": ("openstack.deploy", "flavor, keypair, security group, image, app credential, servers, FIPs"),
     "cluster": ("cluster.deploy", "nodes' ssh_config, node packages, kubeadm init/join, CNI, add-ons"),
     "verify": ("verify.all", "lb, pv, ingress, keystone checks"),
 }
+
+
+def stages_of(kind: str) -> tuple[str, ...]:
+    return EMBEDDED_STAGES if kind == "embedded" else STAGES
 
 
 @dataclass

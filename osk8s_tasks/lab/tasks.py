@@ -14,36 +14,43 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from osk8s_tasks.core.help import COMMON_HELP
-from osk8s_tasks.lab.stages import PLAN, STAGES, StageRow, outcome_of, stage_table
+from osk8s_tasks.lab.stages import EMBEDDED_STAGES, PLAN, STAGES, StageRow, outcome_of, stage_table, stages_of
 
 
-def selected(start: str | None, until: str | None) -> list[str]:
+def selected(start: str | None, until: str | None, stages: tuple[str, ...] = STAGES) -> list[str]:
     """The stages from `start` to `until` (both included), in pipeline order; bad names exit 2."""
     for flag, value in (("--from", start), ("--until", until)):
-        if value is not None and value not in STAGES:
-            raise Exit(f"lab.up {flag} {value!r}: not a stage. Fix: one of {', '.join(STAGES)}", code=2)
-    first = STAGES.index(start) if start else 0
-    last = STAGES.index(until) if until else len(STAGES) - 1
+        if value is not None and value not in stages:
+            other = EMBEDDED_STAGES if stages == STAGES else STAGES
+            why = " (a stage of the other lab.kind)" if value in other else ""
+            raise Exit(f"lab.up {flag} {value!r}: not a stage{why}. Fix: one of {', '.join(stages)}", code=2)
+    first = stages.index(start) if start else 0
+    last = stages.index(until) if until else len(stages) - 1
     if first > last:
         raise Exit(f"lab.up --from {start} comes after --until {until}. Fix: --from an earlier stage", code=2)
-    return list(STAGES[first : last + 1])
+    return list(stages[first : last + 1])
 
 
-def _run(c, stage: str, dry_run: bool) -> None:
+def _run(c, stage: str, dry_run: bool, embedded_lab: bool = False) -> None:
     """One stage, through its own namespace's task functions (they join this session)."""
     from osk8s_tasks.cluster import tasks as cluster
     from osk8s_tasks.devstack import tasks as devstack
+    from osk8s_tasks.embedded import tasks as embedded
     from osk8s_tasks.host import tasks as host
     from osk8s_tasks.openstack import tasks as openstack
     from osk8s_tasks.verify import tasks as verify
 
     if stage == "host":
         host.up(c, dry_run=dry_run)
+    elif stage == "embedded":
+        embedded.up(c, dry_run=dry_run)
     elif stage == "devstack":
         devstack.deploy(c, dry_run=dry_run)
     elif stage == "openstack":
         openstack.deploy(c, dry_run=dry_run)
     elif stage == "cluster":
+        if embedded_lab:  # the simulated nodes take their servers' fixed IPs first, as the servers' NICs have them
+            embedded.addresses(c, dry_run=dry_run)
         cluster.ssh_config(c, dry_run=dry_run)
         cluster.deploy(c, dry_run=dry_run)
     elif stage == "verify":
@@ -68,7 +75,7 @@ def run_up(c, s, stages: list[str]) -> list[StageRow]:
         t0, before = time.monotonic(), len(s.results)
         pending = any(r.outcome == "would-change" for r in s.results)
         try:
-            _run(c, stage, s.dry_run)
+            _run(c, stage, s.dry_run, s.settings.lab.kind == "embedded")
         except StepFailed as exc:
             if s.dry_run and pending and rows:  # its prerequisites are what the stages above would make
                 prev = PLAN[rows[-1].stage][0]
@@ -90,14 +97,16 @@ def run_up(c, s, stages: list[str]) -> list[StageRow]:
 
 UP_HELP = {
     **COMMON_HELP,
-    "from_": f"First stage to run (one of {', '.join(STAGES)}; default host). Past stages are not checked.",
+    "from_": f"First stage to run (one of {', '.join(STAGES)}; with lab.kind embedded: {', '.join(EMBEDDED_STAGES)}). "
+    "Past stages are not checked.",
     "until": "Last stage to run (e.g. cluster stops before verify).",
 }
 
 
 @task(help=UP_HELP, auto_shortflags=False)
 def up(c, from_=None, until=None, dry_run=False, log_json=None):
-    """The whole lab in one command: host -> devstack -> openstack -> cluster -> verify.
+    """The whole lab in one command: host -> devstack -> openstack -> cluster -> verify
+    (lab.kind embedded: embedded -> openstack -> cluster -> verify, all on this machine).
 
     Each stage is its namespace's own task, in one session: a stage already done passes in
     seconds, so a re-run after a failure resumes where it stopped. One row per stage at the end.
@@ -106,11 +115,11 @@ def up(c, from_=None, until=None, dry_run=False, log_json=None):
     from osk8s_tasks.core.engine import StepFailed, session
     from osk8s_tasks.core.log import redact
 
-    stages = selected(from_, until)
     t0 = time.monotonic()
     rows: list[StageRow] = []
     try:
         with session(c, "lab.up", dry_run, log_json) as s:
+            stages = selected(from_, until, stages_of(s.settings.lab.kind))
             rows = run_up(c, s, stages)
             if any(r.outcome == "failed" for r in rows):
                 failed = next(r for r in rows if r.outcome == "failed")
@@ -122,18 +131,21 @@ def up(c, from_=None, until=None, dry_run=False, log_json=None):
 
 DOWN_HELP = {
     **COMMON_HELP,
-    "keep_host": "Keep the lab VM (and DevStack on it): tear down only the cloud objects and the cluster.",
+    "keep_host": "Keep the lab VM and DevStack on it (embedded: the loopback OpenStack and the simulated nodes): "
+    "tear down only the cloud objects and the cluster.",
 }
 
 
 @task(help=DOWN_HELP)
 def down(c, keep_host=False, dry_run=False, log_json=None):
-    """Take the lab apart: verify.destroy -> cluster.destroy -> openstack.teardown -> host.destroy.
+    """Take the lab apart: verify.destroy -> cluster.destroy -> openstack.teardown -> host.destroy
+    (lab.kind embedded: embedded.down in place of host.destroy).
 
     Each part is its namespace's own task; a part with nothing left passes. openstack.teardown
     ends with the orphan report: every service asked for objects that still carry the lab tag."""
     from osk8s_tasks.cluster import tasks as cluster
     from osk8s_tasks.core.engine import Result, StepFailed, session
+    from osk8s_tasks.embedded import tasks as embedded
     from osk8s_tasks.host import tasks as host
     from osk8s_tasks.openstack import tasks as openstack
     from osk8s_tasks.verify import tasks as verify
@@ -144,7 +156,11 @@ def down(c, keep_host=False, dry_run=False, log_json=None):
             ("cluster.destroy", cluster.destroy),
             ("openstack.teardown", openstack.teardown),
         ]
-        if not keep_host and not s.settings.devstack.ssh_target:
+        if keep_host:
+            pass
+        elif s.settings.lab.kind == "embedded":
+            parts.append(("embedded.down", embedded.down))
+        elif not s.settings.devstack.ssh_target:
             parts.append(("host.destroy", host.destroy))
         for name, fn in parts:
             try:

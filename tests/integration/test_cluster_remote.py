@@ -2,8 +2,8 @@
 Kubernetes control plane and the real cloud controllers on the loopback OpenStack.
 
 Topology: a gateway (the devstack VM's role) and three sshd nodes behind it (master, worker-1,
-worker-2), each in its own network namespace (tests/peers/k8s/lab.py); each node reaches the loopback
-OpenStack at 127.0.0.1 through tests/peers/netfwd.py, as a real lab's nodes reach DevStack. The
+worker-2), each in its own network namespace (osk8s_tasks/embedded/nodes.py); each node reaches the loopback
+OpenStack at 127.0.0.1 through osk8s_tasks/embedded/netfwd.py, as a real lab's nodes reach DevStack. The
 fixture runs `openstack.deploy`: the Nova servers <lab>-<node> (fake virt driver) that OCCM finds by
 node name.
 
@@ -30,10 +30,10 @@ import openstack
 import pytest
 import yaml
 
+from osk8s_tasks.embedded import build
+from osk8s_tasks.embedded.nodes import on_loopback_cloud
+from osk8s_tasks.embedded.simnodes import calls
 from tests.conftest import require_root_tools, run_inv
-from tests.peers.k8s import build
-from tests.peers.k8s.lab import on_loopback_cloud
-from tests.peers.k8s_nodes import calls
 
 pytestmark = pytest.mark.sshd
 LAB = f"k{uuid.uuid4().hex[:4]}"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from osk8s_tasks.embedded.sshd import SshHosts
 from tests.conftest import INV, ROOT, require_root_tools, run_inv
 from tests.peers.devstack import patch_for_standin, standin_repo
-from tests.peers.sshd import SshHosts
 
 pytestmark = pytest.mark.sshd
 PRIVATE = ("/opt/stack", "/etc/sysctl.d", "/etc/systemd/system", "/usr/local/bin", "/var/lib/osk8s-standin")

@@ -2,7 +2,7 @@
 
 Topology: a gateway (jump host, the devstack VM's role) and two nodes behind it, `<lab>-master` and
 `<lab>-worker-1`, each in its own network namespace (o8c*) with its own /etc/kubernetes,
-/var/lib/kubelet, /var/lib/etcd, /var/log/pods (tests/peers/k8s/lab.py, tests/peers/k8s_nodes.py).
+/var/lib/kubelet, /var/lib/etcd, /var/log/pods (osk8s_tasks/embedded/nodes.py, osk8s_tasks/embedded/simnodes.py).
 Over real SSH through the gateway, the tool runs `cluster.prepare-nodes`, then the control-plane
 part of `cluster.deploy` (osk8s_tasks/cluster.py run_control_plane: kubeadm init with its rendered
 config, the admin kubeconfig, the CNI manifest, kubeadm join with a fresh token), then the node part
@@ -48,10 +48,11 @@ from osk8s_tasks.cluster import render as cluster_render
 from osk8s_tasks.core import config, kube
 from osk8s_tasks.core import ssh as remote
 from osk8s_tasks.core.engine import StepFailed
+from osk8s_tasks.embedded import build
+from osk8s_tasks.embedded.nodes import NodesConfig, NodesLab
+from osk8s_tasks.embedded.simnodes import calls
 from tests.conftest import ROOT, require_root_tools, run_inv
-from tests.peers.k8s import build
-from tests.peers.k8s.lab import NodesConfig, NodesLab
-from tests.peers.k8s_nodes import calls
+from tests.peers.k8s import kubelet
 
 pytestmark = pytest.mark.sshd
 LAB = f"c{uuid.uuid4().hex[:4]}"
@@ -288,7 +289,7 @@ def test_deploy_brings_up_a_real_control_plane(lab):
         and "--enable-admission-plugins=NodeRestriction" in apiserver["command"]
     )
     # each component is the built binary, run with the manifest's command exactly
-    containers = lab.nodes.status()[lab.master].containers
+    containers = kubelet.status(lab.nodes.private(lab.master, "/var/lib/osk8s-standin")).containers
     assert sorted(c.rsplit("/", 1)[-1] for c in containers) == [
         "etcd",
         "kube-apiserver",
@@ -539,7 +540,7 @@ def test_reset_stops_everything(lab):
         assert [comm for _, comm in lab.nodes.processes(node)] == ["sshd"], lab.nodes.processes(node)
         assert not list(lab.nodes.private(node, "/etc/kubernetes").glob("*.conf"))
         assert not list(lab.nodes.private(node, "/var/lib/kubelet").iterdir())
-        assert not lab.nodes.status()[node].active
+        assert not kubelet.status(lab.nodes.private(node, "/var/lib/osk8s-standin")).active
     assert not list(lab.nodes.private(lab.master, "/var/lib/etcd").iterdir())
     again = lab.inv("reset-nodes")
     assert again.returncode == 0 and not re.search(r"\schanged\s", again.stdout), again.stdout + again.stderr

@@ -1,5 +1,5 @@
 """lab.* through the CLI, against the test peers: the loopback OpenStack, and sshd nodes behind a
-gateway (tests/peers/k8s/lab.py) on which the tool builds the real Kubernetes control plane with
+gateway (osk8s_tasks/embedded/nodes.py) on which the tool builds the real Kubernetes control plane with
 kubeadm and runs the real cloud controllers (see test_cluster_remote.py for what is real and what
 stands in). The host and devstack stages need the lab VM and DevStack: the gateway plays the
 DevStack host (devstack.ssh_target), so `lab.up` shows the host stage skipped and the tests start
@@ -16,9 +16,9 @@ import openstack
 import pytest
 import yaml
 
+from osk8s_tasks.embedded.nodes import on_loopback_cloud
+from osk8s_tasks.embedded.simnodes import calls
 from tests.conftest import require_root_tools, run_inv
-from tests.peers.k8s.lab import on_loopback_cloud
-from tests.peers.k8s_nodes import calls
 
 pytestmark = pytest.mark.sshd
 LAB = f"l{uuid.uuid4().hex[:4]}"

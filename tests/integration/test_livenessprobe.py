@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.k8s import build
+from osk8s_tasks.embedded import build
 
 STANDIN = Path(__file__).resolve().parents[1] / "peers" / "k8s" / "livenessprobe.py"
 pytestmark = pytest.mark.k8s

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from osk8s_tasks.embedded.simnodes import calls, node_hosts
 from tests.conftest import require_root_tools, run_inv
 from tests.peers.image_archives import docker_save, oci_layout
-from tests.peers.k8s_nodes import calls, node_hosts
 
 pytestmark = pytest.mark.sshd
 SUFFIX = uuid.uuid4().hex[:4]

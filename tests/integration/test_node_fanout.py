@@ -21,9 +21,9 @@ import yaml
 
 from osk8s_tasks.core import ssh as remote
 from osk8s_tasks.core.engine import StepFailed
+from osk8s_tasks.embedded.simnodes import calls, node_hosts
+from osk8s_tasks.embedded.sshd import USER
 from tests.conftest import require_root_tools, run_inv
-from tests.peers.k8s_nodes import calls, node_hosts
-from tests.peers.sshd import USER
 
 pytestmark = pytest.mark.sshd
 LAB = f"f{uuid.uuid4().hex[:4]}"

@@ -1,4 +1,4 @@
-"""`openstack.*` against the real loopback control plane (tests/peers/openstack/loopback.py):
+"""`openstack.*` against the real loopback control plane (osk8s_tasks/embedded/openstack/loopback.py):
 Keystone, Glance, Placement, Nova, Neutron, Cinder and Octavia on 127.0.0.1. Every call goes
 through the real `inv` CLI; assertions read the cloud back with openstacksdk."""
 
@@ -298,7 +298,10 @@ def test_a_service_that_dies_mid_run_is_named_and_the_rerun_converges_without_du
     cfg = yaml.safe_load(path.read_text())
     cfg["lab"]["name"] = lab
     path.write_text(yaml.safe_dump(cfg))
-    loopback = [sys.executable, str(Path(__file__).resolve().parents[1] / "peers" / "openstack" / "loopback.py")]
+    loopback = [
+        sys.executable,
+        str(Path(__file__).resolve().parents[2] / "osk8s_tasks" / "embedded" / "openstack" / "loopback.py"),
+    ]
     env = SDK_WARNINGS_AS_ERRORS
     subprocess.run([*loopback, "stop-service", "glance"], check=True, capture_output=True)
     try:

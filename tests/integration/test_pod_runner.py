@@ -1,7 +1,7 @@
 """The pod runner (tests/peers/k8s/pods/) and the kube-proxy stand-in against a real control plane.
 
 A network namespace of this test's own holds etcd, kube-apiserver, kube-controller-manager and
-kube-scheduler, built from their Go modules (tests/peers/k8s/build.py), with the certificates,
+kube-scheduler, built from their Go modules (osk8s_tasks/embedded/build.py), with the certificates,
 kubeconfigs and static pod manifests `kubeadm init phase ...` writes from the kubeadm config osk8s
 renders (cluster_render.init_config): each static pod's command is run as written, the binary in
 place of the image (a minimal harness: the kubelet stand-in runs static pods for real nodes). A Node
@@ -10,7 +10,7 @@ kubeconfig kubelet`), its Lease renewed as a kubelet does. Then the pod runner, 
 credentials, runs what the scheduler binds to the node: kubeadm's kube-proxy DaemonSet (the stand-in)
 and k8s-keystone-auth exactly as keystone_deploy.manifests() renders it. No OpenStack is needed: the
 webhook's Keystone is a dummy HTTP server on this machine's loopback, reached from the namespace
-through tests/peers/netfwd.py.
+through osk8s_tasks/embedded/netfwd.py.
 """
 
 from __future__ import annotations
@@ -35,12 +35,11 @@ import yaml
 
 from osk8s_tasks.cluster import render as cluster_render
 from osk8s_tasks.core import config
+from osk8s_tasks.embedded import build, netfwd, proxy
 from osk8s_tasks.verify.keystone import deploy as keystone_deploy
 from osk8s_tasks.verify.keystone import pki
 from tests.conftest import require_root_tools
-from tests.peers import netfwd
 from tests.peers.httpserver import QuietHTTPServer
-from tests.peers.k8s import build, proxy
 from tests.peers.k8s.pods import ApiError, KubeClient, PodRunner
 
 pytestmark = pytest.mark.k8s

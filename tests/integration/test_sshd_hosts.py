@@ -7,8 +7,8 @@ import pytest
 
 from osk8s_tasks.core import ssh as remote
 from osk8s_tasks.core.engine import StepFailed
+from osk8s_tasks.embedded.sshd import SshHosts
 from tests.conftest import require_root_tools
-from tests.peers.sshd import SshHosts
 
 pytestmark = pytest.mark.sshd
 

@@ -1,7 +1,7 @@
 """The verify namespace through the real CLI, against the real stack the tool itself brought up.
 
 Topology: a gateway (the devstack VM's role: verify's curl runs there) and two sshd nodes behind it
-(tests/peers/k8s/lab.py), each reaching the loopback OpenStack at 127.0.0.1 (tests/peers/netfwd.py);
+(osk8s_tasks/embedded/nodes.py), each reaching the loopback OpenStack at 127.0.0.1 (osk8s_tasks/embedded/netfwd.py);
 each node also holds its Nova server's fixed IP (the InternalIP OCCM gives the Node), routed by the
 gateway, so the API server reaches the kubelet there. The fixture runs openstack.deploy and
 cluster.deploy: real kubeadm, the real control plane, the tool's add-ons on the real API server.
@@ -39,12 +39,12 @@ from osk8s_tasks.core import config, kube
 from osk8s_tasks.core import ssh as remote
 from osk8s_tasks.core.engine import StepFailed
 from osk8s_tasks.core.render import render
+from osk8s_tasks.embedded import build
+from osk8s_tasks.embedded.nodes import on_loopback_cloud
 from osk8s_tasks.verify.keystone import deploy as keystone_deploy
 from osk8s_tasks.verify.keystone import model as keystone_auth
 from tests.conftest import SDK_WARNINGS_AS_ERRORS, require_root_tools, run_inv
 from tests.peers.dataplane import DataPlane, backend, pick_pool, rule_matches
-from tests.peers.k8s import build
-from tests.peers.k8s.lab import on_loopback_cloud
 
 pytestmark = pytest.mark.sshd
 LAB = f"q{uuid.uuid4().hex[:4]}"

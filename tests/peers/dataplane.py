@@ -351,7 +351,7 @@ def main(argv=None) -> int:
 
 class DataPlane:
     """The launcher: the stand-in as a process inside `netns` (it must reach the loopback OpenStack at
-    127.0.0.1 there, e.g. through tests/peers/netfwd.py, and the API server named in the kubeconfig)."""
+    127.0.0.1 there, e.g. through osk8s_tasks/embedded/netfwd.py, and the API server named in the kubeconfig)."""
 
     def __init__(self, netns: str, kubeconfig: Path, clouds_yaml: Path, log_file: Path, cloud: str = "admin"):
         self.netns, self.kubeconfig, self.clouds_yaml, self.log_file, self.cloud = (

@@ -194,3 +194,30 @@ def test_the_report_names_line_kind_section_and_key():
         cloudconf.report("cloud.conf", [])
         == "cloud.conf: no problems: every key is read by current cloud-provider-openstack"
     )
+
+
+def test_the_rendered_cloud_confs_lint_clean_and_a_planted_2018_key_stops_the_addons():
+    """cluster.addons lints what it renders: current OCCM skips unknown keys silently, so this is
+    the one place a use-octavia in the tool's own template can be named."""
+    from osk8s_tasks.cluster import addons
+    from osk8s_tasks.cluster import render as cluster_render
+    from osk8s_tasks.core import config
+    from osk8s_tasks.core.engine import StepFailed
+
+    s = config.validate({})
+    values = dict(
+        auth_url="http://k:5000/v3",
+        app_credential_id="id",
+        app_credential_secret="s3cr3t-value",
+        region="RegionOne",
+        subnet_id="sub",
+        floating_network_id="ext",
+    )
+    occm, cinder = cluster_render.cloud_conf(s, values), cluster_render.cinder_conf(s, values)
+    assert addons.linted(occm, "manifests/cloud.conf.j2", "occm") == occm
+    assert addons.linted(cinder, "manifests/cinder-csi.conf.j2", "cinder-csi") == cinder
+    planted = occm.replace("[LoadBalancer]\n", "[LoadBalancer]\nuse-octavia = true\n")
+    with pytest.raises(StepFailed) as e:
+        addons.linted(planted, "manifests/cloud.conf.j2", "occm")
+    assert "manifests/cloud.conf.j2" in str(e.value) and "[LoadBalancer] use-octavia: removed" in str(e.value)
+    assert "s3cr3t-value" not in str(e.value)

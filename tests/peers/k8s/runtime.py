@@ -2,7 +2,7 @@
 (shim.py), recorded in a state directory so that they outlive the kubelet, as containerd's do.
 
 Why a stand-in: no container runtime can run here (no images, no registry); the Kubernetes
-programs themselves are real (tests/peers/k8s/build.py), so a "container" is the built binary
+programs themselves are real (osk8s_tasks/embedded/build.py), so a "container" is the built binary
 run with the container's command and args on the node (every kubeadm static pod uses
 hostNetwork, so the node's network namespace is the pod's).
 

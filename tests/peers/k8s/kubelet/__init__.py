@@ -46,7 +46,7 @@ Followed upstream (k8s.io/kubernetes v1.37.2 unless named otherwise):
   hostPath types (pkg/volume/hostpath: DirectoryOrCreate, Directory, FileOrCreate, File, ""),
   logs /var/log/pods/<ns>_<pod>_<uid>/<container>/<restartCount>.log (pkg/kubelet/kuberuntime/
   kuberuntime_container.go BuildContainerLogsDirectory), with the previous container's log kept.
-  The translation: an image is a binary built by tests/peers/k8s/build.py, and only these:
+  The translation: an image is a binary built by osk8s_tasks/embedded/build.py, and only these:
   registry.k8s.io/{kube-apiserver,kube-controller-manager,kube-scheduler}:<the built Kubernetes
   version> and registry.k8s.io/etcd:<the built etcd version>-<n>; any other image, another tag, a
   command[0] that is not the binary, a pod without hostNetwork or a non-hostPath volume is refused

@@ -1,10 +1,10 @@
 """TCP forwarder into a network namespace: listeners on 127.0.0.1:<port> INSIDE a named netns (`ip netns`),
 each connection forwarded to 127.0.0.1:<port> of the namespace this process runs in (the root one).
 
-Why: the loopback OpenStack (tests/peers/openstack) listens on 127.0.0.1 of this machine, and the URLs its
+Why: the loopback OpenStack (osk8s_tasks/embedded/openstack) listens on 127.0.0.1 of this machine, and the URLs its
 clouds.yaml and catalog hold are http://127.0.0.1:<port>. A node in its own network namespace (an sshd test
 host, a pod of the pod runner) reaches them at those very URLs through this, as a real lab's nodes reach
-the DevStack VM. OPENSTACK_PORTS are the services' ports (tests/peers/openstack/services.py PORTS).
+the DevStack VM. OPENSTACK_PORTS are the services' ports (osk8s_tasks/embedded/openstack/services.py PORTS).
 
     fwd = Forwarder()
     fwd.start("o8r0", OPENSTACK_PORTS)      # or any ports
@@ -17,16 +17,19 @@ connection to 127.0.0.1:<port> is then made from this process's own namespace. T
 listen anywhere but 127.0.0.1 of a namespace that is not its own (a namespace name that resolves to this
 process's namespace is an error, not a loop onto the ports it forwards to).
 
-    python -m tests.peers.netfwd NETNS [PORT...]   # by hand; default ports: OPENSTACK_PORTS
+    python -m osk8s_tasks.embedded.netfwd NETNS[,NETNS...] [PORT...] [--ready FILE]   # a process of its own
+                                                    # (the embedded lab's nodes); default ports: OPENSTACK_PORTS
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
@@ -185,14 +188,33 @@ class Forwarder:
         self.listeners, self.threads = {}, []
 
 
-if __name__ == "__main__":
-    import time
-
-    ns, ports = sys.argv[1], [int(p) for p in sys.argv[2:]] or list(OPENSTACK_PORTS)
-    fwd = Forwarder().start(ns, ports)
-    print(f"forwarding 127.0.0.1:{ports} in {ns} to 127.0.0.1 here; Ctrl-C stops")
+def serve(namespaces: list[str], ports, ready: Path | None = None) -> None:
+    """Forward into each namespace until SIGTERM; `ready` is written once every listener exists
+    (a launcher waits for it, so the first connection never races the listeners)."""
+    forwarders = []
     try:
-        while True:
-            time.sleep(3600)
+        for ns in namespaces:
+            forwarders.append(Forwarder().start(ns, ports))
+        if ready is not None:
+            ready.write_text(f"{os.getpid()}\n")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        while not stop.is_set():
+            time.sleep(0.5)
     except KeyboardInterrupt:
-        fwd.stop()
+        pass
+    finally:
+        for f in forwarders:
+            f.stop()
+
+
+if __name__ == "__main__":
+    # python -m osk8s_tasks.embedded.netfwd NETNS[,NETNS...] [PORT...] [--ready FILE]
+    args = sys.argv[1:]
+    ready = None
+    if "--ready" in args:
+        i = args.index("--ready")
+        ready, args = Path(args[i + 1]), args[:i] + args[i + 2 :]
+    ports = [int(p) for p in args[1:]] or list(OPENSTACK_PORTS)
+    print(f"forwarding 127.0.0.1:{ports} in {args[0]} to 127.0.0.1 here; SIGTERM or Ctrl-C stops", flush=True)
+    serve(args[0].split(","), ports, ready)

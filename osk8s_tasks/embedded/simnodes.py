@@ -1,6 +1,6 @@
 """Kubernetes node test hosts: sshd hosts reachable only through a gateway host, with the
 Kubernetes "packages" of k8s_standin/ on each node (see its README): the real kubeadm and kubectl
-built from their Go modules (tests/peers/k8s/build.py), the kubelet stand-in
+built from their Go modules (osk8s_tasks/embedded/build.py), the kubelet stand-in
 (tests/peers/k8s/kubelet/), and stand-ins for the OS tools around them.
 
 Each node learns where the real programs are from /var/lib/osk8s-standin/peers.env (written
@@ -18,10 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.peers.sshd import SshHosts
+from osk8s_tasks.embedded import build
+from osk8s_tasks.embedded.sshd import SshHosts
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-STANDIN = Path(__file__).resolve().parent / "k8s_standin"
+STANDIN = ROOT / "tests" / "peers" / "k8s_standin"  # the simulated node's programs (stand-ins: tests/ only)
 PRIVATE = (
     "/etc/kubernetes",
     "/etc/modules-load.d",
@@ -78,8 +79,6 @@ spec:
 @functools.cache
 def peers_env() -> str:
     """peers.env for the nodes: KEY=value lines (shell and tests.peers.k8s.kubelet.peers read them)."""
-    from tests.peers.k8s import build
-
     paths = build.ensure(CONTROL_PLANE)
     built = {b: p for bs in build.status().values() for b, p in bs.items() if p is not None}
     k8s = subprocess.run([paths["kube-apiserver"], "--version"], capture_output=True, text=True, check=True).stdout.split()[

@@ -1,32 +1,43 @@
-"""Kubernetes nodes for a lab on this machine: the launcher the tests use, kept free of pytest so
-that it can move into the product later (an "embedded lab").
+"""Simulated Kubernetes nodes on this machine: the launcher of the embedded lab (`lab.kind: embedded`)
+and of the tests.
 
     lab = NodesLab(NodesConfig(workdir=Path("/run/osk8s-x"), lab="k1", workers=1, prefix="o8c"))
     ep = lab.start()       # sshd hosts: a gateway (jump host) and the nodes behind it, each in its own
                            # network namespace, with the Kubernetes "packages" of tests/peers/k8s_standin
                            # (real kubeadm/kubectl, the kubelet stand-in); no cluster yet
     ep.invoke_config       # a lab config for `inv -f`: nodes, ssh_config, the download pins
-    lab.status()           # {node: kubelet.Status}: kubelet active?, its containers, kwok, healthz URL
-    NodesConfig(..., forward_ports=netfwd.OPENSTACK_PORTS)   # the nodes reach the loopback OpenStack at 127.0.0.1
+    NodesConfig(..., forward_ports=netfwd.OPENSTACK_PORTS)   # the nodes reach the loopback OpenStack at
+                           # 127.0.0.1 (a forwarder process, osk8s_tasks/embedded/netfwd.py)
+    NodesLab.attach(workdir)   # the lab a start() of another process left running (nodes.json), or None
+    lab.problems()         # [] when every sshd and the forwarder still run and each namespace exists
     lab.stop()             # every process in the nodes' namespaces ended (by PID), namespaces and files gone
     nodes, ep = on_loopback_cloud(cleanup, "verify", "q1", "o8v", clouds_yaml, verify={...})  # all of the above,
                            # set up for the loopback OpenStack (the tests that run the tool's whole pipeline)
 
-The cluster itself is made by the tool (cluster.prepare-nodes, then kubeadm init/join through the
+The processes outlive the Python process that started them (each in a session of its own), so an
+`inv lab.up` leaves the embedded lab running and the next `inv` finds it through nodes.json. The
+cluster itself is made by the tool (cluster.prepare-nodes, then kubeadm init/join through the
 gateway), as on a real lab: this launcher only provides the machines.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
-from tests.peers.k8s import kubelet
-from tests.peers.k8s_nodes import node_hosts
+from osk8s_tasks.embedded.netfwd import OPENSTACK_PORTS
+from osk8s_tasks.embedded.simnodes import NODE_TABLE, node_hosts
+from osk8s_tasks.embedded.sshd import SshHosts, TestHost, end
+
+PROJECT = Path(__file__).resolve().parents[2]
+STATE_FILE = "nodes.json"
 
 
 @dataclass
@@ -59,7 +70,7 @@ class NodesLab:
         self.config = config
         self.hosts = None
         self.endpoints: Endpoints | None = None
-        self.forwarders: list = []
+        self.forwarder_pid: int | None = None
 
     def start(self) -> Endpoints:
         c = self.config
@@ -82,10 +93,7 @@ class NodesLab:
             cfg.write_text(yaml.safe_dump(settings))
             gw, nodes = self.hosts.hosts[0], self.hosts.hosts[1:]
             if c.forward_ports:
-                from tests.peers.netfwd import Forwarder
-
-                for h in self.hosts.hosts:
-                    self.forwarders.append(Forwarder().start(h.netns, c.forward_ports))
+                self.forwarder_pid = self._start_forwarder([h.netns for h in self.hosts.hosts], c.forward_ports)
             self.endpoints = Endpoints(
                 self.hosts.ssh_config,
                 gw.name,
@@ -96,17 +104,88 @@ class NodesLab:
                 state / c.lab,
                 dict(self.hosts.pins),
             )
+            self.save()
         except BaseException:
             self.stop()
             raise
         return self.endpoints
 
+    def _start_forwarder(self, namespaces: list[str], ports) -> int:
+        """One process forwarding 127.0.0.1:<port> inside every namespace to this machine's 127.0.0.1."""
+        wd = self.hosts.workdir
+        ready, log = wd / "netfwd.ready", open(wd / "netfwd.log", "a")
+        ready.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "osk8s_tasks.embedded.netfwd", ",".join(namespaces), *map(str, ports)]
+        proc = subprocess.Popen([*cmd, "--ready", str(ready)], stdout=log, stderr=log, start_new_session=True, cwd=PROJECT)
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                end(proc.pid)
+                tail = (wd / "netfwd.log").read_text()[-600:]
+                raise RuntimeError(f"the port forwarder into {namespaces} did not start: {tail}")
+            time.sleep(0.05)
+        return proc.pid
+
+    def save(self) -> None:
+        """nodes.json: what another process needs to find, check and stop this lab."""
+        state = {
+            "config": {**asdict(self.config), "workdir": str(self.config.workdir)},
+            "hosts": [{**asdict(h), "host_key": str(h.host_key)} for h in self.hosts.hosts],
+            "pins": self.hosts.pins,
+            "forwarder_pid": self.forwarder_pid,
+        }
+        (self.hosts.workdir / STATE_FILE).write_text(json.dumps(state, indent=1, default=str))
+
+    @classmethod
+    def attach(cls, workdir: Path) -> NodesLab | None:
+        """The lab a start() left at `workdir` (perhaps from another process), or None."""
+        try:
+            state = json.loads((workdir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        cfg = state["config"]
+        lab = cls(NodesConfig(**{**cfg, "workdir": Path(cfg["workdir"]), "forward_ports": tuple(cfg["forward_ports"])}))
+        hosts = [TestHost(**{**h, "host_key": Path(h["host_key"])}) for h in state["hosts"]]
+        lab.hosts = SshHosts(workdir, count=len(hosts), prefix=cfg["prefix"], gateway=True, hosts=hosts)
+        lab.hosts.pins = state["pins"]
+        lab.forwarder_pid = state["forwarder_pid"]
+        return lab
+
+    def problems(self) -> list[str]:
+        """What no longer runs: an sshd, the forwarder, a namespace ([] when all is well)."""
+        out = []
+        if self.hosts is None:
+            return ["not started"]
+        netns = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+        for h in self.hosts.hosts:
+            if h.netns not in netns:
+                out.append(f"{h.name}: network namespace {h.netns} is gone")
+            elif not _runs(h.pid, "sshd"):
+                out.append(f"{h.name}: sshd (pid {h.pid}) is not running")
+        if self.config.forward_ports and not _runs(self.forwarder_pid, "netfwd"):
+            out.append(f"the port forwarder (pid {self.forwarder_pid}) is not running")
+        return out
+
+    def extra_addresses(self, node: str) -> set[str]:
+        """The addresses add_address gave a node (its /32s)."""
+        h = self._host(node)
+        out = subprocess.run(
+            ["ip", "-n", h.netns, "-o", "-4", "addr", "show", "dev", f"{h.netns}n"], capture_output=True, text=True
+        ).stdout
+        return {w.split("/")[0] for w in out.split() if w.endswith("/32")}
+
+    def remove_address(self, node: str, address: str) -> None:
+        h, gw = self._host(node), self.hosts.hosts[0].netns
+        for cmd in (
+            ["ip", "netns", "exec", h.netns, "ip", "addr", "del", f"{address}/32", "dev", f"{h.netns}n"],
+            ["ip", "netns", "exec", gw, "ip", "route", "del", f"{address}/32", "table", NODE_TABLE],
+        ):
+            subprocess.run(cmd, capture_output=True)
+
     def add_address(self, node: str, address: str) -> None:
         """Give a node a second address (its Nova server's fixed IP, which OCCM makes the Node's InternalIP,
         as a real server's NIC holds it), routed to it by the gateway for the other nodes: the API server
         reaches the kubelet at the InternalIP (kubeadm's --kubelet-preferred-address-types)."""
-        from tests.peers.k8s_nodes import NODE_TABLE
-
         h, gw = self._host(node), self.hosts.hosts[0].netns
         subprocess.run(
             ["ip", "netns", "exec", h.netns, "ip", "addr", "add", f"{address}/32", "dev", f"{h.netns}n"],
@@ -126,10 +205,6 @@ class NodesLab:
     def _host(self, name: str):
         return next(h for h in self.hosts.hosts if h.name == name)
 
-    def status(self) -> dict[str, kubelet.Status]:
-        """Each node's kubelet stand-in, read from its private state (no SSH needed)."""
-        return {h.name: kubelet.status(self.hosts.private(h, "/var/lib/osk8s-standin")) for h in self.hosts.hosts[1:]}
-
     def processes(self, name: str) -> list[tuple[int, str]]:
         """(PID, command name) of every process in a host's network namespace, its sshd included."""
         pids = subprocess.run(["ip", "netns", "pids", self._host(name).netns], capture_output=True, text=True).stdout.split()
@@ -142,9 +217,9 @@ class NodesLab:
         return out
 
     def stop(self) -> None:
-        for fwd in self.forwarders:
-            fwd.stop()
-        self.forwarders = []
+        if self.forwarder_pid and _runs(self.forwarder_pid, "netfwd"):
+            end(self.forwarder_pid)
+        self.forwarder_pid = None
         if self.hosts is not None:
             self.hosts.stop()  # ends every process in the namespaces by PID, then removes them
             self.hosts = None
@@ -158,8 +233,6 @@ def on_loopback_cloud(
     server at a time); `settings` sections are merged over that. The nodes and the gateway reach the
     cloud at 127.0.0.1 (netfwd). Whatever this made is undone by `cleanup` (an ExitStack), also when
     a later step of the caller's setup fails."""
-    from tests.peers.netfwd import OPENSTACK_PORTS
-
     image = Path(f"/tmp/{lab}-node.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
     cleanup.callback(image.unlink, missing_ok=True)
@@ -177,3 +250,13 @@ def on_loopback_cloud(
     )
     cleanup.callback(nodes.stop)
     return nodes, nodes.start()
+
+
+def _runs(pid: int | None, what: str) -> bool:
+    """Is `pid` alive and still the program we started (a PID may be reused)?"""
+    if not pid:
+        return False
+    try:
+        return what in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False

@@ -1,4 +1,5 @@
-"""Build the real Kubernetes test peers from the Go modules beside this file.
+"""Build the real Kubernetes programs (the test peers, and the embedded lab's control plane and
+cloud controllers) from the Go modules under tests/peers/k8s.
 
 One Go module per upstream line (kubernetes, etcd, cloud-provider-openstack, kwok, and one per CSI
 sidecar); each lists the main packages it builds as `tool` directives in its go.mod, and go.sum
@@ -13,12 +14,12 @@ pins everything. Binaries land in a cache outside the repository:
 A module is rebuilt only when its key changes; a second run finds every binary and returns in
 well under a second. Binary names are the last element of each tool's package path.
 
-    from tests.peers.k8s import build
+    from osk8s_tasks.embedded import build
     paths = build.ensure(["kubeadm", "etcd"])    # builds what is missing, returns {name: Path}
     build.binary("kubeadm")                       # path of a built binary (never builds)
     build.status()                                # {module: {binary: Path | None}}
 
-    python -m tests.peers.k8s.build [--status] [names...]   # names: binaries or modules
+    python -m osk8s_tasks.embedded.build [--status] [names...]   # names: binaries or modules
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+# the Go modules (go.mod, go.sum, tool directives): pinned beside the tests that run what they build
+HERE = Path(__file__).resolve().parents[2] / "tests" / "peers" / "k8s"
 CACHE = Path(os.environ.get("OSK8S_PEERS_CACHE") or "/var/cache/osk8s-peers")
 GO = shutil.which("go") or "/usr/local/go/bin/go"  # where the Go tarball installs it
 
@@ -236,7 +238,7 @@ def binary(name: str) -> Path:
         raise LookupError(f"unknown peer binary {name!r}; known: {', '.join(sorted(all_binaries()))}")
     path = bin_dir(modules[0]) / name
     if not path.is_file():
-        raise FileNotFoundError(f"{name} is not built at {path}; run: python -m tests.peers.k8s.build {name}")
+        raise FileNotFoundError(f"{name} is not built at {path}; run: python -m osk8s_tasks.embedded.build {name}")
     return path
 
 
@@ -305,7 +307,7 @@ def ensure(names: Iterable[str] | None = None) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.peers.k8s.build", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m osk8s_tasks.embedded.build", description=__doc__.split("\n")[0])
     parser.add_argument("--status", action="store_true", help="say what is built and where; build nothing")
     parser.add_argument("names", nargs="*", help="binaries or modules (default: all)")
     args = parser.parse_args(argv)

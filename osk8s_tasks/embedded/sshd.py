@@ -4,7 +4,7 @@ Every host has its own address (198.18.N.2, the benchmarking range, only inside 
 harness creates), its own host key (recorded in known_hosts from the key file itself, so the
 tests exercise strict host key checking), and its own copy of `private_dirs` (a mount namespace
 bind-mounts a per-host directory over each), so that hosts do not see each other's files.
-Used by the tests' fixtures; `python -m tests.peers.sshd 3` starts three by hand.
+Used by the tests' fixtures; `python -m osk8s_tasks.embedded.sshd 3` starts three by hand.
 """
 
 from __future__ import annotations
@@ -182,15 +182,28 @@ class SshHosts:
                     except ProcessLookupError:
                         pass
             if h.pid:
-                try:
-                    os.kill(h.pid, 15)
-                    os.waitpid(h.pid, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
+                end(h.pid)
             sh("ip", "netns", "del", h.netns, check=False)
             sh("ip", "link", "del", f"{h.netns}h", check=False)
         self.hosts = []
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def end(pid: int, timeout: float = 10) -> None:
+    """SIGTERM to a process this harness started, then wait until it is gone: reaped when it is our
+    child, else (started by an earlier run of the tool, now init's child) polled."""
+    try:
+        os.kill(pid, 15)
+    except ProcessLookupError:
+        return
+    try:
+        os.waitpid(pid, 0)
+        return
+    except ChildProcessError:
+        pass
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _free_net() -> str:

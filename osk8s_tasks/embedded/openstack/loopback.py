@@ -2,8 +2,8 @@
 Placement, Nova (fake virt driver), Neutron (ML2, no agents), Cinder (fake driver) and Octavia
 (noop amphora/compute drivers; VIP ports real in Neutron), with RabbitMQ, sqlite everywhere.
 
-    python tests/peers/openstack/loopback.py start|stop|status|errors
-    python tests/peers/openstack/loopback.py stop-service|start-service NAME   # e.g. nova (its API)
+    python osk8s_tasks/embedded/openstack/loopback.py start|stop|status|errors
+    python osk8s_tasks/embedded/openstack/loopback.py stop-service|start-service NAME   # e.g. nova (its API)
 
 Nothing here is faked at the API: openstacksdk talks to the real services. Below the APIs, what
 this machine cannot run is replaced by each project's own test drivers: nova's FakeDriver (no

@@ -1,0 +1,209 @@
+"""The embedded lab's machines as converging steps (lab.kind: embedded): the Kubernetes programs
+built from their Go modules, the loopback OpenStack control plane, and the simulated nodes behind
+their gateway; after openstack.deploy, each node holds its Nova server's fixed IP. embedded.down
+undoes each part, and only what this lab started.
+
+Each check reads the real state (the build cache, the services' PIDs and ports, nodes.json with
+the PIDs and network namespaces it names); a dry run reports, a real run acts and checks again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from osk8s_tasks.core.config import EMBEDDED_CLOUDS_YAML, EMBEDDED_RUN
+from osk8s_tasks.core.engine import Status, Step, StepFailed
+from osk8s_tasks.embedded import build
+from osk8s_tasks.embedded.netfwd import OPENSTACK_PORTS
+from osk8s_tasks.embedded.nodes import NodesConfig, NodesLab
+from osk8s_tasks.embedded.simnodes import CONTROL_PLANE, RUNNER
+
+LOOPBACK = Path(__file__).resolve().parent / "openstack" / "loopback.py"
+PREFIX = "o8e"  # network namespaces o8e0 (gateway), o8e1 (control plane), o8e2...: one embedded lab per machine
+STARTED_MARK = "embedded-cloud-started"  # in the lab's state: embedded.up started the loopback cloud
+PROGRAMS = (*CONTROL_PLANE, *RUNNER)
+
+
+def programs_step(s) -> Step:
+    def missing() -> list[str]:
+        built = {b: p for bs in build.status().values() for b, p in bs.items()}
+        return [b for b in PROGRAMS if built.get(b) is None]
+
+    def check() -> Status:
+        todo = missing()
+        if todo:
+            return Status(
+                False,
+                f"{len(todo)} Kubernetes programs to build from their Go modules ({', '.join(todo[:3])}"
+                f"{'...' if len(todo) > 3 else ''}; about 12 minutes on 2 cores the first time, cached in {build.CACHE})",
+            )
+        return Status(True, f"{len(PROGRAMS)} Kubernetes programs built (cache {build.CACHE})")
+
+    def apply() -> None:
+        try:
+            build.ensure(PROGRAMS)
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            raise StepFailed(
+                f"building the Kubernetes programs failed: {exc}. Fix: Go 1.26 and the Go module proxy "
+                "(GOPROXY) must be reachable; `python -m osk8s_tasks.embedded.build` shows the build's output"
+            ) from None
+
+    return Step("Kubernetes programs", check, apply)
+
+
+def cloud_services() -> dict[str, str]:
+    """{service: running | stopped} of the loopback OpenStack ({} when it never ran here)."""
+    out = subprocess.run([sys.executable, str(LOOPBACK), "status"], capture_output=True, text=True).stdout
+    return {w[0]: w[1] for w in (line.split() for line in out.splitlines()) if len(w) >= 2}
+
+
+def cloud_step(s) -> Step:
+    mark = s.settings.lab_dir / STARTED_MARK
+
+    def check() -> Status:
+        services = cloud_services()
+        stopped = sorted(n for n, st in services.items() if st != "running")
+        if services and not stopped:
+            return Status(True, f"the loopback OpenStack runs ({len(services)} services; {EMBEDDED_CLOUDS_YAML})")
+        if stopped and len(stopped) < len(services):
+            return Status(False, f"the loopback OpenStack runs without {', '.join(stopped)}: restart it")
+        return Status(False, "the loopback OpenStack is not running: start it (the first start installs it from PyPI)")
+
+    def apply() -> None:
+        if cloud_services():
+            _loopback("stop")
+        _loopback("start")
+        mark.write_text("started by embedded.up; embedded.down stops it\n")
+
+    return Step("loopback OpenStack", check, apply)
+
+
+def _loopback(command: str) -> None:
+    r = subprocess.run([sys.executable, str(LOOPBACK), command], stdout=sys.stderr, stderr=sys.stderr)
+    if r.returncode:
+        raise StepFailed(
+            f"loopback OpenStack {command} failed (exit {r.returncode}). Fix: read its service logs under "
+            f"{EMBEDDED_CLOUDS_YAML.parent}/log, then `inv embedded.down` and `inv embedded.up`"
+        )
+
+
+def _others(s) -> list[str]:
+    """Embedded labs of other names that hold this machine's network namespaces."""
+    mine = s.settings.embedded_dir
+    out = []
+    for state in EMBEDDED_RUN.glob("*/nodes.json"):
+        if state.parent != mine and (lab := NodesLab.attach(state.parent)) and not lab.problems():
+            out.append(state.parent.name)
+    return out
+
+
+def nodes_step(s) -> Step:
+    wd, workers = s.settings.embedded_dir, s.settings.embedded.workers
+
+    def check() -> Status:
+        if others := _others(s):
+            raise StepFailed(
+                f"the embedded lab {others[0]!r} runs on this machine (network namespaces {PREFIX}*; one embedded "
+                f"lab per machine). Fix: `inv lab.down` with lab.name {others[0]}, or use that lab"
+            )
+        lab = NodesLab.attach(wd)
+        if lab is None:
+            return Status(False, f"no simulated nodes: start a gateway and {1 + workers} nodes (sshd in network namespaces)")
+        if problems := lab.problems():
+            return Status(False, f"the simulated nodes are broken ({'; '.join(problems)}): start them again (a new cluster)")
+        have = len(lab.hosts.hosts) - 2
+        if have != workers:
+            return Status(
+                False, f"{have} simulated workers, embedded.workers is {workers}: start them again (a new cluster)"
+            )
+        pids = ", ".join(f"{h.name} {h.pid}" for h in lab.hosts.hosts)
+        return Status(True, f"gateway and {1 + have} nodes run (sshd pids: {pids}); OpenStack ports forwarded")
+
+    def apply() -> None:
+        if old := NodesLab.attach(wd):
+            old.stop()
+        lab = NodesLab(NodesConfig(wd, s.settings.lab.name, workers, PREFIX, forward_ports=OPENSTACK_PORTS))
+        lab.start()
+        (wd / "pins.json").write_text(json.dumps(lab.hosts.pins))
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(wd / "node.qcow2"), "16M"], check=True)
+
+    return Step("simulated nodes", check, apply)
+
+
+def up_steps(s) -> list[Step]:
+    return [programs_step(s), cloud_step(s), nodes_step(s)]
+
+
+def fixed_ip(server, network: str) -> str | None:
+    """The server's fixed address on the lab network (what its NIC holds), or None."""
+    for addr in server.addresses.get(network) or []:
+        if addr.get("OS-EXT-IPS:type", "fixed") == "fixed":
+            return addr["addr"]
+    return None
+
+
+def address_steps(s, clouds) -> list[Step]:
+    """Each node holds its Nova server's fixed IP, as the server's NIC would: OCCM makes it the
+    Node's InternalIP, and the API server reaches the kubelet there."""
+    lab = NodesLab.attach(s.settings.embedded_dir)
+    if lab is None:
+        raise StepFailed("no simulated nodes to give addresses to. Fix: `inv embedded.up` (or `inv lab.up`)")
+    steps = []
+    for h in lab.hosts.hosts[1:]:
+
+        def want(name: str = h.name) -> set[str]:
+            server = clouds.servers().get(name)
+            ip = fixed_ip(server, s.settings.openstack.network) if server else None
+            return {ip} if ip else set()
+
+        def check(name: str = h.name) -> Status:
+            wanted, have = want(name), lab.extra_addresses(name)
+            if not wanted and not have:
+                return Status(True, "no Nova server of this name yet (openstack.deploy makes it)")
+            if wanted == have:
+                return Status(True, f"holds its server's address {', '.join(sorted(have))}")
+            return Status(False, f"holds {sorted(have) or 'no address'}, its server has {sorted(wanted) or 'none'}")
+
+        def apply(name: str = h.name) -> None:
+            wanted, have = want(name), lab.extra_addresses(name)
+            for a in have - wanted:
+                lab.remove_address(name, a)
+            for a in wanted - have:
+                lab.add_address(name, a)
+            clouds.cache.clear()
+
+        steps.append(Step(f"{h.name} address", check, apply, node=h.name))
+    return steps
+
+
+def down_steps(s) -> list[Step]:
+    wd, mark = s.settings.embedded_dir, s.settings.lab_dir / STARTED_MARK
+
+    def nodes_check() -> Status:
+        lab = NodesLab.attach(wd)
+        if lab is None and not wd.exists():
+            return Status(True, "no simulated nodes")
+        what = "simulated nodes run" if lab and not lab.problems() else "simulated nodes left over"
+        return Status(False, f"{what}: stop every process in their namespaces, remove the namespaces and {wd}")
+
+    def nodes_apply() -> None:
+        if lab := NodesLab.attach(wd):
+            lab.stop()
+        subprocess.run(["rm", "-rf", str(wd)], check=True)
+
+    def cloud_check() -> Status:
+        running = any(st == "running" for st in cloud_services().values())
+        if not running:
+            return Status(True, "the loopback OpenStack is not running")
+        if not mark.exists():
+            return Status(True, "the loopback OpenStack runs, left running: this lab did not start it")
+        return Status(False, "the loopback OpenStack runs, started by embedded.up: stop it")
+
+    def cloud_apply() -> None:
+        _loopback("stop")
+        mark.unlink(missing_ok=True)
+
+    return [Step("simulated nodes", nodes_check, nodes_apply), Step("loopback OpenStack", cloud_check, cloud_apply)]
