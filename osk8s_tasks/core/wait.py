@@ -34,12 +34,16 @@ def until(
         sleep(interval)
 
 
-def wait_step(name: str, check: Callable[[], Status], timeout: float, interval: float = 2.0) -> Step:
-    """A condition the world reaches by itself: the apply only waits for it (then it is re-checked)."""
+def wait_step(
+    name: str, check: Callable[[], Status], timeout: float, interval: float = 2.0, why: Callable[[], str] | None = None
+) -> Step:
+    """A condition the world reaches by itself: the apply only waits for it (then it is re-checked).
+    `why` reads the cause when it is not reached (a pod's errors, an object's events)."""
 
     def wait() -> None:
         ok, reason = until(check, timeout, interval, what=name.split()[0])
         if not ok:
-            raise StepFailed(f"{name}: not reached: {reason}")
+            cause = why() if why else ""
+            raise StepFailed(f"{name}: not reached: {reason}" + (f"; {cause}" if cause else ""))
 
     return Step(name, check, wait)

@@ -10,6 +10,7 @@ the PIDs and network namespaces it names); a dry run reports, a real run acts an
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,7 +127,15 @@ def nodes_step(s) -> Step:
         if old := NodesLab.attach(wd):
             old.stop()
         lab = NodesLab(NodesConfig(wd, s.settings.lab.name, workers, PREFIX, forward_ports=OPENSTACK_PORTS))
-        lab.start()
+        # the nodes' files are a machine's: its login user reads authorized_keys and runs /usr/local/bin
+        # (this run's umask, 077, is for the lab's own state; secrets there are 0600 by name)
+        umask = os.umask(0o022)
+        try:
+            EMBEDDED_RUN.mkdir(mode=0o755, parents=True, exist_ok=True)
+            os.chmod(EMBEDDED_RUN, 0o755)
+            lab.start()
+        finally:
+            os.umask(umask)
         (wd / "pins.json").write_text(json.dumps(lab.hosts.pins))
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(wd / "node.qcow2"), "16M"], check=True)
 

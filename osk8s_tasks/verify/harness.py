@@ -111,6 +111,43 @@ def rollout_ready(api, ns: str, name: str, plural: str = "deployments"):
     return check
 
 
+ERROR_WORDS = ("forbidden", "error", "failed", "cannot", "unauthorized")
+
+
+def error_lines(log: str, lines: int = 2) -> list[str]:
+    """The last `lines` lines of a container log that report an error (klog E-lines, forbidden...)."""
+    hits = [ln.strip() for ln in log.splitlines() if ln.startswith("E") or any(w in ln.lower() for w in ERROR_WORDS)]
+    return [h[:400] for h in hits[-lines:]]
+
+
+def pod_errors(api, ns: str, selector: str) -> str:
+    """What the pods of `selector` last logged as errors: the cause a rollout that never becomes
+    ready leaves (e.g. `configmaps is forbidden ... at the cluster scope`)."""
+    out = []
+    for pod in items(api, f"/api/v1/namespaces/{ns}/pods", selector):
+        name = pod["metadata"]["name"]
+        try:
+            log = api.call("GET", f"/api/v1/namespaces/{ns}/pods/{name}/log", query=[("tailLines", "50")])
+        except StepFailed as exc:
+            out.append(f"pod {name}: its log could not be read ({exc})")
+            continue
+        status, body = log
+        found = error_lines(body.decode(errors="replace") if status == 200 and body else "")
+        if found:
+            out.append(f"pod {name} logged: " + " | ".join(found))
+    return "; ".join(out)
+
+
+def service_events(api, ns: str, name: str) -> str:
+    """The newest warning event of a Service (the cloud controller's SyncLoadBalancerFailed names its error)."""
+    query = [("fieldSelector", f"involvedObject.kind=Service,involvedObject.name={name},type=Warning")]
+    events = (api.request("GET", f"/api/v1/namespaces/{ns}/events", query=query) or {}).get("items", [])
+    if not events:
+        return ""
+    last = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return f"event {last.get('reason')}: {last.get('message', '')[:500]}"
+
+
 def external_ip(api, path: str):
     """A Service's or Ingress's status.loadBalancer.ingress[0].ip, as a check."""
 

@@ -19,6 +19,7 @@ from osk8s_tasks.verify.harness import (
     node_addresses,
     pods_of,
     rollout_ready,
+    service_events,
     settled,
     wait,
 )
@@ -79,11 +80,11 @@ def run_lb(ctx: Ctx) -> None:
 
 def _why_no_ip(ctx: Ctx) -> str:
     failing = [f.detail for f in _octavia_findings(ctx, "echo", 80) if not f.ok]
+    event = service_events(ctx.api, ctx.namespace, "echo")
     if failing:
-        return "Octavia: " + "; ".join(failing)
-    return (
-        "Octavia has an ACTIVE load balancer with a floating IP, but the cloud controller did not report it "
-        "(openstack-cloud-controller-manager logs)"
+        return "Octavia: " + "; ".join(failing) + (f"; the Service's {event}" if event else "")
+    return "Octavia has an ACTIVE load balancer with a floating IP, but the cloud controller did not report it" + (
+        f": the Service's {event}" if event else " (openstack-cloud-controller-manager logs)"
     )
 
 

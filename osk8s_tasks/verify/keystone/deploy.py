@@ -21,7 +21,7 @@ from osk8s_tasks.core.files import write_private
 from osk8s_tasks.core.imageref import component_image
 from osk8s_tasks.core.render import render
 from osk8s_tasks.core.wait import wait_step
-from osk8s_tasks.verify.harness import rollout_ready
+from osk8s_tasks.verify.harness import pod_errors, rollout_ready
 from osk8s_tasks.verify.keystone import model as keystone_auth
 from osk8s_tasks.verify.keystone import pki
 
@@ -344,7 +344,12 @@ class Setup:
             kube.apply_step(api, service_doc(s)),
             self.cert_step(),
             self.objects_step(),
-            wait_step("k8s-keystone-auth ready", rollout_ready(api, "kube-system", "k8s-keystone-auth"), s.verify.timeout),
+            wait_step(
+                "k8s-keystone-auth ready",
+                rollout_ready(api, "kube-system", "k8s-keystone-auth"),
+                s.verify.timeout,
+                why=lambda: pod_errors(api, "kube-system", "app=k8s-keystone-auth"),
+            ),
             self.file_step(WEBHOOK_KUBECONFIG, self.webhook_kubeconfig),
             self.file_step(AUTHZ_CONFIG, self.authz_config),
             self.apiserver_step(),
