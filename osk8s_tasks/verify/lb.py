@@ -29,6 +29,7 @@ LB_ASSERTIONS = [
     "octavia: load balancer, listener, pool members, floating IP, NodePort rule",
     "HTTP from the devstack VM",
     "shared load balancer: second listener",
+    "shared load balancer: HTTP",
     "cleanup: load balancer deleted",
 ]
 
