@@ -32,6 +32,7 @@ LB_ASSERTIONS = [
     "shared load balancer: HTTP",
     "cleanup: load balancer deleted",
 ]
+DATA_PLANE = ["HTTP from the devstack VM", "shared load balancer: HTTP"]  # requests through the floating IP
 
 
 def lb_docs(ctx: Ctx, shared_lb_id: str = "") -> list[dict]:
