@@ -89,7 +89,7 @@ def _gone(ctx: Ctx, pod: str):
 
 
 def run_pv(ctx: Ctx) -> None:
-    timeout, conn = ctx.settings.verify.timeout, ctx.clouds.main
+    timeout = ctx.settings.verify.timeout
     ok, detail = default_class(ctx.api)
     ctx.record("default StorageClass is cinder CSI", ok, detail)
     for leftover in ("writer", "reader"):  # an interrupted run's pod: its command cannot be changed in place
@@ -120,17 +120,7 @@ def run_pv(ctx: Ctx) -> None:
         return
     t0 = time.monotonic()
     running = ctx.record("writer pod running", *wait(_phase(ctx, "writer", ("Running",)), timeout), t0)
-    node = _pod(ctx, "writer").get("spec", {}).get("nodeName", "")
-    server = _server_of(ctx, node)
-    t0 = time.monotonic()
-    found = []
-
-    def attached():
-        found[:] = verify_cloud.check_volume(conn, volume, server)
-        return Status(found[0].ok, found[0].detail)
-
-    ok, detail = wait(attached, timeout if running else 1)
-    ctx.record("cinder: volume in-use on the pod's node", ok, f"{detail} (node {node})", t0)
+    _attached(ctx, volume, timeout if running else 1)
     t0 = time.monotonic()
     wait(_wrote(ctx, "writer"), timeout if running else 1)
     text = _logs(ctx, "writer")
@@ -158,6 +148,24 @@ def run_pv(ctx: Ctx) -> None:
         t0,
     )
     ctx.cleanup("pv", writer[:-1] + reader[-1:], gone=_volume_gone(ctx, volume))
+
+
+def _attached(ctx: Ctx, volume: str, timeout: float) -> None:
+    """The PVC's Cinder volume in-use on the Nova server of the writer's node. The node is read on
+    each look: with WaitForFirstConsumer the scheduler binds the PVC before it sets the pod's node
+    (kube-scheduler VolumeBinding PreBind, then Bind), so a check that does not wait for the pod
+    to run first would otherwise judge the volume on no server."""
+    t0, node = time.monotonic(), [""]
+
+    def check():
+        node[0] = _pod(ctx, "writer").get("spec", {}).get("nodeName", "")
+        if not node[0]:
+            return Status(False, "pod writer has no node yet")
+        found = verify_cloud.check_volume(ctx.clouds.main, volume, _server_of(ctx, node[0]))
+        return Status(found[0].ok, found[0].detail)
+
+    ok, detail = wait(check, timeout)
+    ctx.record("cinder: volume in-use on the pod's node", ok, f"{detail} (node {node[0]})", t0)
 
 
 def _volume_gone(ctx: Ctx, name: str):
