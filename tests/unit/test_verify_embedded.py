@@ -242,3 +242,31 @@ def test_ingress_judges_octavia_either_way_and_sends_http_only_with_a_data_plane
     else:
         assert sent == [f"http://{INGRESS_IP}/a", f"http://{INGRESS_IP}/b"] and skipped(ctx) == []
         assert got["HTTP /b"] == ("ok", f"GET http://{INGRESS_IP}/b -> 200 from pod echo-b-0")
+
+
+def test_pv_judges_the_volume_up_to_the_attach_either_way_and_the_data_only_with_a_data_plane(lab):
+    ctx, cluster, _ = lab
+    verify_pv.run_pv(ctx)
+    got = rows(ctx)
+    judged = ["default StorageClass is cinder CSI", "PVC bound", "cinder: volume in-use on the pod's node", "pv: cleanup"]
+    assert {k: got[k][0] for k in judged} == dict.fromkeys(judged, "ok"), got
+    assert got["cinder: volume in-use on the pod's node"][1] == f"{VOLUME} in-use on srv-1 (node {WORKER})"
+    assert got["pv: cleanup"][1] == f"Cinder volume {VOLUME} deleted (reclaimPolicy Delete)"
+    logs = [p for _, p in cluster.calls if p.endswith("/log")]
+    assert f"/api/v1/namespaces/{NS_}/pods/writer" not in cluster.objects  # the writer is cleaned up either way
+    if ctx.settings.lab.kind == "embedded":
+        assert skipped(ctx) == verify_pv.DATA_PLANE and {got[k] for k in verify_pv.DATA_PLANE} == {("skipped", REASON)}
+        assert logs == [] and cluster.applied("pods") == ["writer"]  # no data read, no reader started
+    else:
+        assert skipped(ctx) == [] and {got[k][0] for k in verify_pv.DATA_PLANE} == {"ok"}
+        assert logs and cluster.applied("pods") == ["writer", "reader"]
+
+
+def test_the_attach_is_judged_on_the_node_the_scheduler_names(lab):
+    """With WaitForFirstConsumer the PVC binds before the pod has its node, and a lab without a data
+    plane does not wait for the pod to run: the node is read again until there is one."""
+    ctx, cluster, _ = lab
+    cluster.unscheduled = 1
+    verify_pv.run_pv(ctx)
+    assert cluster.unscheduled == 0
+    assert rows(ctx)["cinder: volume in-use on the pod's node"] == ("ok", f"{VOLUME} in-use on srv-1 (node {WORKER})")
