@@ -13,7 +13,7 @@ import yaml
 from osk8s_tasks.cluster.addons import CSI_DRIVER
 from osk8s_tasks.core import config, kube
 from osk8s_tasks.core.engine import Session
-from osk8s_tasks.verify import harness
+from osk8s_tasks.verify import harness, run
 from osk8s_tasks.verify import ingress as verify_ingress
 from osk8s_tasks.verify import lb as verify_lb
 from osk8s_tasks.verify import pv as verify_pv
@@ -270,3 +270,15 @@ def test_the_attach_is_judged_on_the_node_the_scheduler_names(lab):
     verify_pv.run_pv(ctx)
     assert cluster.unscheduled == 0
     assert rows(ctx)["cinder: volume in-use on the pod's node"] == ("ok", f"{VOLUME} in-use on srv-1 (node {WORKER})")
+
+
+@pytest.mark.parametrize("check", ["lb", "pv", "ingress"])
+def test_a_dry_run_says_which_assertions_a_lab_without_a_data_plane_skips(lab, check):
+    ctx, _, _ = lab
+    docs, assertions = run.objects_and_assertions(ctx, check)
+    assert set(run.DATA_PLANE[check]) <= set(assertions)
+    harness.plan_rows(ctx, check, docs, assertions, "the cluster is down", run.DATA_PLANE[check])
+    planned = {r.step: r.detail for r in ctx.s.results if r.node == "cluster"}
+    would_skip = {f"{check}: {a}" for a in run.DATA_PLANE[check]} if ctx.settings.lab.kind == "embedded" else set()
+    assert {k for k, v in planned.items() if v == f"would skip: {REASON}"} == would_skip
+    assert {k for k, v in planned.items() if v == "would check"} == {f"{check}: {a}" for a in assertions} - would_skip
