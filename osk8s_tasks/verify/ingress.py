@@ -21,6 +21,7 @@ ASSERTIONS = [
     "HTTP /a and /b",
     "cleanup: load balancer deleted",
 ]
+DATA_PLANE = ["HTTP /a and /b"]  # requests through the floating IP
 
 APPS = ("echo-a", "echo-b")
 

@@ -30,8 +30,10 @@ LB_ASSERTIONS = [
     "octavia: load balancer, listener, pool members, floating IP, NodePort rule",
     "HTTP from the devstack VM",
     "shared load balancer: second listener",
+    "shared load balancer: HTTP",
     "cleanup: load balancer deleted",
 ]
+DATA_PLANE = ["HTTP from the devstack VM", "shared load balancer: HTTP"]  # requests through the floating IP
 
 
 def lb_docs(ctx: Ctx, shared_lb_id: str = "") -> list[dict]:

@@ -31,6 +31,10 @@ def cluster_access(s, need_master: bool):
         yield api, remotes[master]
 
 
+# the assertions that need the data plane: a dry run of a lab without one says they would be skipped
+DATA_PLANE = {"lb": verify_lb.DATA_PLANE, "pv": verify_pv.DATA_PLANE, "ingress": ingress.DATA_PLANE}
+
+
 def objects_and_assertions(ctx, check: str) -> tuple[list[dict], list[str]]:
     """What a check would create and assert, listed by --dry-run."""
     if check == "lb":
@@ -92,7 +96,8 @@ def run_each(s, checks: list[str], keep: bool) -> None:
                 if s.dry_run and check == "keystone" and not unreachable:
                     verify_keystone.plan_keystone(ctx, master)
                 elif s.dry_run:
-                    harness.plan_rows(ctx, check, *objects_and_assertions(ctx, check), unreachable=unreachable)
+                    docs, assertions = objects_and_assertions(ctx, check)
+                    harness.plan_rows(ctx, check, docs, assertions, unreachable, DATA_PLANE.get(check, ()))
                 else:
                     runners[check](ctx)
             s.log.info("verify.end", check=check, seconds=round(time.monotonic() - t0, 1))

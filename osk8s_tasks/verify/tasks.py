@@ -12,7 +12,8 @@ from osk8s_tasks.core.help import COMMON_HELP
 
 HELP = {
     **COMMON_HELP,
-    "dry_run": "List the checks and every object they would create; read the cluster for real, create nothing.",
+    "dry_run": "List the checks (those an embedded lab skips: 'would skip') and every object they would create; "
+    "read the cluster for real, create nothing.",
     "keep": "Leave the test objects in place afterwards (inv verify.destroy removes them).",
     "junit": "Also write a JUnit XML report to this file (mode 0600).",
     "json": "Also write a JSON report to this file (mode 0600).",
