@@ -50,3 +50,23 @@ def stage_table(rows: list[StageRow], total: float, dry_run: bool) -> str:
     counts = ", ".join(f"{sum(r.outcome == o for r in rows)} {o}" for o in outcomes if any(r.outcome == o for r in rows))
     out.append(f"lab.up: {counts or 'nothing run'} in {total:.1f} s{' (dry run: nothing was changed)' if dry_run else ''}")
     return "\n".join(out)
+
+
+def verify_table(results: list) -> str:
+    """One row per verify check from its assertion rows (node "cluster"): how many passed, failed
+    and were skipped, and why (the first failure, else the skip reasons). "" when verify did not run."""
+    checks: dict[str, list] = {}
+    for r in results:
+        if r.task.startswith("verify.") and r.task != "verify.all" and r.node == "cluster":
+            checks.setdefault(r.task.removeprefix("verify."), []).append(r)
+    if not checks:
+        return ""
+    lines = [("CHECK", "PASSED", "FAILED", "SKIPPED", "NOTE")]
+    for check, rows in checks.items():
+        n = {o: sum(r.outcome == o for r in rows) for o in ("ok", "failed", "skipped")}
+        failed = [r for r in rows if r.outcome == "failed"]
+        reasons = sorted({r.detail for r in rows if r.outcome == "skipped"})
+        note = f"{failed[0].step}: {failed[0].detail}" if failed else "; ".join(f"skipped: {x}" for x in reasons)
+        lines.append((check, str(n["ok"]), str(n["failed"]), str(n["skipped"]), note[:120]))
+    w = [max(len(x[i]) for x in lines) for i in range(4)]
+    return "\n".join(f"{a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}  {d:>{w[3]}}  {e}".rstrip() for a, b, c, d, e in lines)

@@ -14,7 +14,16 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from osk8s_tasks.core.help import COMMON_HELP
-from osk8s_tasks.lab.stages import EMBEDDED_STAGES, PLAN, STAGES, StageRow, outcome_of, stage_table, stages_of
+from osk8s_tasks.lab.stages import (
+    EMBEDDED_STAGES,
+    PLAN,
+    STAGES,
+    StageRow,
+    outcome_of,
+    stage_table,
+    stages_of,
+    verify_table,
+)
 
 
 def selected(start: str | None, until: str | None, stages: tuple[str, ...] = STAGES) -> list[str]:
@@ -117,8 +126,10 @@ def up(c, from_=None, until=None, dry_run=False, log_json=None):
 
     t0 = time.monotonic()
     rows: list[StageRow] = []
+    results: list = []
     try:
         with session(c, "lab.up", dry_run, log_json) as s:
+            results = s.results
             stages = selected(from_, until, stages_of(s.settings.lab.kind))
             rows = run_up(c, s, stages)
             if any(r.outcome == "failed" for r in rows):
@@ -126,7 +137,10 @@ def up(c, from_=None, until=None, dry_run=False, log_json=None):
                 raise StepFailed(f"stage {failed.stage}: {failed.detail}")
     finally:
         if rows:
+            checks = "" if dry_run else verify_table(results)
             print(redact(stage_table(rows, time.monotonic() - t0, bool(dry_run))), flush=True)
+            if checks:
+                print("\n" + redact(checks), flush=True)
 
 
 DOWN_HELP = {
