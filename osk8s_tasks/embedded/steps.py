@@ -83,7 +83,8 @@ def cloud_step(s) -> Step:
 
 
 def _loopback(command: str) -> None:
-    r = subprocess.run([sys.executable, str(LOOPBACK), command], stdout=sys.stderr, stderr=sys.stderr)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its progress lines as they happen (a first start takes minutes)
+    r = subprocess.run([sys.executable, str(LOOPBACK), command], stdout=sys.stderr, stderr=sys.stderr, env=env)
     if r.returncode:
         raise StepFailed(
             f"loopback OpenStack {command} failed (exit {r.returncode}). Fix: read its service logs under "

@@ -7,6 +7,7 @@ from osk8s_tasks.cluster.addons import api_of
 from osk8s_tasks.core.engine import StepFailed
 from osk8s_tasks.devstack.stack import stack_state
 from osk8s_tasks.devstack.steps import connected
+from osk8s_tasks.embedded.steps import up_steps
 from osk8s_tasks.host.vagrant import Lab
 from osk8s_tasks.openstack import clouds as cloud
 from osk8s_tasks.openstack.teardown import inventory
@@ -21,6 +22,11 @@ def _host(s) -> str:
     if f is None:
         return "no VM (inv host.up)"
     return f"{f.name}: {f.state}, {f.memory_mib} MiB, {f.vcpus} vCPU"
+
+
+def _embedded(s) -> str:
+    """embedded.up's checks, read-only: the programs, the loopback OpenStack, the simulated nodes."""
+    return "; ".join(f"{st.reason}" if st.ok else f"NOT READY: {st.reason}" for st in (x.check() for x in up_steps(s)))
 
 
 def _devstack(s) -> str:
@@ -59,11 +65,12 @@ def _verify(s) -> str:
 
 
 PARTS = (("host", _host), ("devstack", _devstack), ("openstack", _openstack), ("cluster", _cluster), ("verify", _verify))
+EMBEDDED_PARTS = (("embedded", _embedded), *PARTS[2:])
 
 
 def rows(s) -> list[tuple[str, str]]:
     out = []
-    for name, read in PARTS:
+    for name, read in EMBEDDED_PARTS if s.settings.lab.kind == "embedded" else PARTS:
         try:
             out.append((name, read(s)))
         except StepFailed as exc:

@@ -161,6 +161,13 @@ def test_up_runs_the_whole_pipeline_and_a_second_run_changes_nothing(lab):
         assert _stage(second.stdout, stage) == "ok", second.stdout[-3000:]
     assert all(c[1] == 0 for c in _checks(second.stdout).values()), second.stdout[-2000:]
     print(f"embedded lab.up: first {first.seconds:.0f} s, second {second.seconds:.0f} s")
+    status = lab.inv("lab.status")
+    assert status.returncode == 0, status.out[-2000:]
+    assert re.search(
+        r"^embedded\s+14 Kubernetes programs built.*loopback OpenStack runs.*gateway and 2 nodes run", status.stdout, re.M
+    )
+    assert "2 nodes, 2 Ready, 2 with an OpenStack providerID" in status.stdout, status.stdout
+    assert not re.search(r"^(host|devstack)\s", status.stdout, re.M), status.stdout
 
 
 def test_cloud_conf_with_use_octavia_fails_the_cluster_stage_naming_the_key(lab):
