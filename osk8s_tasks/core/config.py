@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import difflib
 import ipaddress
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +26,7 @@ from pydantic import (
 
 from osk8s_tasks.core import values
 from osk8s_tasks.core.defaults import DEFAULTS
+from osk8s_tasks.core.embedded import embedded_dir, embedded_settings
 from osk8s_tasks.core.values import DNS1123_WHY, PROJECT_DIR, KeyedError
 
 SECTIONS = tuple(DEFAULTS)
@@ -298,42 +298,6 @@ class Settings(Section):
     def embedded_dir(self) -> Path:
         """The embedded lab's machines: sshd hosts' keys and private directories, nodes.json."""
         return embedded_dir(self.lab.name)
-
-
-EMBEDDED_RUN = Path(os.environ.get("OSK8S_EMBEDDED_RUN", "/run/osk8s-embedded"))
-EMBEDDED_CLOUDS_YAML = Path(os.environ.get("OSK8S_OPENSTACK_BASE", "/var/lib/osk8s-openstack")) / "clouds.yaml"
-
-
-def embedded_dir(lab: str) -> Path:
-    return EMBEDDED_RUN / lab
-
-
-def embedded_settings(lab: str, workers: int) -> dict:
-    """What an embedded lab fixes, over the user's values (they describe machines that exist as
-    embedded.up made them): the loopback OpenStack's clouds, the simulated nodes behind their
-    gateway, and the download pins the nodes serve (pins.json, once embedded.up has run)."""
-    d = embedded_dir(lab)
-    ssh = str(d / "ssh_config")
-    out: dict = {
-        "openstack": {
-            "clouds_yaml": str(EMBEDDED_CLOUDS_YAML),
-            "cloud": "demo",
-            "admin_cloud": "admin",
-            "image": {"name": "node", "file": str(d / "node.qcow2")},
-            "boot_concurrency": 1,  # Nova on sqlite builds one server at a time
-        },
-        "devstack": {"ssh_target": "gateway", "ssh_config": ssh},
-        "cluster": {
-            "ssh_config": ssh,
-            "nodes": [{"name": "master", "role": "control-plane"}]
-            + [{"name": f"worker-{i}", "role": "worker"} for i in range(1, workers + 1)],
-        },
-    }
-    try:
-        out["versions"] = json.loads((d / "pins.json").read_text())
-    except (OSError, ValueError):
-        pass  # not up yet: the defaults stand until embedded.up writes them
-    return out
 
 
 # --- loading -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from osk8s_tasks.core.config import EMBEDDED_CLOUDS_YAML, EMBEDDED_RUN
+from osk8s_tasks.core.embedded import EMBEDDED_CLOUDS_YAML, EMBEDDED_RUN
 from osk8s_tasks.core.engine import Status, Step, StepFailed
 from osk8s_tasks.embedded import build
 from osk8s_tasks.embedded.netfwd import OPENSTACK_PORTS

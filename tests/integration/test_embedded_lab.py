@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from osk8s_tasks.core.config import EMBEDDED_RUN
+from osk8s_tasks.core.embedded import EMBEDDED_RUN
 from osk8s_tasks.embedded import build
 from osk8s_tasks.embedded.steps import PREFIX
 from tests.conftest import ROOT, require_root_tools, run_inv

@@ -8,6 +8,7 @@ import pytest
 from invoke.exceptions import Exit
 
 from osk8s_tasks.core import config
+from osk8s_tasks.core import embedded as embedded_settings
 from osk8s_tasks.core.engine import Result
 from osk8s_tasks.embedded.steps import fixed_ip
 from osk8s_tasks.lab.stages import EMBEDDED_STAGES, STAGES, stages_of, verify_table
@@ -15,7 +16,7 @@ from osk8s_tasks.lab.tasks import selected
 
 
 def test_an_embedded_lab_points_every_stage_at_its_own_machines(tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "EMBEDDED_RUN", tmp_path)
+    monkeypatch.setattr(embedded_settings, "EMBEDDED_RUN", tmp_path)
     s = config.validate({"lab": {"name": "e1", "kind": "embedded"}, "embedded": {"workers": 2}})
     assert s.devstack.ssh_target == "gateway" and s.cluster.ssh_config == str(tmp_path / "e1" / "ssh_config")
     assert [n.name for n in s.cluster.nodes] == ["master", "worker-1", "worker-2"]

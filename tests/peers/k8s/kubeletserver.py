@@ -2,7 +2,7 @@
 of the kubelet stand-in (tests/peers/k8s/kubelet/), serving the CRI logs the pod runner and the
 runtime stand-in write under /var/log/pods.
 
-Followed (k8s.io/kubernetes v1.37.2):
+Followed (upstream k8s.io/kubernetes v1.37.2):
 - cmd/kubelet/app/server.go InitializeTLS: without tlsCertFile (kubeadm sets none) and without
   serverTLSBootstrap, a self-signed serving certificate <certDir>/kubelet.crt and kubelet.key for the
   host name, made once; the API server does not check it (kubeadm gives it no --kubelet-certificate-authority).

@@ -1,4 +1,5 @@
-"""What the kubelet stand-in is started with: its flags as the kubeadm drop-in of the kubelet
+"""What the kubelet stand-in is started with (following upstream's code, named below):
+its flags as the kubeadm drop-in of the kubelet
 package passes them (10-kubeadm.conf: --bootstrap-kubeconfig, --kubeconfig, --config,
 $KUBELET_KUBEADM_ARGS, $KUBELET_EXTRA_ARGS; an unknown flag is refused, as kubelet's pflag does:
 cmd/kubelet/app/options/options.go), its KubeletConfiguration (kubelet.config.k8s.io/v1beta1,

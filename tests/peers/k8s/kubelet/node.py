@@ -1,4 +1,5 @@
-"""The Node and its Lease: pkg/kubelet/kubelet_node_status.go (initialNode, registerWithAPIServer,
+"""The Node and its Lease, following upstream k8s.io/kubernetes:
+pkg/kubelet/kubelet_node_status.go (initialNode, registerWithAPIServer,
 tryRegisterWithAPIServer, updateDefaultLabels), pkg/kubelet/nodestatus/setters.go (NodeAddress,
 MachineInfo, NodeInfo), the lease: staging/src/k8s.io/component-helpers/apimachinery/lease/
 controller.go with the kubelet's defaults (nodeLeaseDurationSeconds 40, renewed every quarter of

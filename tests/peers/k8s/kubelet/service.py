@@ -1,5 +1,5 @@
 """The kubelet service as systemd runs it and the systemctl stand-in calls it: the kubelet unit of
-the Kubernetes deb/rpm packages (kubernetes/release: ExecStart=/usr/bin/kubelet, Restart=always)
+the Kubernetes deb/rpm packages (upstream kubernetes/release: ExecStart=/usr/bin/kubelet, Restart=always)
 with kubeadm's drop-in 10-kubeadm.conf (its flags and EnvironmentFile=-/var/lib/kubelet/
 kubeadm-flags.env, -/etc/default/kubelet); start detached, stop with SIGTERM then SIGKILL, status
 and is-active."""

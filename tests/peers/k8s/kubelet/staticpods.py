@@ -1,4 +1,5 @@
-"""Static pods and their mirror pods: pkg/kubelet/config/file.go and config/common.go (the manifests
+"""Static pods and their mirror pods, following upstream k8s.io/kubernetes:
+pkg/kubelet/config/file.go and config/common.go (the manifests
 of staticPodPath, name "<name>-<node>", UID a hash of the manifest), pkg/kubelet/kuberuntime
 (restartPolicy Always with the crash-loop back-off, the grace period, logs under /var/log/pods,
 kuberuntime_gc.go evictPodLogsDirectories), pkg/volume/hostpath (the hostPath types),
