@@ -300,9 +300,15 @@ def ensure(names: Iterable[str] | None = None) -> dict[str, Path]:
         return {m: bs for m, bs in todo.items() if bs}
 
     if missing():
-        with locked():
-            for module, binaries in missing().items():  # re-read: another caller may have built them
-                build(module, binaries)
+        # the cache is the machine's, read and run by the nodes' login user too: never private, even
+        # when the caller's umask is (an inv session's is 077)
+        umask = os.umask(0o022)
+        try:
+            with locked():
+                for module, binaries in missing().items():  # re-read: another caller may have built them
+                    build(module, binaries)
+        finally:
+            os.umask(umask)
     return {b: bin_dir(m) / b for m, bs in wanted.items() for b in bs}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -28,22 +29,36 @@ STARTED_MARK = "embedded-cloud-started"  # in the lab's state: embedded.up start
 PROGRAMS = (*CONTROL_PLANE, *RUNNER)
 
 
+def private(path: Path) -> Path | None:
+    """The first of `path` and its parents that other users cannot enter or run, or None."""
+    for p in (path, *path.parents):
+        if not p.stat().st_mode & stat.S_IXOTH:
+            return p
+    return None
+
+
 def programs_step(s) -> Step:
-    def missing() -> list[str]:
-        built = {b: p for bs in build.status().values() for b, p in bs.items()}
-        return [b for b in PROGRAMS if built.get(b) is None]
+    def built() -> dict[str, Path | None]:
+        paths = {b: p for bs in build.status().values() for b, p in bs.items()}
+        return {b: paths.get(b) for b in PROGRAMS}
 
     def check() -> Status:
-        todo = missing()
+        todo = [b for b, p in built().items() if p is None]
         if todo:
             return Status(
                 False,
                 f"{len(todo)} Kubernetes programs to build from their Go modules ({', '.join(todo[:3])}"
                 f"{'...' if len(todo) > 3 else ''}; about 12 minutes on 2 cores the first time, cached in {build.CACHE})",
             )
+        closed = next((c for p in built().values() if (c := private(p))), None)
+        if closed:
+            return Status(False, f"{closed} is private: the nodes' login user cannot run the programs; open the cache to it")
         return Status(True, f"{len(PROGRAMS)} Kubernetes programs built (cache {build.CACHE})")
 
     def apply() -> None:
+        if build.CACHE.exists():  # a cache built under a private umask by an older osk8s
+            os.chmod(build.CACHE, os.stat(build.CACHE).st_mode | 0o055)
+            subprocess.run(["chmod", "-R", "go+rX", str(build.CACHE / "bin")], check=False)
         try:
             build.ensure(PROGRAMS)
         except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:

@@ -85,3 +85,16 @@ def test_a_servers_fixed_ip_is_the_one_on_the_lab_network_never_the_floating_one
     )
     assert fixed_ip(server, "private") == "10.0.0.5"
     assert fixed_ip(server, "missing") is None
+
+
+def test_a_private_directory_on_the_way_to_a_program_is_named(tmp_path):
+    from osk8s_tasks.embedded.steps import private
+
+    prog = tmp_path / "cache" / "bin" / "kubeadm"
+    prog.parent.mkdir(parents=True)
+    prog.write_text("")
+    for p in (prog, prog.parent, prog.parent.parent, tmp_path):
+        p.chmod(0o755)
+    assert private(prog) is None or private(prog) not in (prog, prog.parent, prog.parent.parent)
+    prog.parent.parent.chmod(0o700)  # built under an inv session's umask 077
+    assert private(prog) == prog.parent.parent
