@@ -35,11 +35,12 @@ import yaml
 
 from osk8s_tasks.cluster import render as cluster_render
 from osk8s_tasks.core import config
-from osk8s_tasks.embedded import build, netfwd, proxy
+from osk8s_tasks.embedded import build, netfwd
 from osk8s_tasks.verify.keystone import deploy as keystone_deploy
 from osk8s_tasks.verify.keystone import pki
 from tests.conftest import require_root_tools
 from tests.peers.httpserver import QuietHTTPServer
+from tests.peers.k8s import proxy
 from tests.peers.k8s.pods import ApiError, KubeClient, PodRunner
 
 pytestmark = pytest.mark.k8s
