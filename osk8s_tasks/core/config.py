@@ -26,7 +26,7 @@ from pydantic import (
 
 from osk8s_tasks.core import values
 from osk8s_tasks.core.defaults import DEFAULTS
-from osk8s_tasks.core.embedded import embedded_dir, embedded_settings
+from osk8s_tasks.core.embedded import embedded_clashes, embedded_dir, embedded_settings
 from osk8s_tasks.core.values import DNS1123_WHY, PROJECT_DIR, KeyedError
 
 SECTIONS = tuple(DEFAULTS)
@@ -414,7 +414,10 @@ def validate(values: dict, overrides: dict[str, Any] | None = None) -> Settings:
     try:
         if isinstance(raw.get("lab"), dict) and raw["lab"].get("kind") == "embedded":
             workers = raw.get("embedded", {}).get("workers")
-            raw = _merge(raw, embedded_settings(str(raw["lab"].get("name")), workers if isinstance(workers, int) else 1))
+            fixed = embedded_settings(str(raw["lab"].get("name")), workers if isinstance(workers, int) else 1)
+            if clash := embedded_clashes(values, fixed):
+                raise ConfigError(clash)
+            raw = _merge(raw, fixed)
         _derive(raw)
         return Settings.model_validate(raw)
     except ValidationError as exc:

@@ -8,8 +8,9 @@ import json
 import os
 from pathlib import Path
 
-EMBEDDED_RUN = Path(os.environ.get("OSK8S_EMBEDDED_RUN", "/run/osk8s-embedded"))
-EMBEDDED_CLOUDS_YAML = Path(os.environ.get("OSK8S_OPENSTACK_BASE", "/var/lib/osk8s-openstack")) / "clouds.yaml"
+# an empty value means the default (never Path(""): these directories are removed by down and start)
+EMBEDDED_RUN = Path(os.environ.get("OSK8S_EMBEDDED_RUN") or "/run/osk8s-embedded").absolute()
+EMBEDDED_CLOUDS_YAML = Path(os.environ.get("OSK8S_OPENSTACK_BASE") or "/var/lib/osk8s-openstack").absolute() / "clouds.yaml"
 
 
 def embedded_dir(lab: str) -> Path:
@@ -42,3 +43,22 @@ def embedded_settings(lab: str, workers: int) -> dict:
     except (OSError, ValueError):
         pass  # not up yet: the defaults stand until embedded.up writes them
     return out
+
+
+def embedded_clashes(given: dict, fixed: dict) -> list[str]:
+    """The user's values an embedded lab would override (never silently): each names the key and
+    the fix. The pins (versions.*) are the simulated nodes' own and are not compared."""
+    out = []
+    for section, keys in fixed.items():
+        if section == "versions" or not isinstance(given.get(section), dict):
+            continue
+        for key, value in keys.items():
+            mine = given[section].get(key)
+            if mine is not None and mine != value and not (isinstance(value, dict) and _within(mine, value)):
+                fix = "set embedded.workers" if key == "nodes" else "remove it: the embedded lab's machines fix it"
+                out.append(f"config: {section}.{key} = {mine!r}: lab.kind embedded fixes it as {value!r}. Fix: {fix}")
+    return out
+
+
+def _within(mine, value: dict) -> bool:
+    return isinstance(mine, dict) and all(mine.get(k) in (None, v) for k, v in value.items())

@@ -237,6 +237,18 @@ def summary(s: Session) -> str:
     return log.redact("\n".join(lines))
 
 
+def kind_refusal(task: str, kind: str) -> str | None:
+    """host.* and devstack.* drive the lab VM and DevStack on it; an embedded lab has neither (its
+    devstack.ssh_target is the gateway of the simulated nodes, a namespace of this very machine:
+    devstack.prepare would install packages here)."""
+    if kind == "embedded" and task.split(".")[0] in ("host", "devstack"):
+        return (
+            f"{task}: lab.kind is embedded, which has no lab VM and no DevStack (the loopback OpenStack "
+            "stands for both). Fix: embedded.* and lab.* for this lab, or lab.kind full for host.* and devstack.*"
+        )
+    return None
+
+
 @contextmanager
 def session(
     c,
@@ -256,6 +268,10 @@ def session(
             raise StepFailed(str(exc)) from None
         raise Exit(str(exc), code=2) from None
 
+    if refused := kind_refusal(task, settings.lab.kind):
+        if outer is not None:
+            raise StepFailed(refused)
+        raise Exit(refused, code=2)
     if outer is not None:
         child = outer.child(task, settings)
         child.dry_run = outer.dry_run or dry_run

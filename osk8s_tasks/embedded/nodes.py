@@ -110,6 +110,11 @@ class NodesLab:
             raise
         return self.endpoints
 
+    @property
+    def _ready_mark(self) -> str:
+        """On the forwarder's command line (--ready FILE): this lab's forwarder, no other."""
+        return str(self.config.workdir / "netfwd.ready")
+
     def _start_forwarder(self, namespaces: list[str], ports) -> int:
         """One process forwarding 127.0.0.1:<port> inside every namespace to this machine's 127.0.0.1."""
         wd = self.hosts.workdir
@@ -134,18 +139,20 @@ class NodesLab:
             "pins": self.hosts.pins,
             "forwarder_pid": self.forwarder_pid,
         }
-        (self.hosts.workdir / STATE_FILE).write_text(json.dumps(state, indent=1, default=str))
+        tmp = self.hosts.workdir / f".{STATE_FILE}"
+        tmp.write_text(json.dumps(state, indent=1, default=str))
+        tmp.replace(self.hosts.workdir / STATE_FILE)  # never a half-written file for the next inv
 
     @classmethod
     def attach(cls, workdir: Path) -> NodesLab | None:
         """The lab a start() left at `workdir` (perhaps from another process), or None."""
         try:
             state = json.loads((workdir / STATE_FILE).read_text())
-        except (OSError, ValueError):
+            cfg = state["config"]
+            lab = cls(NodesConfig(**{**cfg, "workdir": Path(cfg["workdir"]), "forward_ports": tuple(cfg["forward_ports"])}))
+            hosts = [TestHost(**{**h, "host_key": Path(h["host_key"])}) for h in state["hosts"]]
+        except (OSError, ValueError, KeyError, TypeError):  # none, or written by another version: not ours to read
             return None
-        cfg = state["config"]
-        lab = cls(NodesConfig(**{**cfg, "workdir": Path(cfg["workdir"]), "forward_ports": tuple(cfg["forward_ports"])}))
-        hosts = [TestHost(**{**h, "host_key": Path(h["host_key"])}) for h in state["hosts"]]
         lab.hosts = SshHosts(workdir, count=len(hosts), prefix=cfg["prefix"], gateway=True, hosts=hosts)
         lab.hosts.pins = state["pins"]
         lab.forwarder_pid = state["forwarder_pid"]
@@ -160,9 +167,9 @@ class NodesLab:
         for h in self.hosts.hosts:
             if h.netns not in netns:
                 out.append(f"{h.name}: network namespace {h.netns} is gone")
-            elif not _runs(h.pid, "sshd"):
+            elif not _runs(h.pid, f"{h.netns}_sshd_config"):
                 out.append(f"{h.name}: sshd (pid {h.pid}) is not running")
-        if self.config.forward_ports and not _runs(self.forwarder_pid, "netfwd"):
+        if self.config.forward_ports and not _runs(self.forwarder_pid, self._ready_mark):
             out.append(f"the port forwarder (pid {self.forwarder_pid}) is not running")
         return out
 
@@ -174,29 +181,28 @@ class NodesLab:
         ).stdout
         return {w.split("/")[0] for w in out.split() if w.endswith("/32")}
 
+    def route_of(self, address: str) -> str | None:
+        """The node address the gateway routes `address` to, or None."""
+        gw = self.hosts.hosts[0].netns
+        words = subprocess.run(
+            ["ip", "-n", gw, "route", "show", "table", NODE_TABLE, f"{address}/32"], capture_output=True, text=True
+        ).stdout.split()
+        return words[words.index("via") + 1] if "via" in words else None
+
     def remove_address(self, node: str, address: str) -> None:
         h, gw = self._host(node), self.hosts.hosts[0].netns
-        for cmd in (
-            ["ip", "netns", "exec", h.netns, "ip", "addr", "del", f"{address}/32", "dev", f"{h.netns}n"],
-            ["ip", "netns", "exec", gw, "ip", "route", "del", f"{address}/32", "table", NODE_TABLE],
-        ):
-            subprocess.run(cmd, capture_output=True)
+        _ip(h.netns, "addr", "del", f"{address}/32", "dev", f"{h.netns}n", missing_ok=True)
+        if self.route_of(address) == h.address:  # only this node's route: another may hold it by now
+            _ip(gw, "route", "del", f"{address}/32", "table", NODE_TABLE, missing_ok=True)
 
     def add_address(self, node: str, address: str) -> None:
         """Give a node a second address (its Nova server's fixed IP, which OCCM makes the Node's InternalIP,
         as a real server's NIC holds it), routed to it by the gateway for the other nodes: the API server
-        reaches the kubelet at the InternalIP (kubeadm's --kubelet-preferred-address-types)."""
+        reaches the kubelet at the InternalIP (kubeadm's --kubelet-preferred-address-types). `replace`:
+        idempotent, and a route left to another node (servers recreated with swapped IPs) is moved."""
         h, gw = self._host(node), self.hosts.hosts[0].netns
-        subprocess.run(
-            ["ip", "netns", "exec", h.netns, "ip", "addr", "add", f"{address}/32", "dev", f"{h.netns}n"],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            ["ip", "netns", "exec", gw, "ip", "route", "add", f"{address}/32", "via", h.address, "table", NODE_TABLE],
-            check=True,
-            capture_output=True,
-        )
+        _ip(h.netns, "addr", "replace", f"{address}/32", "dev", f"{h.netns}n")
+        _ip(gw, "route", "replace", f"{address}/32", "via", h.address, "table", NODE_TABLE)
 
     def private(self, node: str, path: str) -> Path:
         """Where a node's private directory (/etc/kubernetes, /var/lib/osk8s-standin...) is on this machine."""
@@ -217,7 +223,7 @@ class NodesLab:
         return out
 
     def stop(self) -> None:
-        if self.forwarder_pid and _runs(self.forwarder_pid, "netfwd"):
+        if self.forwarder_pid and _runs(self.forwarder_pid, self._ready_mark):
             end(self.forwarder_pid)
         self.forwarder_pid = None
         if self.hosts is not None:
@@ -250,6 +256,12 @@ def on_loopback_cloud(
     )
     cleanup.callback(nodes.stop)
     return nodes, nodes.start()
+
+
+def _ip(netns: str, *args: str, missing_ok: bool = False) -> None:
+    r = subprocess.run(["ip", "-n", netns, *args], capture_output=True, text=True)
+    if r.returncode and not (missing_ok and ("Cannot assign" in r.stderr or "No such process" in r.stderr)):
+        raise RuntimeError(f"ip -n {netns} {' '.join(args)}: {r.stderr.strip() or f'exit {r.returncode}'}")
 
 
 def _runs(pid: int | None, what: str) -> bool:

@@ -181,12 +181,38 @@ class SshHosts:
                         os.kill(int(pid), 15)
                     except ProcessLookupError:
                         pass
-            if h.pid:
+            if h.pid and _is_ours(h.pid, f"{h.netns}_sshd_config"):  # never a process that reused the PID
                 end(h.pid)
+            empty_namespace(h.netns)
             sh("ip", "netns", "del", h.netns, check=False)
             sh("ip", "link", "del", f"{h.netns}h", check=False)
         self.hosts = []
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def empty_namespace(netns: str, grace: float = 5) -> None:
+    """What is still in the namespace after SIGTERM (a slow exit, a container the kubelet stand-in
+    restarted meanwhile) gets SIGTERM again, then SIGKILL: nothing is left in a namespace that
+    `ip netns del` would make unnamed and unfindable."""
+    deadline = time.monotonic() + grace
+    while pids := [int(p) for p in sh("ip", "netns", "pids", netns, check=False).stdout.split()]:
+        signal = 15 if time.monotonic() < deadline else 9
+        for pid in pids:
+            try:
+                os.kill(pid, signal)
+            except ProcessLookupError:
+                pass
+        if signal == 9:
+            time.sleep(0.2)
+            break
+        time.sleep(0.2)
+
+
+def _is_ours(pid: int, mark: str) -> bool:
+    try:
+        return mark in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
 
 
 def end(pid: int, timeout: float = 10) -> None:

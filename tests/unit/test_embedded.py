@@ -98,3 +98,36 @@ def test_a_private_directory_on_the_way_to_a_program_is_named(tmp_path):
     assert private(prog) is None or private(prog) not in (prog, prog.parent, prog.parent.parent)
     prog.parent.parent.chmod(0o700)  # built under an inv session's umask 077
     assert private(prog) == prog.parent.parent
+
+
+def test_the_loopback_cloud_is_ours_to_stop_only_if_this_lab_started_that_very_cloud(tmp_path):
+    from osk8s_tasks.embedded.steps import started_here
+
+    mark = tmp_path / "embedded-cloud-started"
+    running = {"keystone": ("running", 4242), "nova": ("running", 4243)}
+    assert not started_here(mark, running)  # no mark: ./dev test or a user started it
+    mark.write_text("starting\n")  # a start that failed half-way is still ours to stop
+    assert started_here(mark, running)
+    mark.write_text("keystone 4242\n")
+    assert started_here(mark, running)
+    assert not started_here(mark, {"keystone": ("running", 5151)})  # stopped since, and started by someone else
+
+
+def test_an_embedded_lab_refuses_user_values_it_would_override():
+    with pytest.raises(config.ConfigError) as e:
+        config.validate({"lab": {"kind": "embedded"}, "openstack": {"cloud": "mine"}, "cluster": {"nodes": []}})
+    problems = str(e.value).splitlines()
+    assert any(p.startswith("config: openstack.cloud = 'mine': lab.kind embedded fixes it as 'demo'") for p in problems)
+    assert not any("cluster.nodes" in p for p in problems) or any("embedded.workers" in p for p in problems)
+    same = config.validate({"lab": {"kind": "embedded"}, "openstack": {"cloud": "demo", "image": {"name": "node"}}})
+    assert same.openstack.cloud == "demo"  # the same value is no clash
+
+
+def test_host_and_devstack_tasks_are_refused_in_an_embedded_lab():
+    from osk8s_tasks.core.engine import kind_refusal
+
+    for task in ("host.up", "devstack.prepare", "devstack.deploy"):
+        assert "lab.kind is embedded" in kind_refusal(task, "embedded") and "Fix:" in kind_refusal(task, "embedded")
+        assert kind_refusal(task, "full") is None
+    for task in ("embedded.up", "lab.up", "openstack.deploy", "cluster.deploy", "verify.all", "lab.collect"):
+        assert kind_refusal(task, "embedded") is None

@@ -18,6 +18,7 @@ networks `public` (external), `private` and
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -85,12 +86,22 @@ def pids() -> dict[str, int]:
     return out
 
 
-def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+def alive(pid: int, name: str | None = None) -> bool:
+    """Is `pid` running, and still the service `name` started (its recorded program on its command
+    line)? The PID files outlive a reboot or a crash, and a PID may be reused by another process:
+    that one is never counted, nor signalled by stop."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    spec = BASE / "run" / f"{name}.cmd" if name else None
+    if spec is not None and spec.exists():
+        return json.loads(spec.read_text())["cmd"][0] in cmdline
+    return bool(cmdline.strip())  # a zombie's is empty
 
 
 def start() -> None:
-    if any(alive(p) for p in pids().values()):
+    if any(alive(p, n) for n, p in pids().items()):
         log("already running")
         return
     t0 = time.monotonic()
@@ -139,7 +150,7 @@ def wait_volume(timeout: float = 60) -> None:
     admin = openstack.connect(cloud="admin")
     deadline, restarted = time.monotonic() + timeout, False
     while not any(s.binary == "cinder-volume" and s.state == "up" for s in admin.block_storage.services()):
-        if not alive(pids().get("cinder-volume", 0)) and not restarted:
+        if not alive(pids().get("cinder-volume", 0), "cinder-volume") and not restarted:
             log("cinder-volume exited at start-up; starting it again")
             spawn("cinder-volume", [v("cinder-volume"), "--config-file", BASE / "cinder" / "cinder.conf"])
             restarted = True
@@ -150,16 +161,16 @@ def wait_volume(timeout: float = 60) -> None:
 
 def stop() -> None:
     """End what start() started, by PID (each service leads its own process group), and wait."""
-    ours = {n: p for n, p in pids().items() if n != "rabbitmq" and alive(p)}
+    ours = {n: p for n, p in pids().items() if n != "rabbitmq" and alive(p, n)}
     for pid in ours.values():
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 20
-    while any(alive(p) for p in ours.values()) and time.monotonic() < deadline:
+    while any(alive(p, n) for n, p in ours.items()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    for pid in (p for p in ours.values() if alive(p)):
+    for pid in (p for n, p in ours.items() if alive(p, n)):
         os.killpg(pid, signal.SIGKILL)
     d = BASE / "rabbitmq"
     if (d / "env.sh").exists():
@@ -179,21 +190,19 @@ def stop_service(name: str) -> None:
     pid = pids().get(name)
     if pid is None or not (BASE / "run" / f"{name}.cmd").exists():
         raise SystemExit(f"no service {name!r} (known: {', '.join(sorted(pids()))})")
-    if alive(pid):
+    if alive(pid, name):
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
-        while alive(pid) and time.monotonic() < deadline:
+        while alive(pid, name) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if alive(pid):
+        if alive(pid, name):
             os.killpg(pid, signal.SIGKILL)
     log(f"{name} stopped")
 
 
 def start_service(name: str) -> None:
     """Start one stopped service again with the command line it was first started with."""
-    import json
-
-    if alive(pids().get(name, 0)):
+    if alive(pids().get(name, 0), name):
         log(f"{name} already running")
         return
     spec = json.loads((BASE / "run" / f"{name}.cmd").read_text())
@@ -223,7 +232,7 @@ def errors(limit: int = 15) -> None:
 
 
 def status() -> int:
-    running = {n: p for n, p in pids().items() if alive(p)}
+    running = {n: p for n, p in pids().items() if alive(p, n)}
     for name, pid in sorted(pids().items()):
         print(f"{name:16} {'running' if name in running else 'stopped'} (pid {pid})")
     return 0 if running else 3

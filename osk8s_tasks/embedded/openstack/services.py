@@ -12,8 +12,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-BASE = Path(os.environ.get("OSK8S_OPENSTACK_BASE", "/var/lib/osk8s-openstack"))
-VENV = Path(os.environ.get("OSK8S_OPENSTACK_VENV", "/var/cache/osk8s-test/openstack-venv"))
+
+def _absolute(variable: str, default: str) -> Path:
+    """A directory from the environment: empty means the default, a relative path is refused (start()
+    removes BASE: with `OSK8S_OPENSTACK_BASE=` read as Path("") it would empty the working directory)."""
+    path = Path(os.environ.get(variable) or default)
+    if not path.is_absolute():
+        raise SystemExit(f"{variable}={path}: not an absolute path. Fix: give an absolute directory, or unset it")
+    return path
+
+
+BASE = _absolute("OSK8S_OPENSTACK_BASE", "/var/lib/osk8s-openstack")
+VENV = _absolute("OSK8S_OPENSTACK_VENV", "/var/cache/osk8s-test/openstack-venv")
 HERE = Path(__file__).resolve().parent
 PACKAGES = [
     "keystone==30.0.0",
