@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -87,17 +88,33 @@ def pids() -> dict[str, int]:
 
 
 def alive(pid: int, name: str | None = None) -> bool:
-    """Is `pid` running, and still the service `name` started (its recorded program on its command
-    line)? The PID files outlive a reboot or a crash, and a PID may be reused by another process:
-    that one is never counted, nor signalled by stop."""
+    """Is `pid` running, and still the service `name` started? The PID files outlive a reboot or a
+    crash, and a PID may be reused by another process: that one is never counted, nor signalled by
+    stop. The command line cannot tell (gunicorn and oslo.service retitle their processes); the
+    start time can: ours started when its PID file was written (spawn writes it right after fork)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        state, ticks = _stat(pid)
     except OSError:
         return False
-    spec = BASE / "run" / f"{name}.cmd" if name else None
-    if spec is not None and spec.exists():
-        return json.loads(spec.read_text())["cmd"][0] in cmdline
-    return bool(cmdline.strip())  # a zombie's is empty
+    if state == "Z":
+        return False
+    if name is None:
+        return True
+    try:
+        written = (BASE / "run" / f"{name}.pid").stat().st_mtime
+    except OSError:
+        return False
+    return abs(_boot_time() + ticks / os.sysconf("SC_CLK_TCK") - written) < 10
+
+
+def _stat(pid: int) -> tuple[str, int]:
+    """(state, start time in clock ticks since boot) from /proc/PID/stat (fields 3 and 22)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return fields[0], int(fields[19])
+
+
+def _boot_time() -> float:
+    return next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
 
 
 def start() -> None:
@@ -205,12 +222,22 @@ def start_service(name: str) -> None:
     if alive(pids().get(name, 0), name):
         log(f"{name} already running")
         return
+    port = PORTS.get(name)
+    if port and _answers(port):  # a second server could not bind, and would leave the first unknown
+        raise SystemExit(f"{name}: 127.0.0.1:{port} is served by a process this cloud does not know: not starting another")
     spec = json.loads((BASE / "run" / f"{name}.cmd").read_text())
     spawn(name, spec["cmd"], spec["env"])
-    port = PORTS.get(name)
     if port:
         wait_http(f"http://127.0.0.1:{port}/")
+        if not alive(pids()[name], name):
+            raise SystemExit(f"{name} exited after it was started again (log/{name}.out)")
     log(f"{name} started again")
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def errors(limit: int = 15) -> None:
