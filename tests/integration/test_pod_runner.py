@@ -929,7 +929,7 @@ def test_netfwd_reaches_the_root_loopback_from_a_namespace(tmp_path):
             ).returncode
             != 0
         )
-        from tests.peers.openstack.services import PORTS
+        from osk8s_tasks.embedded.openstack.services import PORTS
 
         assert sorted(netfwd.OPENSTACK_PORTS) == sorted(PORTS.values())
         with pytest.raises(FileNotFoundError):
