@@ -34,7 +34,7 @@ import yaml
 
 from osk8s_tasks.embedded.netfwd import OPENSTACK_PORTS
 from osk8s_tasks.embedded.simnodes import NODE_TABLE, node_hosts
-from osk8s_tasks.embedded.sshd import SshHosts, TestHost, end
+from osk8s_tasks.embedded.sshd import SshHosts, TestHost, end, runs
 
 PROJECT = Path(__file__).resolve().parents[2]
 STATE_FILE = "nodes.json"
@@ -167,9 +167,9 @@ class NodesLab:
         for h in self.hosts.hosts:
             if h.netns not in netns:
                 out.append(f"{h.name}: network namespace {h.netns} is gone")
-            elif not _runs(h.pid, f"{h.netns}_sshd_config"):
+            elif not runs(h.pid, f"{h.netns}_sshd_config"):
                 out.append(f"{h.name}: sshd (pid {h.pid}) is not running")
-        if self.config.forward_ports and not _runs(self.forwarder_pid, self._ready_mark):
+        if self.config.forward_ports and not runs(self.forwarder_pid, self._ready_mark):
             out.append(f"the port forwarder (pid {self.forwarder_pid}) is not running")
         return out
 
@@ -223,7 +223,7 @@ class NodesLab:
         return out
 
     def stop(self) -> None:
-        if self.forwarder_pid and _runs(self.forwarder_pid, self._ready_mark):
+        if self.forwarder_pid and runs(self.forwarder_pid, self._ready_mark):
             end(self.forwarder_pid)
         self.forwarder_pid = None
         if self.hosts is not None:
@@ -262,13 +262,3 @@ def _ip(netns: str, *args: str, missing_ok: bool = False) -> None:
     r = subprocess.run(["ip", "-n", netns, *args], capture_output=True, text=True)
     if r.returncode and not (missing_ok and ("Cannot assign" in r.stderr or "No such process" in r.stderr)):
         raise RuntimeError(f"ip -n {netns} {' '.join(args)}: {r.stderr.strip() or f'exit {r.returncode}'}")
-
-
-def _runs(pid: int | None, what: str) -> bool:
-    """Is `pid` alive and still the program we started (a PID may be reused)?"""
-    if not pid:
-        return False
-    try:
-        return what in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False

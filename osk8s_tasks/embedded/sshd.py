@@ -181,7 +181,7 @@ class SshHosts:
                         os.kill(int(pid), 15)
                     except ProcessLookupError:
                         pass
-            if h.pid and _is_ours(h.pid, f"{h.netns}_sshd_config"):  # never a process that reused the PID
+            if runs(h.pid, f"{h.netns}_sshd_config"):  # never a process that reused the PID
                 end(h.pid)
             empty_namespace(h.netns)
             sh("ip", "netns", "del", h.netns, check=False)
@@ -208,7 +208,10 @@ def empty_namespace(netns: str, grace: float = 5) -> None:
         time.sleep(0.2)
 
 
-def _is_ours(pid: int, mark: str) -> bool:
+def runs(pid: int | None, mark: str) -> bool:
+    """Is `pid` alive and still the program we started, `mark` on its command line (a PID may be reused)?"""
+    if not pid:
+        return False
     try:
         return mark in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
